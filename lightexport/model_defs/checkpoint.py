@@ -1,0 +1,116 @@
+"""Checkpoint loading that is safe by default and precise when something does not fit.
+
+``torch.load(weights_only=True)`` refuses pickles that could run code; users must opt in
+with ``trust=True`` (``--trust-checkpoint``). A checkpoint that does not fit the model is
+reported key by key, with shapes, instead of torch's wall of text.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from lightexport.errors import CheckpointError, InputFileError
+from lightexport.model_defs.registry import ModelSpec, StateDict
+
+# Wrappers used by training frameworks around the actual state dict, tried in order.
+_WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module", "net")
+_PREFIXES = ("module.", "model.", "_orig_mod.")
+
+
+def read_checkpoint(path: str | Path, trust: bool = False) -> StateDict:
+    """Read a checkpoint file and return its bare state dict (wrappers and prefixes removed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        if trust:
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+        raise CheckpointError(
+            f"{path}: refused to unpickle: it contains Python objects beyond tensors, and unpickling "
+            "them can run arbitrary code. Re-save it as a plain state dict, or pass --trust-checkpoint "
+            "if you trust its source"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    return unwrap_state_dict(obj, source=str(path))
+
+
+def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> StateDict:
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{source}: expected a state dict, found {type(obj).__name__}")
+    for key in _WRAPPER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, nn.Module):
+            inner = inner.state_dict()
+        if isinstance(inner, dict) and inner and all(torch.is_tensor(v) for v in inner.values()):
+            obj = inner
+            break
+    tensors = {k: v for k, v in obj.items() if torch.is_tensor(v)}
+    if not tensors:
+        raise CheckpointError(f"{source}: holds no tensors (keys: {', '.join(list(obj)[:8])})")
+    for prefix in _PREFIXES:
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
+    return tensors
+
+
+@dataclass
+class KeyReport:
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self, limit: int = 6) -> str:
+        def clip(items: list[str]) -> str:
+            more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+            return ", ".join(items[:limit]) + more
+
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing: {clip(self.missing)}")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected: {clip(self.unexpected)}")
+        if self.mismatched:
+            shapes = [f"{k} checkpoint {list(a)} vs model {list(b)}" for k, a, b in self.mismatched]
+            parts.append(f"{len(self.mismatched)} mis-shaped: {clip(shapes)}")
+        return "; ".join(parts)
+
+
+def compare_keys(state_dict: StateDict, model: nn.Module) -> KeyReport:
+    expected = model.state_dict()
+    report = KeyReport(
+        missing=[k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")],
+        unexpected=[k for k in state_dict if k not in expected],
+    )
+    for key, value in state_dict.items():
+        if key in expected and tuple(value.shape) != tuple(expected[key].shape):
+            report.mismatched.append((key, tuple(value.shape), tuple(expected[key].shape)))
+    return report
+
+
+def load_weights(model: nn.Module, path: str | Path, spec: ModelSpec | None = None, trust: bool = False) -> nn.Module:
+    """Load a checkpoint (official, timm, or wrapped) into ``model`` strictly."""
+    state_dict = read_checkpoint(path, trust=trust)
+    if spec is not None and spec.checkpoint_filter is not None:
+        state_dict = spec.checkpoint_filter(state_dict, model)
+    report = compare_keys(state_dict, model)
+    if not report.ok:
+        name = spec.name if spec else type(model).__name__
+        raise CheckpointError(f"{path} does not fit {name}: {report.describe()}")
+    model.load_state_dict(state_dict, strict=False)
+    return model

@@ -1,0 +1,81 @@
+"""One registry of model builders: name -> builder plus the data every later stage needs.
+
+Exporters need the default input size, calibration and parity need the preprocessing
+(mean/std, crop), and checkpoint loading needs the filter that maps other key layouts
+onto ours. Keeping all of it beside the builder means a new variant is one entry.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+from lightexport.errors import UnknownModelError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+StateDict = dict[str, Any]
+CheckpointFilter = Callable[[StateDict, nn.Module], StateDict]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    builder: Callable[..., nn.Module]
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_pct: float = 0.875
+    checkpoint_filter: CheckpointFilter | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, **kwargs: Any) -> nn.Module:
+        return self.builder(**{**self.config, **kwargs})
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_models(family: str | None = None) -> list[str]:
+    return sorted(n for n, s in _REGISTRY.items() if family is None or s.family == family)
+
+
+def suggest(name: str, n: int = 3) -> list[str]:
+    names = list(_REGISTRY)
+    close = difflib.get_close_matches(name.lower(), names, n=n, cutoff=0.5)
+    if not close:  # 'fasternet' alone should still point at the family
+        close = [x for x in sorted(names) if name.lower() in x][:n]
+    return close
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        hint = suggest(name)
+        msg = f"unknown model {name!r}"
+        msg += f"; did you mean {', '.join(hint)}?" if hint else "; run 'lightexport list' to see the registered models"
+        raise UnknownModelError(msg) from None
+
+
+def is_registered(name: str) -> bool:
+    return name in _REGISTRY
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model in eval mode with random weights (load weights separately)."""
+    model = get_spec(name).build(**kwargs)
+    return model.eval()

@@ -1,0 +1,65 @@
+"""One small interface for every backend, after Polygraphy's runners.
+
+``with SomeRunner(...) as r: outputs = r.infer({"input": x})``. Subclasses implement
+``activate_impl`` (load the artifact, pay one-time costs) and ``infer_impl``; the base
+class owns the context-manager protocol and the input checks, so backends stay short
+and comparisons treat them all alike. Outputs are returned in the artifact's output
+order, keyed by output name, as float32/float16/... numpy arrays on the host.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+import numpy as np
+
+from lightexport.errors import UsageError
+
+Feed = Mapping[str, np.ndarray]
+Outputs = dict[str, np.ndarray]
+
+
+class Runner(ABC):
+    #: short backend name shown in reports ("onnxruntime", "openvino", "tensorrt", "torch")
+    backend: str = "base"
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or self.backend
+        self.is_active = False
+        self.input_names: list[str] = []
+        self.output_names: list[str] = []
+
+    def __enter__(self) -> Runner:
+        self.activate()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.deactivate()
+
+    def activate(self) -> None:
+        if not self.is_active:
+            self.activate_impl()
+            self.is_active = True
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self.deactivate_impl()
+            self.is_active = False
+
+    def infer(self, feed: Feed) -> Outputs:
+        if not self.is_active:
+            raise RuntimeError(f"{self.name}: infer() called before activate()")
+        missing = [n for n in self.input_names if n not in feed]
+        if missing:
+            raise UsageError(f"{self.name}: feed lacks inputs {missing}; the artifact expects {self.input_names}")
+        return self.infer_impl(feed)
+
+    @abstractmethod
+    def activate_impl(self) -> None: ...
+
+    @abstractmethod
+    def infer_impl(self, feed: Feed) -> Outputs: ...
+
+    def deactivate_impl(self) -> None:
+        """Release backend resources; most backends need nothing beyond garbage collection."""
