@@ -32,7 +32,7 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> StateDict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        if trust:
+        if trust or "unsupported global" not in str(exc).lower():
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
         raise CheckpointError(
             f"{path}: refused to unpickle: it contains Python objects beyond tensors, and unpickling "
@@ -103,14 +103,18 @@ def compare_keys(state_dict: StateDict, model: nn.Module) -> KeyReport:
     return report
 
 
+def load_state_dict_strict(model: nn.Module, state_dict: StateDict, label: str, source: str | Path) -> nn.Module:
+    """Load ``state_dict`` into ``model``, or explain every key that does not fit."""
+    report = compare_keys(state_dict, model)
+    if not report.ok:
+        raise CheckpointError(f"{source} does not fit {label}: {report.describe()}")
+    model.load_state_dict(state_dict, strict=False)
+    return model
+
+
 def load_weights(model: nn.Module, path: str | Path, spec: ModelSpec | None = None, trust: bool = False) -> nn.Module:
     """Load a checkpoint (official, timm, or wrapped) into ``model`` strictly."""
     state_dict = read_checkpoint(path, trust=trust)
     if spec is not None and spec.checkpoint_filter is not None:
         state_dict = spec.checkpoint_filter(state_dict, model)
-    report = compare_keys(state_dict, model)
-    if not report.ok:
-        name = spec.name if spec else type(model).__name__
-        raise CheckpointError(f"{path} does not fit {name}: {report.describe()}")
-    model.load_state_dict(state_dict, strict=False)
-    return model
+    return load_state_dict_strict(model, state_dict, spec.name if spec else type(model).__name__, path)

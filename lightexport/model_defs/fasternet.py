@@ -159,7 +159,8 @@ class FasterNet(nn.Module):
         self.num_features = int(embed_dim * 2 ** (self.num_stages - 1))
         self.fork_feat = fork_feat
         self.patch_embed = PatchEmbed(patch_size, patch_stride, in_chans, embed_dim, norm_layer if patch_norm else None)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        total = sum(depths)  # linear decay over all blocks, as torch.linspace in the official code
+        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         stages: list[nn.Module] = []
         for i, depth in enumerate(depths):
             dim = int(embed_dim * 2**i)
@@ -215,7 +216,7 @@ def _init_weights(m: nn.Module) -> None:
 _TIMM_STAGE = re.compile(r"^stages\.(\d+)\.(downsample\.)?(.*)$")
 
 
-def checkpoint_filter_fn(state_dict: StateDict, model: nn.Module) -> StateDict:
+def checkpoint_filter_fn(state_dict: StateDict, model: nn.Module | None = None) -> StateDict:
     """Map timm's FasterNet layout onto the official one; official checkpoints pass through.
 
     timm nests merging layers inside the following stage (``stages.i.downsample``) and

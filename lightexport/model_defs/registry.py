@@ -20,7 +20,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 StateDict = dict[str, Any]
-CheckpointFilter = Callable[[StateDict, nn.Module], StateDict]
+CheckpointFilter = Callable[[StateDict, "nn.Module | None"], StateDict]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,230 @@
+"""The ``lightexport`` command: options in, calls into the library, tables and exit codes out.
+
+No logic lives here beyond turning options into arguments. Every user mistake arrives
+as a ``LightExportError`` and leaves as one line on stderr with a distinct exit code;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from lightexport import __version__
+from lightexport.errors import LightExportError, ParityFailure, UsageError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into one-line messages and their exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except LightExportError as exc:
+            if debug:
+                raise
+            _fail(str(exc), int(exc.exit_code))
+        except KeyboardInterrupt:
+            _fail("interrupted; no partial output was kept", 130)
+
+    return wrapper
+
+
+def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every command that builds a PyTorch model shares."""
+    options = [
+        click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint: official, timm, or wrapped."),
+        click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling (can run code from the file)."),
+        click.option("--num-classes", type=int, help="Classifier width (default: from the checkpoint, else 1000)."),
+        click.option("--features", is_flag=True, help="Backbone mode: export the four normalized feature maps."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _load(source: str, weights: str | None, trust_checkpoint: bool, num_classes: int | None, features: bool):
+    from lightexport.model_defs.loader import load_model
+
+    return load_model(source, weights, num_classes=num_classes, features=features, trust=trust_checkpoint)
+
+
+def _human_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    raise AssertionError
+
+
+def print_export(result) -> None:
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_row("[bold]file[/]", ", ".join(str(f) for f in result.files or [result.path]))
+    table.add_row("[bold]size[/]", _human_size(result.size_bytes))
+    table.add_row("[bold]precision[/]", result.precision)
+    table.add_row("[bold]time[/]", f"{result.seconds:.2f} s")
+    if result.op_histogram:
+        ops = ", ".join(f"{op} {n}" for op, n in result.op_histogram.most_common())
+        table.add_row("[bold]ops[/]", ops)
+    for note in result.notes:
+        table.add_row("", f"[dim]{note}[/]")
+    console.print(table)
+
+
+def _write_json(path: str | None, payload: dict) -> None:
+    if path:
+        from lightexport.fileio import atomic_output
+
+        with atomic_output(path) as tmp:
+            tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="lightexport")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+def cli(debug: bool) -> None:
+    """Export lightweight vision backbones to ONNX, OpenVINO and TensorRT, and prove parity.
+
+    \b
+    Examples:
+      lightexport list
+      lightexport onnx fasternet_s --fuse --check
+      lightexport parity fasternet_s.onnx
+    """
+
+
+@cli.command("list")
+@click.option("--family", help="Only this family (e.g. fasternet).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the table as JSON.")
+@handle_errors
+def list_cmd(family: str | None, json_out: str | None) -> None:
+    """List registered models with parameters, GMACs at the default input size, and input size.
+
+    \b
+    Example:
+      lightexport list --family fasternet
+    """
+    from lightexport.model_defs import get_spec, list_models
+    from lightexport.model_defs.complexity import complexity
+
+    table = Table("model", "family", "params (M)", "GMACs", "input", title="registered models")
+    rows = []
+    for name in list_models(family):
+        spec = get_spec(name)
+        params, gmacs = complexity(spec)
+        rows.append({"name": name, "family": spec.family, "params": params, "gmacs": gmacs, "input_size": spec.input_size})
+        table.add_row(name, spec.family, f"{params / 1e6:.2f}", f"{gmacs:.3f}", f"{spec.input_size}x{spec.input_size}")
+    console.print(table)
+    _write_json(json_out, {"models": rows})
+
+
+@cli.command("onnx")
+@click.argument("source")
+@model_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default: MODEL.onnx).")
+@click.option("--fuse", is_flag=True, help="Apply every reparameterization pass before export.")
+@click.option("--input-size", type=int, help="Square input side (default: the model's).")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width.")
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True)
+@click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model right after export.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the export (and parity) report as JSON.")
+@handle_errors
+def onnx_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic, opset,
+             no_simplify, exporter, check, json_out) -> None:
+    """Export MODEL (a registered name or a checkpoint file) to ONNX.
+
+    \b
+    Examples:
+      lightexport onnx fasternet_s --fuse
+      lightexport onnx fasternet_t0 --weights fasternet_t0.pth --fuse --check -o t0.onnx
+      lightexport onnx fasternet_t0 --features --dynamic
+    """
+    from lightexport.exporter.onnx import export_onnx
+
+    loaded = _load(source, weights, trust_checkpoint, num_classes, features)
+    result = export_onnx(loaded, output, fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic, opset=opset,
+                         simplify_graph=not no_simplify, exporter=exporter)
+    print_export(result)
+    payload = {"export": result.to_dict()}
+    if check:
+        report = _run_parity(result.path, loaded, inputs=4, precision=result.precision, threads=None)
+        payload["parity"] = report.to_dict()
+    _write_json(json_out, payload)
+    if check and not report.passed:
+        raise ParityFailure(f"{result.path} fails parity: {'; '.join(report.failures)}")
+
+
+def _run_parity(artifact: Path, loaded, inputs: int, precision: str, threads: int | None, seed: int = 0):
+    from lightexport.parity import check_parity, make_inputs, runner_for
+
+    feeds = make_inputs(loaded.spec, inputs, seed=seed)
+    report = check_parity(runner_for(artifact, threads=threads), loaded.module, feeds, precision=precision)
+    report.render(console)
+    return report
+
+
+@cli.command("parity")
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--model", "model_name", help="Reference model (default: recorded in the artifact).")
+@model_options
+@click.option("--inputs", type=int, default=8, show_default=True, help="Number of inputs (real photos, then noise).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Tolerance set (default: recorded).")
+@click.option("--threads", type=int, help="Runtime threads (default: the runtime's choice).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON.")
+@handle_errors
+def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, features, inputs, precision, threads, seed,
+               json_out) -> None:
+    """Compare ARTIFACT (.onnx, .xml, .engine) with the unfused PyTorch reference.
+
+    Exits 4 when any output is outside the tolerance for its precision.
+
+    \b
+    Examples:
+      lightexport parity fasternet_s.onnx
+      lightexport parity t0.onnx --model fasternet_t0 --weights t0.pth --inputs 16 --json parity.json
+    """
+    from lightexport.exporter.base import read_artifact_metadata
+
+    meta = read_artifact_metadata(artifact)
+    name = model_name or meta.get("model")
+    if not name:
+        raise UsageError(f"{artifact} records no model name; pass --model NAME")
+    if weights is None and meta.get("weights") and not model_name:
+        raise UsageError(f"{artifact} was exported from weights {meta['weights']}; pass --weights with that file")
+    build = json.loads(meta.get("build_kwargs", "{}"))
+    loaded = _load(name, weights, trust_checkpoint, num_classes or build.get("num_classes"),
+                   features or bool(build.get("fork_feat")))
+    report = _run_parity(Path(artifact), loaded, inputs, precision or meta.get("precision", "fp32"), threads, seed)
+    _write_json(json_out, report.to_dict())
+    if not report.passed:
+        raise ParityFailure(f"{artifact} fails parity: {'; '.join(report.failures)}")
+
+
+def main() -> None:
+    cli(prog_name="lightexport")
+
+
+if __name__ == "__main__":
+    main()

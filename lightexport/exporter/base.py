@@ -1,0 +1,120 @@
+"""What every backend shares: the result record and the metadata stamped into artifacts.
+
+Like the Ultralytics exporter, every format reports the file it wrote, its size and the
+time it took, and every artifact records where it came from, so ``lightexport parity``
+can rebuild the right reference without being told again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightexport import __version__
+from lightexport.errors import InputFileError
+from lightexport.model_defs.loader import LoadedModel
+
+META_PREFIX = "lightexport."
+
+
+@dataclass
+class ExportResult:
+    format: str
+    path: Path
+    seconds: float
+    precision: str = "fp32"
+    files: list[Path] = field(default_factory=list)
+    op_histogram: Counter = field(default_factory=Counter)
+    metadata: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    passes: list[Any] = field(default_factory=list)  # reparam PassReports applied before export
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in (self.files or [self.path]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "path": str(self.path),
+            "files": [str(f) for f in self.files or [self.path]],
+            "size_bytes": self.size_bytes,
+            "seconds": round(self.seconds, 3),
+            "precision": self.precision,
+            "op_histogram": dict(self.op_histogram.most_common()),
+            "metadata": self.metadata,
+            "notes": self.notes,
+            "passes": [r.to_dict() for r in self.passes],
+        }
+
+
+def file_digest(path: Path, length: int = 16) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:length]
+
+
+def artifact_metadata(
+    loaded: LoadedModel,
+    passes: list[str],
+    input_size: int,
+    batch: int,
+    dynamic: bool,
+    precision: str,
+) -> dict[str, str]:
+    """Provenance as flat strings (ONNX metadata_props and OpenVINO rt_info both take strings).
+
+    Nothing time- or machine-dependent goes in, so exports stay byte-identical.
+    """
+    spec = loaded.spec
+    meta = {
+        "model": spec.name,
+        "family": spec.family,
+        "build_kwargs": json.dumps(loaded.build_kwargs, sort_keys=True),
+        "passes": json.dumps(passes),
+        "input_size": str(input_size),
+        "batch": "dynamic" if dynamic else str(batch),
+        "mean": json.dumps(list(spec.mean)),
+        "std": json.dumps(list(spec.std)),
+        "crop_pct": str(spec.crop_pct),
+        "precision": precision,
+        "version": __version__,
+    }
+    if loaded.weights is not None:
+        meta["weights"] = loaded.weights.name
+        meta["weights_sha256"] = file_digest(loaded.weights)
+    return {META_PREFIX + k: v for k, v in meta.items()}
+
+
+def strip_prefix(metadata: dict[str, str]) -> dict[str, str]:
+    return {k[len(META_PREFIX) :]: v for k, v in metadata.items() if k.startswith(META_PREFIX)}
+
+
+def read_artifact_metadata(path: str | Path) -> dict[str, str]:
+    """Provenance recorded in an artifact (prefix stripped); empty when it records none.
+
+    ONNX keeps it in ``metadata_props``, OpenVINO IR in ``rt_info``; a TensorRT engine
+    cannot hold it, so the builder writes it to a ``.json`` sidecar beside the engine.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"artifact not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from lightexport.exporter.onnx import read_metadata
+
+        return strip_prefix(read_metadata(path))
+    if suffix == ".xml":
+        from lightexport.exporter.openvino import read_metadata as read_ir_metadata
+
+        return strip_prefix(read_ir_metadata(path))
+    sidecar = path.with_name(path.name + ".json")
+    if sidecar.is_file():
+        return strip_prefix(json.loads(sidecar.read_text()))
+    return {}

@@ -1,0 +1,178 @@
+"""PyTorch -> ONNX: export, simplify, check, stamp provenance, write atomically.
+
+The TorchScript-based exporter is the default: it is ~30x faster than the dynamo
+exporter on these CNNs, it is deterministic, and its node names carry module paths
+(``/stages/stages.0/blocks/blocks.0/mlp/mlp.0/Conv``) that bisection maps back to
+PyTorch modules. ``exporter="dynamo"`` is there for torch releases that drop it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import onnx
+import torch
+import torch.nn as nn
+
+from lightexport.errors import ExportError, InputFileError, UsageError
+from lightexport.exporter.base import ExportResult, artifact_metadata
+from lightexport.fileio import atomic_output
+from lightexport.model_defs.loader import LoadedModel
+
+DEFAULT_OPSET = 17
+EXPORTERS = ("torchscript", "dynamo")
+INPUT_NAME = "input"
+
+
+def output_names(loaded: LoadedModel) -> list[str]:
+    if loaded.features:
+        return [f"feat{i}" for i in range(len(loaded.module.out_indices))]
+    return ["logits"]
+
+
+def torch_to_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    outputs: list[str],
+    *,
+    dynamic: bool = False,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "torchscript",
+) -> onnx.ModelProto:
+    """Run torch's exporter and return the in-memory graph (nothing touches the disk yet)."""
+    if exporter not in EXPORTERS:
+        raise UsageError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    axes = {0: "batch", 2: "height", 3: "width"}
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                dim = torch.export.Dim
+                shapes = ({0: dim("batch", max=1024), 2: dim("height", min=32), 3: dim("width", min=32)},)
+                program = torch.onnx.export(
+                    module, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+                    output_names=outputs, dynamic_shapes=shapes if dynamic else None, verbose=False,
+                )
+                return program.model_proto
+            buffer = io.BytesIO()
+            torch.onnx.export(
+                module, (example,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=outputs, do_constant_folding=True,
+                dynamic_axes={name: axes for name in [INPUT_NAME, *outputs]} if dynamic else None,
+            )
+            return onnx.load_from_string(buffer.getvalue())
+    except Exception as exc:  # torch raises many unrelated types here; keep the cause for --debug
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"torch.onnx.export ({exporter}) failed: {reason}") from exc
+
+
+def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """Constant-fold and clean the graph with onnxsim, or onnxslim where onnxsim is unavailable."""
+    try:
+        import onnxsim
+    except ImportError:
+        import onnxslim
+
+        return onnxslim.slim(model), "onnxslim"
+    try:
+        simplified, ok = onnxsim.simplify(model)
+    except Exception as exc:
+        raise ExportError(f"onnxsim failed: {exc}") from exc
+    if not ok:
+        raise ExportError("onnxsim produced a graph that does not match the original; rerun with --no-simplify")
+    return simplified, "onnxsim"
+
+
+def stamp_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    kept = [p for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key in sorted(metadata):
+        model.metadata_props.add(key=key, value=metadata[key])
+
+
+def read_metadata(model_or_path: onnx.ModelProto | str | Path) -> dict[str, str]:
+    model = load_onnx(model_or_path, load_weights=False) if not isinstance(model_or_path, onnx.ModelProto) else model_or_path
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def load_onnx(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"ONNX file not found: {path}")
+    try:
+        return onnx.load(str(path), load_external_data=load_weights)
+    except Exception as exc:
+        raise InputFileError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+
+
+def op_histogram(model: onnx.ModelProto) -> Counter:
+    return Counter(node.op_type for node in model.graph.node)
+
+
+def check_model(model: onnx.ModelProto) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported graph fails onnx's checker: {str(exc).splitlines()[0]}") from exc
+
+
+def save_onnx(model: onnx.ModelProto, output: Path) -> None:
+    with atomic_output(output) as tmp:
+        onnx.save(model, str(tmp))
+
+
+def default_output(loaded: LoadedModel, suffix: str, tag: str = "") -> Path:
+    mode = "_features" if loaded.features else ""
+    return Path(f"{loaded.name}{mode}{tag}{suffix}")
+
+
+def export_onnx(
+    loaded: LoadedModel,
+    output: str | Path | None = None,
+    *,
+    fuse: bool = False,
+    passes: list[str] | None = None,
+    input_size: int | None = None,
+    batch: int = 1,
+    dynamic: bool = False,
+    opset: int = DEFAULT_OPSET,
+    simplify_graph: bool = True,
+    exporter: str = "torchscript",
+) -> ExportResult:
+    """Export a loaded model to a checked, simplified, provenance-stamped fp32 ONNX file."""
+    from lightexport.reparam import DEFAULT_PASSES, apply_passes
+
+    start = time.perf_counter()
+    input_size = input_size or loaded.spec.input_size
+    if batch < 1 or input_size < 32:
+        raise UsageError(f"batch must be >= 1 and input size >= 32 (got batch={batch}, input size={input_size})")
+    module, reports = loaded.module, []
+    if fuse or passes:
+        module, reports = apply_passes(loaded.module, passes or list(DEFAULT_PASSES))
+    example = torch.zeros(batch, 3, input_size, input_size)
+    model = torch_to_onnx(module, example, output_names(loaded), dynamic=dynamic, opset=opset, exporter=exporter)
+    notes = [r.summary() for r in reports]
+    if simplify_graph:
+        model, tool = simplify(model)
+        notes.append(f"simplified with {tool}")
+    applied = [r.name for r in reports]
+    stamp_metadata(model, artifact_metadata(loaded, applied, input_size, batch, dynamic, "fp32"))
+    check_model(model)
+    output = Path(output) if output else default_output(loaded, ".onnx")
+    save_onnx(model, output)
+    return ExportResult(
+        format="onnx",
+        path=output,
+        seconds=time.perf_counter() - start,
+        files=[output],
+        op_histogram=op_histogram(model),
+        metadata={p.key: p.value for p in model.metadata_props},
+        notes=notes,
+        passes=reports,
+    )

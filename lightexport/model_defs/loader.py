@@ -1,0 +1,104 @@
+"""Resolve what the user named: a registered model (optionally with weights) or a bare checkpoint.
+
+A bare checkpoint carries no architecture name, so the architecture is found by fitting
+its keys and shapes against every registered model built on the meta device (no memory,
+no time): exactly one must fit, otherwise the user is asked to name the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from lightexport.errors import CheckpointError, InputFileError
+from lightexport.model_defs.checkpoint import compare_keys, load_state_dict_strict, read_checkpoint
+from lightexport.model_defs.registry import ModelSpec, StateDict, get_spec, is_registered, list_models
+
+# Classifier-only keys a backbone-mode model legitimately does not have.
+_HEAD_PREFIXES = ("head.", "avgpool_pre_head.", "classifier.", "conv_head.")
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    module: nn.Module
+    weights: Path | None = None
+    build_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def features(self) -> bool:
+        return bool(self.build_kwargs.get("fork_feat"))
+
+
+def looks_like_path(source: str) -> bool:
+    return Path(source).suffix in {".pth", ".pt", ".bin", ".ckpt", ".tar", ".safetensors"} or "/" in source
+
+
+def _filtered(spec: ModelSpec, state_dict: StateDict) -> StateDict:
+    return spec.checkpoint_filter(state_dict, None) if spec.checkpoint_filter else state_dict
+
+
+def _head_classes(state_dict: StateDict) -> int | None:
+    weight = state_dict.get("head.weight")
+    return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+
+
+def identify_checkpoint(state_dict: StateDict, path: Path) -> str:
+    """Name the registered model whose parameters a checkpoint fits exactly."""
+    fits = []
+    for name in list_models():
+        spec = get_spec(name)
+        sd = _filtered(spec, state_dict)
+        classes = _head_classes(sd)
+        with torch.device("meta"):
+            model = spec.build(**({"num_classes": classes} if classes is not None else {}))
+        if compare_keys(sd, model).ok:
+            fits.append(name)
+    if len(fits) != 1:
+        found = f"it fits {', '.join(fits)}" if fits else "it fits no registered model"
+        raise CheckpointError(f"cannot tell which architecture {path} holds ({found}); name the model and pass --weights")
+    return fits[0]
+
+
+def load_model(
+    source: str,
+    weights: str | Path | None = None,
+    *,
+    num_classes: int | None = None,
+    features: bool = False,
+    trust: bool = False,
+) -> LoadedModel:
+    """Build the model ``source`` names (or the one a checkpoint path fits) and load its weights."""
+    state_dict = None
+    if not is_registered(source) and (looks_like_path(source) or Path(source).is_file()):
+        if weights is not None:
+            raise InputFileError(f"got a checkpoint ({source}) and --weights; name the model and pass --weights")
+        weights = Path(source)
+        if not weights.is_file():
+            raise InputFileError(f"no such model or file: {source}")
+        state_dict = read_checkpoint(weights, trust=trust)
+        source = identify_checkpoint(state_dict, weights)
+    spec = get_spec(source)
+    if weights is not None:
+        state_dict = _filtered(spec, state_dict if state_dict is not None else read_checkpoint(weights, trust=trust))
+    kwargs: dict[str, Any] = {}
+    if features:
+        kwargs["fork_feat"] = True
+        if state_dict is not None:
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(_HEAD_PREFIXES)}
+    else:
+        classes = num_classes if num_classes is not None else (_head_classes(state_dict) if state_dict else None)
+        if classes is not None:
+            kwargs["num_classes"] = classes
+    module = spec.build(**kwargs)
+    if state_dict is not None:
+        load_state_dict_strict(module, state_dict, spec.name, weights)
+    return LoadedModel(spec=spec, module=module.eval(), weights=Path(weights) if weights else None, build_kwargs=kwargs)
