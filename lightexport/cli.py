@@ -165,14 +165,29 @@ def onnx_cmd(source, weights, trust_checkpoint, num_classes, features, output, f
     loaded = _load(source, weights, trust_checkpoint, num_classes, features)
     result = export_onnx(loaded, output, fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic, opset=opset,
                          simplify_graph=not no_simplify, exporter=exporter)
-    print_export(result)
-    payload = {"export": result.to_dict()}
-    if check:
-        report = _run_parity(result.path, loaded, inputs=4, precision=result.precision, threads=None)
-        payload["parity"] = report.to_dict()
-    _write_json(json_out, payload)
-    if check and not report.passed:
-        raise ParityFailure(f"{result.path} fails parity: {'; '.join(report.failures)}")
+    _finish_export(result, loaded if check else None, json_out)
+
+
+def _load_or_onnx(source: str, weights, trust_checkpoint, num_classes, features):
+    """An ONNX file passes through as a path; anything else names a PyTorch model to load."""
+    if source.lower().endswith(".onnx"):
+        if weights or num_classes or features:
+            raise UsageError("--weights/--num-classes/--features apply to PyTorch models, not to an ONNX input")
+        return Path(source)
+    return _load(source, weights, trust_checkpoint, num_classes, features)
+
+
+def _reference_for(source, loaded_or_path, weights, trust_checkpoint):
+    """The unfused PyTorch model an artifact is checked against (rebuilt from ONNX provenance if needed)."""
+    if not isinstance(loaded_or_path, Path):
+        return loaded_or_path
+    from lightexport.exporter.base import read_artifact_metadata
+
+    meta = read_artifact_metadata(loaded_or_path)
+    if "model" not in meta:
+        raise UsageError(f"{source} records no model, so --check has no reference; run lightexport parity --model")
+    build = json.loads(meta.get("build_kwargs", "{}"))
+    return _load(meta["model"], weights, trust_checkpoint, build.get("num_classes"), bool(build.get("fork_feat")))
 
 
 def _run_parity(artifact: Path, loaded, inputs: int, precision: str, threads: int | None, seed: int = 0):
@@ -182,6 +197,55 @@ def _run_parity(artifact: Path, loaded, inputs: int, precision: str, threads: in
     report = check_parity(runner_for(artifact, threads=threads), loaded.module, feeds, precision=precision)
     report.render(console)
     return report
+
+
+@cli.command("openvino")
+@click.argument("source")
+@model_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output .xml (the .bin goes beside it).")
+@click.option("--fuse", is_flag=True, help="Apply every reparameterization pass before conversion.")
+@click.option("--input-size", type=int, help="Square input side (default: the model's).")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width.")
+@click.option("--fp16", "precision", flag_value="fp16", help="Compress weights to fp16.")
+@click.option("--int8", "precision", flag_value="int8", help="Post-training int8 quantization with NNCF (needs --calib).")
+@click.option("--calib", type=click.Path(file_okay=False), help="Folder of representative images for --int8.")
+@click.option("--calib-size", type=int, default=300, show_default=True, help="Number of calibration images.")
+@click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model right after export.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the export (and parity) report as JSON.")
+@handle_errors
+def openvino_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic,
+                 precision, calib, calib_size, check, json_out) -> None:
+    """Convert MODEL (registered name or checkpoint) or an ONNX file to OpenVINO IR.
+
+    The IR is fp32 unless --fp16 or --int8 is given.
+
+    \b
+    Examples:
+      lightexport openvino fasternet_s --fuse --check
+      lightexport openvino fasternet_t0.onnx --fp16 -o t0_fp16.xml
+      lightexport openvino fasternet_t0 --fuse --int8 --calib photos/ --calib-size 200
+    """
+    from lightexport.exporter.openvino import export_openvino
+
+    precision = precision or "fp32"
+    loaded = _load_or_onnx(source, weights, trust_checkpoint, num_classes, features)
+    result = export_openvino(loaded, output, fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
+                             precision=precision, calib=calib, calib_size=calib_size)
+    _finish_export(result, _reference_for(source, loaded, weights, trust_checkpoint) if check else None, json_out)
+
+
+def _finish_export(result, reference, json_out: str | None) -> None:
+    """Print the export summary, optionally prove parity, write the JSON report, set the exit code."""
+    print_export(result)
+    payload = {"export": result.to_dict()}
+    report = None
+    if reference is not None:
+        report = _run_parity(result.path, reference, inputs=8, precision=result.precision, threads=None)
+        payload["parity"] = report.to_dict()
+    _write_json(json_out, payload)
+    if report is not None and not report.passed:
+        raise ParityFailure(f"{result.path} fails parity: {'; '.join(report.failures)}")
 
 
 @cli.command("parity")

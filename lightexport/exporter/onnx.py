@@ -106,9 +106,12 @@ def load_onnx(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
     if not path.is_file():
         raise InputFileError(f"ONNX file not found: {path}")
     try:
-        return onnx.load(str(path), load_external_data=load_weights)
+        model = onnx.load(str(path), load_external_data=load_weights)
     except Exception as exc:
         raise InputFileError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    if not model.graph.output:  # protobuf parses many byte strings, even b"", as an empty model
+        raise InputFileError(f"{path} is not an ONNX model (no graph outputs)")
+    return model
 
 
 def op_histogram(model: onnx.ModelProto) -> Counter:

@@ -53,12 +53,18 @@ def list_models(family: str | None = None) -> list[str]:
     return sorted(n for n, s in _REGISTRY.items() if family is None or s.family == family)
 
 
+def _normalize(name: str) -> str:
+    """Fold the usual typos (case, '-' for '_', letter O for zero) before comparing names."""
+    return name.lower().replace("-", "_").replace("o", "0")
+
+
 def suggest(name: str, n: int = 3) -> list[str]:
-    names = list(_REGISTRY)
-    close = difflib.get_close_matches(name.lower(), names, n=n, cutoff=0.5)
+    by_key = {_normalize(x): x for x in sorted(_REGISTRY)}
+    query = _normalize(name)
+    close = difflib.get_close_matches(query, list(by_key), n=n, cutoff=0.5)
     if not close:  # 'fasternet' alone should still point at the family
-        close = [x for x in sorted(names) if name.lower() in x][:n]
-    return close
+        close = [k for k in by_key if query in k][:n]
+    return [by_key[k] for k in close]
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -1,0 +1,62 @@
+"""Latency measured the way a comparison should be: warmed up, interleaved, summarized by percentiles.
+
+Interleaving (one call of each candidate per round, rotating who goes first) spreads
+frequency scaling, cache and noisy-neighbour effects evenly over all candidates, so
+their ratios are trustworthy even on a shared 2-core machine where absolute times are not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Timing:
+    name: str
+    samples_ms: list[float]
+    batch: int = 1
+
+    @property
+    def p50(self) -> float:
+        return float(np.percentile(self.samples_ms, 50))
+
+    @property
+    def p90(self) -> float:
+        return float(np.percentile(self.samples_ms, 90))
+
+    @property
+    def throughput(self) -> float:
+        """Images per second at the median latency."""
+        return self.batch * 1000.0 / self.p50
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "p50_ms": self.p50, "p90_ms": self.p90, "throughput_ips": self.throughput,
+                "runs": len(self.samples_ms), "batch": self.batch}
+
+
+def measure_interleaved(
+    candidates: Mapping[str, Callable[[], object]],
+    warmup: int = 5,
+    runs: int = 30,
+    batch: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Timing]:
+    """Time each zero-argument callable ``runs`` times, one call of each per round."""
+    names = list(candidates)
+    for _ in range(warmup):
+        for name in names:
+            candidates[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(runs):
+        order = names[round_ % len(names):] + names[: round_ % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            candidates[name]()
+            samples[name].append((time.perf_counter() - start) * 1000.0)
+        if progress:
+            progress(round_ + 1, runs)
+    return {name: Timing(name, samples[name], batch) for name in names}

@@ -1,0 +1,169 @@
+"""PyTorch or ONNX -> OpenVINO IR (.xml + .bin) in fp32, fp16 (compressed weights) or int8 (NNCF PTQ).
+
+``openvino.save_model`` compresses weights to fp16 by default; an fp32 IR must be asked
+for explicitly, or "fp32" parity would silently measure an fp16 artifact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, UsageError
+from lightexport.exporter.base import ExportResult, artifact_metadata, strip_prefix
+from lightexport.fileio import atomic_outputs
+from lightexport.model_defs.loader import LoadedModel
+
+PRECISIONS = ("fp32", "fp16", "int8")
+RT_SECTION = "lightexport"
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "OpenVINO is not installed; install it with: pip install 'lightexport[openvino]'"
+        ) from exc
+    return openvino
+
+
+def ir_paths(xml: str | Path) -> list[Path]:
+    xml = Path(xml)
+    if xml.suffix != ".xml":
+        raise UsageError(f"an OpenVINO IR is written as .xml + .bin; got output {xml}")
+    return [xml, xml.with_suffix(".bin")]
+
+
+def _convert_module(loaded: LoadedModel, fuse: bool, input_size: int, batch: int, dynamic: bool):
+    """Trace the (optionally fused) PyTorch module with OpenVINO's PyTorch frontend."""
+    import torch
+
+    from lightexport.exporter.onnx import INPUT_NAME, output_names
+    from lightexport.reparam import DEFAULT_PASSES, apply_passes
+
+    ov = _openvino()
+    module, reports = (apply_passes(loaded.module, list(DEFAULT_PASSES)) if fuse else (loaded.module, []))
+    shape = [-1, 3, -1, -1] if dynamic else [batch, 3, input_size, input_size]
+    example = torch.zeros(batch, 3, input_size, input_size)
+    try:
+        model = ov.convert_model(module, example_input=example, input=[ov.PartialShape(shape)])
+    except Exception as exc:
+        raise ExportError(f"openvino.convert_model failed for {loaded.name}: {str(exc).strip().splitlines()[-1]}") from exc
+    model.inputs[0].get_tensor().set_names({INPUT_NAME})
+    for port, name in zip(model.outputs, output_names(loaded)):
+        port.get_tensor().set_names({name})
+    return model, reports
+
+
+def _convert_onnx(path: Path):
+    ov = _openvino()
+    if not path.is_file():
+        raise InputFileError(f"ONNX file not found: {path}")
+    try:
+        return ov.convert_model(str(path))
+    except Exception as exc:
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        raise InputFileError(f"OpenVINO cannot read {path}: {lines[-1] if lines else type(exc).__name__}") from exc
+
+
+def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progress: bool):
+    """Post-training int8 quantization with NNCF on images preprocessed exactly as the model expects."""
+    try:
+        import nncf
+    except ImportError as exc:
+        raise BackendUnavailableError("int8 needs NNCF; install it with: pip install 'lightexport[openvino]'") from exc
+    from lightexport.calib import ImageFolder, to_nncf_dataset
+
+    source = ImageFolder(calib_dir, preprocess=preprocess)
+    dataset = to_nncf_dataset(source, calib_size)
+    try:
+        return nncf.quantize(model, dataset, subset_size=calib_size, preset=nncf.QuantizationPreset.MIXED,
+                             model_type=None, fast_bias_correction=True)
+    except Exception as exc:
+        raise ExportError(f"NNCF quantization failed: {str(exc).strip().splitlines()[-1]}") from exc
+
+
+def _stamp(model, metadata: dict[str, str]) -> None:
+    for key in sorted(metadata):
+        model.set_rt_info(metadata[key], [RT_SECTION, key.removeprefix(RT_SECTION + ".")])
+
+
+def read_metadata(xml: str | Path) -> dict[str, str]:
+    """The provenance an IR carries in ``rt_info``, keyed like ONNX metadata (``lightexport.*``)."""
+    ov = _openvino()
+    try:
+        model = ov.Core().read_model(str(xml))
+    except Exception as exc:
+        raise InputFileError(f"{xml} is not a readable OpenVINO IR: {str(exc).strip().splitlines()[-1]}") from exc
+    section = model.get_rt_info().get(RT_SECTION, {}) if model.has_rt_info([RT_SECTION]) else {}
+    return {f"{RT_SECTION}.{k}": (v.astype(str) if hasattr(v, "astype") else str(v)) for k, v in section.items()}
+
+
+def export_openvino(
+    source: LoadedModel | str | Path,
+    output: str | Path | None = None,
+    *,
+    fuse: bool = False,
+    input_size: int | None = None,
+    batch: int = 1,
+    dynamic: bool = False,
+    precision: str = "fp32",
+    calib: str | Path | None = None,
+    calib_size: int = 300,
+    preprocess=None,
+    progress: bool = True,
+) -> ExportResult:
+    """Write an OpenVINO IR from a loaded PyTorch model or from an ONNX file.
+
+    For an ONNX input the provenance recorded by ``lightexport onnx`` is carried over,
+    and int8 calibration uses the preprocessing of the model it names (or ``preprocess``).
+    """
+    ov = _openvino()
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}")
+    if (precision == "int8") != (calib is not None):
+        raise UsageError("--int8 needs --calib DIR (a folder of representative images), and --calib needs --int8")
+    start = time.perf_counter()
+    notes: list[str] = []
+    if isinstance(source, LoadedModel):
+        input_size = input_size or source.spec.input_size
+        model, reports = _convert_module(source, fuse, input_size, batch, dynamic)
+        metadata = artifact_metadata(source, [r.name for r in reports], input_size, batch, dynamic, precision)
+        notes += [r.summary() for r in reports]
+        default_stem = f"{source.name}{'_features' if source.features else ''}"
+    else:
+        path = Path(source)
+        if fuse:
+            raise UsageError("--fuse applies to PyTorch models; an ONNX input is exported as it is")
+        model, reports = _convert_onnx(path), []
+        from lightexport.exporter.onnx import read_metadata as read_onnx_metadata
+
+        metadata = read_onnx_metadata(path)
+        metadata["lightexport.precision"] = precision
+        default_stem = path.stem
+    if precision == "int8":
+        preprocess = preprocess or _preprocess_from(metadata)
+        model = _quantize(model, calib, calib_size, preprocess, progress)
+        notes.append(f"int8 post-training quantization with NNCF on {calib_size} images from {calib}")
+    _stamp(model, metadata)
+    xml, binary = ir_paths(output or f"{default_stem}{'' if precision == 'fp32' else '_' + precision}.xml")
+    with atomic_outputs([xml, binary]) as (tmp_xml, _tmp_bin):
+        try:
+            ov.save_model(model, str(tmp_xml), compress_to_fp16=(precision == "fp16"))
+        except Exception as exc:
+            raise ExportError(f"openvino.save_model failed: {str(exc).strip().splitlines()[-1]}") from exc
+    histogram = Counter(op.get_type_name() for op in model.get_ops())
+    return ExportResult(format="openvino", path=xml, seconds=time.perf_counter() - start, precision=precision,
+                        files=[xml, binary], op_histogram=histogram, metadata=metadata, notes=notes, passes=reports)
+
+
+def _preprocess_from(metadata: dict[str, str]):
+    from lightexport.calib import Preprocess
+    from lightexport.model_defs import get_spec
+
+    meta = strip_prefix(metadata)
+    if "model" not in meta:
+        raise UsageError("this ONNX records no model, so its preprocessing is unknown; export it with lightexport")
+    return Preprocess.from_spec(get_spec(meta["model"]), input_size=int(meta.get("input_size", 0)) or None)
