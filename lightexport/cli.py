@@ -130,7 +130,8 @@ def list_cmd(family: str | None, json_out: str | None) -> None:
     for name in list_models(family):
         spec = get_spec(name)
         params, gmacs = complexity(spec)
-        rows.append({"name": name, "family": spec.family, "params": params, "gmacs": gmacs, "input_size": spec.input_size})
+        rows.append({"name": name, "family": spec.family, "params": params, "gmacs": gmacs,
+                     "input_size": spec.input_size})
         table.add_row(name, spec.family, f"{params / 1e6:.2f}", f"{gmacs:.3f}", f"{spec.input_size}x{spec.input_size}")
     console.print(table)
     _write_json(json_out, {"models": rows})
@@ -148,7 +149,7 @@ def list_cmd(family: str | None, json_out: str | None) -> None:
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True)
 @click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model right after export.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the export (and parity) report as JSON.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write export (+ parity) report JSON.")
 @handle_errors
 def onnx_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic, opset,
              no_simplify, exporter, check, json_out) -> None:
@@ -177,24 +178,11 @@ def _load_or_onnx(source: str, weights, trust_checkpoint, num_classes, features)
     return _load(source, weights, trust_checkpoint, num_classes, features)
 
 
-def _reference_for(source, loaded_or_path, weights, trust_checkpoint):
-    """The unfused PyTorch model an artifact is checked against (rebuilt from ONNX provenance if needed)."""
-    if not isinstance(loaded_or_path, Path):
-        return loaded_or_path
-    from lightexport.exporter.base import read_artifact_metadata
+def _run_parity(artifact: Path, reference, inputs: int = 8, precision: str | None = None, threads: int | None = None,
+                seed: int = 0):
+    from lightexport.api import verify
 
-    meta = read_artifact_metadata(loaded_or_path)
-    if "model" not in meta:
-        raise UsageError(f"{source} records no model, so --check has no reference; run lightexport parity --model")
-    build = json.loads(meta.get("build_kwargs", "{}"))
-    return _load(meta["model"], weights, trust_checkpoint, build.get("num_classes"), bool(build.get("fork_feat")))
-
-
-def _run_parity(artifact: Path, loaded, inputs: int, precision: str, threads: int | None, seed: int = 0):
-    from lightexport.parity import check_parity, make_inputs, runner_for
-
-    feeds = make_inputs(loaded.spec, inputs, seed=seed)
-    report = check_parity(runner_for(artifact, threads=threads), loaded.module, feeds, precision=precision)
+    report = verify(artifact, reference, inputs=inputs, precision=precision, threads=threads, seed=seed)
     report.render(console)
     return report
 
@@ -208,11 +196,11 @@ def _run_parity(artifact: Path, loaded, inputs: int, precision: str, threads: in
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width.")
 @click.option("--fp16", "precision", flag_value="fp16", help="Compress weights to fp16.")
-@click.option("--int8", "precision", flag_value="int8", help="Post-training int8 quantization with NNCF (needs --calib).")
+@click.option("--int8", "precision", flag_value="int8", help="Post-training int8 with NNCF (needs --calib).")
 @click.option("--calib", type=click.Path(file_okay=False), help="Folder of representative images for --int8.")
 @click.option("--calib-size", type=int, default=300, show_default=True, help="Number of calibration images.")
 @click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model right after export.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the export (and parity) report as JSON.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write export (+ parity) report JSON.")
 @handle_errors
 def openvino_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic,
                  precision, calib, calib_size, check, json_out) -> None:
@@ -226,13 +214,18 @@ def openvino_cmd(source, weights, trust_checkpoint, num_classes, features, outpu
       lightexport openvino fasternet_t0.onnx --fp16 -o t0_fp16.xml
       lightexport openvino fasternet_t0 --fuse --int8 --calib photos/ --calib-size 200
     """
+    from lightexport.api import reference_for
     from lightexport.exporter.openvino import export_openvino
 
     precision = precision or "fp32"
     loaded = _load_or_onnx(source, weights, trust_checkpoint, num_classes, features)
     result = export_openvino(loaded, output, fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
                              precision=precision, calib=calib, calib_size=calib_size)
-    _finish_export(result, _reference_for(source, loaded, weights, trust_checkpoint) if check else None, json_out)
+    reference = None
+    if check:
+        reference = loaded if not isinstance(loaded, Path) else reference_for(loaded, weights=weights,
+                                                                               trust=trust_checkpoint)
+    _finish_export(result, reference, json_out)
 
 
 def _finish_export(result, reference, json_out: str | None) -> None:
@@ -241,7 +234,7 @@ def _finish_export(result, reference, json_out: str | None) -> None:
     payload = {"export": result.to_dict()}
     report = None
     if reference is not None:
-        report = _run_parity(result.path, reference, inputs=8, precision=result.precision, threads=None)
+        report = _run_parity(result.path, reference, precision=result.precision)
         payload["parity"] = report.to_dict()
     _write_json(json_out, payload)
     if report is not None and not report.passed:
@@ -269,18 +262,11 @@ def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, fea
       lightexport parity fasternet_s.onnx
       lightexport parity t0.onnx --model fasternet_t0 --weights t0.pth --inputs 16 --json parity.json
     """
-    from lightexport.exporter.base import read_artifact_metadata
+    from lightexport.api import reference_for
 
-    meta = read_artifact_metadata(artifact)
-    name = model_name or meta.get("model")
-    if not name:
-        raise UsageError(f"{artifact} records no model name; pass --model NAME")
-    if weights is None and meta.get("weights") and not model_name:
-        raise UsageError(f"{artifact} was exported from weights {meta['weights']}; pass --weights with that file")
-    build = json.loads(meta.get("build_kwargs", "{}"))
-    loaded = _load(name, weights, trust_checkpoint, num_classes or build.get("num_classes"),
-                   features or bool(build.get("fork_feat")))
-    report = _run_parity(Path(artifact), loaded, inputs, precision or meta.get("precision", "fp32"), threads, seed)
+    reference = reference_for(artifact, model_name, weights, trust=trust_checkpoint, num_classes=num_classes,
+                              features=features)
+    report = _run_parity(Path(artifact), reference, inputs, precision, threads, seed)
     _write_json(json_out, report.to_dict())
     if not report.passed:
         raise ParityFailure(f"{artifact} fails parity: {'; '.join(report.failures)}")

@@ -97,7 +97,9 @@ def stamp_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
 
 
 def read_metadata(model_or_path: onnx.ModelProto | str | Path) -> dict[str, str]:
-    model = load_onnx(model_or_path, load_weights=False) if not isinstance(model_or_path, onnx.ModelProto) else model_or_path
+    model = model_or_path
+    if not isinstance(model, onnx.ModelProto):
+        model = load_onnx(model, load_weights=False)
     return {p.key: p.value for p in model.metadata_props}
 
 

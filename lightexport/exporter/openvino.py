@@ -50,7 +50,8 @@ def _convert_module(loaded: LoadedModel, fuse: bool, input_size: int, batch: int
     try:
         model = ov.convert_model(module, example_input=example, input=[ov.PartialShape(shape)])
     except Exception as exc:
-        raise ExportError(f"openvino.convert_model failed for {loaded.name}: {str(exc).strip().splitlines()[-1]}") from exc
+        reason = str(exc).strip().splitlines()[-1]
+        raise ExportError(f"openvino.convert_model failed for {loaded.name}: {reason}") from exc
     model.inputs[0].get_tensor().set_names({INPUT_NAME})
     for port, name in zip(model.outputs, output_names(loaded)):
         port.get_tensor().set_names({name})

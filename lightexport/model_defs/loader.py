@@ -64,7 +64,9 @@ def identify_checkpoint(state_dict: StateDict, path: Path) -> str:
             fits.append(name)
     if len(fits) != 1:
         found = f"it fits {', '.join(fits)}" if fits else "it fits no registered model"
-        raise CheckpointError(f"cannot tell which architecture {path} holds ({found}); name the model and pass --weights")
+        raise CheckpointError(
+            f"cannot tell which architecture {path} holds ({found}); name the model and pass --weights"
+        )
     return fits[0]
 
 

@@ -1,0 +1,89 @@
+"""The Python door into lightexport; the CLI is the other door into the same functions.
+
+    from lightexport import api
+    model = api.load("fasternet_s", weights="fasternet_s.pth")
+    result = api.export(model, "onnx", fuse=True)
+    report = api.verify(result.path, model)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lightexport.errors import UsageError
+from lightexport.exporter.base import ExportResult, read_artifact_metadata
+from lightexport.model_defs.loader import LoadedModel, load_model
+
+FORMATS = ("onnx", "openvino", "tensorrt")
+
+load = load_model
+
+
+def export(source: LoadedModel | str | Path, format: str = "onnx", **options: Any) -> ExportResult:  # noqa: A002
+    """One entry point for every format (like Ultralytics' ``export(format=...)``)."""
+    if format == "onnx":
+        from lightexport.exporter.onnx import export_onnx
+
+        return export_onnx(source, **options)
+    if format == "openvino":
+        from lightexport.exporter.openvino import export_openvino
+
+        return export_openvino(source, **options)
+    if format == "tensorrt":
+        from lightexport.exporter.tensorrt import export_tensorrt
+
+        return export_tensorrt(source, **options)
+    raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+
+
+def reference_for(
+    artifact: str | Path,
+    model: str | None = None,
+    weights: str | Path | None = None,
+    *,
+    trust: bool = False,
+    num_classes: int | None = None,
+    features: bool = False,
+) -> LoadedModel:
+    """Rebuild the unfused PyTorch model an artifact must match, from its recorded provenance.
+
+    Explicit arguments win over what the artifact records; an artifact exported from a
+    checkpoint is only comparable with that checkpoint, so its absence is an error rather
+    than a silent comparison against random weights.
+    """
+    meta = read_artifact_metadata(artifact)
+    name = model or meta.get("model")
+    if not name:
+        raise UsageError(f"{artifact} records no model name; pass --model NAME")
+    if weights is None and meta.get("weights"):
+        raise UsageError(f"{artifact} was exported from weights {meta['weights']}; pass --weights with that file")
+    build = json.loads(meta.get("build_kwargs", "{}")) if model is None else {}
+    return load_model(
+        name,
+        weights,
+        num_classes=num_classes if num_classes is not None else build.get("num_classes"),
+        features=features or bool(build.get("fork_feat")),
+        trust=trust,
+    )
+
+
+def verify(
+    artifact: str | Path,
+    reference: LoadedModel,
+    *,
+    inputs: int = 8,
+    precision: str | None = None,
+    threads: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Parity of ``artifact`` against ``reference`` on real photos plus seeded noise."""
+    from lightexport.parity import check_parity, make_inputs, runner_for
+
+    meta = read_artifact_metadata(artifact)
+    size = int(meta.get("input_size", 0)) or reference.spec.input_size
+    feeds = make_inputs(reference.spec, inputs, seed=seed, input_size=size)
+    return check_parity(runner_for(artifact, threads=threads), reference.module, feeds,
+                        precision=precision or meta.get("precision", "fp32"), progress=progress)
