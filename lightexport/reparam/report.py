@@ -1,0 +1,23 @@
+"""What a pass did, as data: printed by the CLI, stored in JSON reports and artifact metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PassReport:
+    name: str
+    changed: list[str] = field(default_factory=list)
+    details: dict[str, int | str] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return len(self.changed)
+
+    def summary(self) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in self.details.items())
+        return f"{self.name}: {self.count} changed" + (f" ({extra})" if extra else "")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "count": self.count, "changed": list(self.changed), "details": dict(self.details)}
