@@ -21,8 +21,9 @@ from rich.table import Table
 from lightexport import __version__
 from lightexport.errors import LightExportError, ParityFailure, UsageError
 
-console = Console()
-err_console = Console(stderr=True)
+# Pipes and CI logs get a fixed, wide layout instead of rich's 80-column fallback.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def _fail(message: str, code: int) -> None:

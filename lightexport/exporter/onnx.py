@@ -162,7 +162,7 @@ def export_onnx(
         module, reports = apply_passes(loaded.module, passes or list(DEFAULT_PASSES))
     example = torch.zeros(batch, 3, input_size, input_size)
     model = torch_to_onnx(module, example, output_names(loaded), dynamic=dynamic, opset=opset, exporter=exporter)
-    notes = [r.summary() for r in reports]
+    notes = [r.summary() for r in reports if r.count]
     if simplify_graph:
         model, tool = simplify(model)
         notes.append(f"simplified with {tool}")

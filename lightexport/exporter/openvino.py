@@ -7,6 +7,7 @@ for explicitly, or "fp32" parity would silently measure an fp16 artifact.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -48,7 +49,9 @@ def _convert_module(loaded: LoadedModel, fuse: bool, input_size: int, batch: int
     shape = [-1, 3, -1, -1] if dynamic else [batch, 3, input_size, input_size]
     example = torch.zeros(batch, 3, input_size, input_size)
     try:
-        model = ov.convert_model(module, example_input=example, input=[ov.PartialShape(shape)])
+        with warnings.catch_warnings():  # torch.jit.trace deprecation noise from OpenVINO's frontend
+            warnings.simplefilter("ignore")
+            model = ov.convert_model(module, example_input=example, input=[ov.PartialShape(shape)])
     except Exception as exc:
         reason = str(exc).strip().splitlines()[-1]
         raise ExportError(f"openvino.convert_model failed for {loaded.name}: {reason}") from exc
@@ -98,7 +101,7 @@ def read_metadata(xml: str | Path) -> dict[str, str]:
         model = ov.Core().read_model(str(xml))
     except Exception as exc:
         raise InputFileError(f"{xml} is not a readable OpenVINO IR: {str(exc).strip().splitlines()[-1]}") from exc
-    section = model.get_rt_info().get(RT_SECTION, {}) if model.has_rt_info([RT_SECTION]) else {}
+    section = model.get_rt_info()[RT_SECTION] if model.has_rt_info([RT_SECTION]) else {}
     return {f"{RT_SECTION}.{k}": (v.astype(str) if hasattr(v, "astype") else str(v)) for k, v in section.items()}
 
 
@@ -132,7 +135,7 @@ def export_openvino(
         input_size = input_size or source.spec.input_size
         model, reports = _convert_module(source, fuse, input_size, batch, dynamic)
         metadata = artifact_metadata(source, [r.name for r in reports], input_size, batch, dynamic, precision)
-        notes += [r.summary() for r in reports]
+        notes += [r.summary() for r in reports if r.count]
         default_stem = f"{source.name}{'_features' if source.features else ''}"
     else:
         path = Path(source)

@@ -18,6 +18,8 @@ from lightexport.errors import CheckpointError, InputFileError
 from lightexport.model_defs.checkpoint import compare_keys, load_state_dict_strict, read_checkpoint
 from lightexport.model_defs.registry import ModelSpec, StateDict, get_spec, is_registered, list_models
 
+RANDOM_WEIGHTS_SEED = 0
+
 # Classifier-only keys a backbone-mode model legitimately does not have.
 _HEAD_PREFIXES = ("head.", "avgpool_pre_head.", "classifier.", "conv_head.")
 
@@ -100,7 +102,11 @@ def load_model(
         classes = num_classes if num_classes is not None else (_head_classes(state_dict) if state_dict else None)
         if classes is not None:
             kwargs["num_classes"] = classes
-    module = spec.build(**kwargs)
+    # Without weights, a fixed seed makes the random weights reproducible, so an artifact exported
+    # in one process can still be checked against the same reference in another.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        module = spec.build(**kwargs)
     if state_dict is not None:
         load_state_dict_strict(module, state_dict, spec.name, weights)
     return LoadedModel(spec=spec, module=module.eval(), weights=Path(weights) if weights else None, build_kwargs=kwargs)
