@@ -273,6 +273,103 @@ def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, fea
         raise ParityFailure(f"{artifact} fails parity: {'; '.join(report.failures)}")
 
 
+@cli.command("suite")
+@click.option("--models", default="fasternet_t0,fasternet_s", show_default=True)
+@click.option("--backends", default="torch-fused,onnxruntime,openvino", show_default=True,
+              help="Any of torch-fused, onnxruntime, openvino, tensorrt.")
+@click.option("--precisions", default="fp32,fp16,int8", show_default=True)
+@click.option("--profiles", default="mobile-1t,mobile-2t", show_default=True,
+              help="CPU profiles: mobile-1t, mobile-2t, mobile-1t-128bit, mobile-2t-128bit.")
+@click.option("--input-sizes", help="Comma-separated sizes (default: each profile's, 160 and 224).")
+@click.option("--calib", type=click.Path(file_okay=False), help="int8 calibration images (default: scikit-image's).")
+@click.option("--inputs", type=int, default=4, show_default=True, help="Parity inputs per cell.")
+@click.option("--runs", type=int, default=10, show_default=True, help="Timed runs per cell.")
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="reports/suite", show_default=True)
+@handle_errors
+def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, inputs, runs, out) -> None:
+    """Run the parity matrix (models x backends x precisions x CPU profiles) and write a report directory.
+
+    Exits 4 if any cell fails its tolerance.
+
+    \b
+    Examples:
+      lightexport suite --models fasternet_t0,fasternet_s --profiles mobile-1t,mobile-2t
+      lightexport suite --models fasternet_t0 --backends onnxruntime --precisions fp32 --profiles mobile-1t-128bit
+    """
+    import tempfile
+
+    from rich.progress import Progress
+
+    from lightexport.calib import write_sample_photos
+    from lightexport.suite import build_matrix, run_suite, summary, write_report
+    from lightexport.suite.report import HEADER, rows
+
+    sizes = [int(s) for s in input_sizes.split(",")] if input_sizes else None
+    cells = build_matrix(models, backends, precisions, profiles, sizes)
+    with tempfile.TemporaryDirectory(prefix="lightexport-suite-") as tmp, Progress(console=console) as progress:
+        task = progress.add_task("building artifacts, then running cells", total=len(cells))
+        calib_dir = Path(calib) if calib else write_sample_photos(Path(tmp) / "photos")
+        calib_size = min(16, sum(1 for _ in calib_dir.iterdir()))
+        results = run_suite(cells, Path(tmp), calib_dir, calib_size, inputs, runs,
+                            on_result=lambda r: progress.advance(task))
+    files = write_report(results, Path(out), {"models": models, "backends": backends, "precisions": precisions,
+                                              "profiles": profiles, "inputs_per_cell": inputs,
+                                              "calibration": str(calib or "scikit-image sample photos")})
+    table = Table(*HEADER, title="parity suite")
+    for row in rows(results):
+        table.add_row(*row)
+    console.print(table)
+    counts = summary(results)
+    console.print(", ".join(f"{v} {k}" for k, v in counts.items()) + f"; report: {', '.join(map(str, files))}")
+    if counts["fail"] or counts["error"]:
+        raise ParityFailure(f"{counts['fail']} cell(s) failed and {counts['error']} errored; see {files[1]}")
+
+
+@cli.command("bench")
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--model", "model_name", help="Reference model for artifacts (default: recorded in the artifact).")
+@click.option("--weights", type=click.Path(dir_okay=False))
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--profile", help="A CPU profile (mobile-1t, mobile-2t-128bit, ...); overrides --threads.")
+@click.option("--input-size", type=int, help="Square input side (default: the model's).")
+@click.option("--runs", type=int, default=30, show_default=True)
+@click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+@handle_errors
+def bench_cmd(targets, model_name, weights, threads, profile, input_size, runs, warmup, json_out) -> None:
+    """Latency and throughput of artifacts or models vs PyTorch eager, interleaved, with the sgemm ceiling.
+
+    A model name is exported (fused) to ONNX and OpenVINO IR first; artifacts are used as they are.
+
+    \b
+    Examples:
+      lightexport bench fasternet_t0 fasternet_s --threads 1
+      lightexport bench t0.onnx t0.xml --profile mobile-1t-128bit --json bench.json
+    """
+    import os
+    import subprocess
+    import tempfile
+
+    from lightexport.bench.compare import benchmark, group_targets
+    from lightexport.bench.profiles import get_profile
+
+    chosen = get_profile(profile) if profile else None
+    if chosen and any(os.environ.get(k) != v for k, v in chosen.env.items()):
+        # ISA caps only bind when the kernel libraries load: run again in a fresh process with them set.
+        completed = subprocess.run([sys.executable, "-m", "lightexport.cli", *sys.argv[1:]],
+                                   env={**os.environ, **chosen.env})
+        sys.exit(completed.returncode)
+    threads = chosen.threads if chosen else threads
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="lightexport-bench-") as tmp:
+        for reference, artifacts in group_targets(targets, model_name, weights, Path(tmp), input_size):
+            report = benchmark(reference, artifacts, threads=threads, input_size=input_size, runs=runs,
+                               warmup=warmup, profile=profile)
+            report.render(console)
+            reports.append(report.to_dict())
+    _write_json(json_out, {"benchmarks": reports})
+
+
 def main() -> None:
     cli(prog_name="lightexport")
 

@@ -112,3 +112,26 @@ def benchmark(
         timings = measure_interleaved(candidates, warmup=warmup, runs=runs, batch=batch, progress=progress)
         ceiling = matmul_gflops(threads)
     return BenchReport(loaded.name, threads, batch, size, gmacs, ceiling, timings, profile)
+
+
+ARTIFACT_SUFFIXES = (".onnx", ".xml", ".engine", ".plan")
+
+
+def group_targets(targets: Sequence[str], model: str | None, weights: str | None, workdir: Path,
+                  input_size: int | None = None) -> list[tuple[LoadedModel, list[Path]]]:
+    """Group bench targets by the model they come from; a model name brings its own fused ONNX and IR."""
+    from lightexport import api
+
+    groups: dict[str, tuple[LoadedModel, list[Path]]] = {}
+    for target in targets:
+        if Path(target).suffix.lower() in ARTIFACT_SUFFIXES:
+            reference, paths = api.reference_for(target, model, weights), [Path(target)]
+        else:
+            reference = api.load(target, weights)
+            paths = [
+                api.export(reference, fmt, output=workdir / f"{reference.name}{suffix}", fuse=True,
+                           input_size=input_size).path
+                for fmt, suffix in (("onnx", ".onnx"), ("openvino", ".xml"))
+            ]
+        groups.setdefault(reference.name, (reference, []))[1].extend(paths)
+    return list(groups.values())

@@ -1,0 +1,53 @@
+"""Build each artifact the matrix needs once, in the parent process, before any profile runs.
+
+Artifacts do not depend on the CPU profile, so one build serves every profile; a build
+that cannot happen here (TensorRT without a GPU) marks its cells skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightexport.errors import BackendUnavailableError, LightExportError
+from lightexport.model_defs.loader import load_model
+from lightexport.suite.matrix import Cell
+
+FORMAT = {"onnxruntime": ("onnx", ".onnx"), "openvino": ("openvino", ".xml"), "tensorrt": ("tensorrt", ".engine")}
+
+
+@dataclass
+class Built:
+    path: Path | None = None  # None for torch-fused, which runs in-process
+    skipped: str | None = None
+    error: str | None = None
+
+
+def artifact_key(cell: Cell) -> tuple:
+    return (cell.model, cell.backend, cell.precision, cell.input_size)
+
+
+def build_artifacts(cells: list[Cell], workdir: Path, calib: Path | None, calib_size: int) -> dict[tuple, Built]:
+    from lightexport import api
+
+    built: dict[tuple, Built] = {}
+    for cell in cells:
+        key = artifact_key(cell)
+        if key in built:
+            continue
+        if cell.backend == "torch-fused":
+            built[key] = Built()
+            continue
+        fmt, suffix = FORMAT[cell.backend]
+        path = workdir / f"{cell.model}_{cell.input_size}_{cell.precision}{suffix}"
+        options = dict(fuse=True, input_size=cell.input_size, precision=cell.precision)
+        if cell.precision == "int8":
+            options.update(calib=calib, calib_size=calib_size)
+        try:
+            result = api.export(load_model(cell.model), fmt, output=path, **options)
+            built[key] = Built(result.path)
+        except BackendUnavailableError as exc:
+            built[key] = Built(skipped=str(exc))
+        except LightExportError as exc:
+            built[key] = Built(error=f"build failed: {exc}")
+    return built

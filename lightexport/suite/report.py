@@ -1,0 +1,61 @@
+"""The suite's report directory: report.json (everything), report.md (tables), PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lightexport.fileio import atomic_output
+
+
+def verdict(result: dict) -> str:
+    if result.get("skipped"):
+        return "skipped"
+    if result.get("error"):
+        return "error"
+    return "pass" if result["parity"]["passed"] else "fail"
+
+
+def summary(results: list[dict]) -> dict[str, int]:
+    counts = {"pass": 0, "fail": 0, "error": 0, "skipped": 0}
+    for r in results:
+        counts[verdict(r)] += 1
+    return counts
+
+
+def _row(r: dict) -> list[str]:
+    c = r["cell"]
+    base = [c["model"], c["backend"], c["precision"], c["profile"], str(c["input_size"]), verdict(r).upper()]
+    if "parity" not in r:
+        return base + ["", "", "", "", "", r.get("skipped") or r.get("error") or ""]
+    worst = max(r["parity"]["outputs"], key=lambda o: o["max_rel"])
+    top1 = "" if worst.get("top1") is None else f"{worst['top1']:.0%}"
+    return base + [f"{worst['max_rel']:.2e}", f"{worst['cosine']:.5f}", top1, f"{r['latency_ms']:.2f}",
+                   f"{r['eager_ms'] / r['latency_ms']:.2f}x", "; ".join(r["parity"]["failures"])]
+
+
+HEADER = ["model", "backend", "precision", "profile", "size", "verdict", "max err / range", "cosine (min)", "top-1",
+          "p50 ms", "vs eager", "notes"]
+
+
+def write_report(results: list[dict], directory: Path, meta: dict) -> list[Path]:
+    from lightexport.suite.plots import plot_errors, plot_latency
+
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta, "summary": summary(results), "cells": results}
+    with atomic_output(directory / "report.json") as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    lines = ["# lightexport parity suite", "", ", ".join(f"{v} {k}" for k, v in payload["summary"].items()), ""]
+    lines += [f"- {k}: {v}" for k, v in meta.items()]
+    lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(_row(r)) + " |" for r in results]
+    lines += ["", "![errors](errors.png)", "", "![latency](latency.png)", ""]
+    with atomic_output(directory / "report.md") as tmp:
+        tmp.write_text("\n".join(lines))
+    done = [r for r in results if "parity" in r]
+    return [directory / "report.json", directory / "report.md", plot_errors(done, directory / "errors.png"),
+            plot_latency(done, directory / "latency.png")]
+
+
+def rows(results: list[dict]) -> list[list[str]]:
+    return [_row(r) for r in results]
