@@ -149,11 +149,15 @@ def list_cmd(family: str | None, json_out: str | None) -> None:
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True)
+@click.option("--fp16", "precision", flag_value="fp16", help="fp16 compute with explicit casts (sensitive ops in fp32).")
+@click.option("--int8", "precision", flag_value="int8", help="Static int8 QDQ with ONNX Runtime (needs --calib).")
+@click.option("--calib", type=click.Path(file_okay=False), help="Folder of representative images for --int8.")
+@click.option("--calib-size", type=int, default=300, show_default=True, help="Number of calibration images.")
 @click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model right after export.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write export (+ parity) report JSON.")
 @handle_errors
 def onnx_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic, opset,
-             no_simplify, exporter, check, json_out) -> None:
+             no_simplify, exporter, precision, calib, calib_size, check, json_out) -> None:
     """Export MODEL (a registered name or a checkpoint file) to ONNX.
 
     \b
@@ -161,12 +165,14 @@ def onnx_cmd(source, weights, trust_checkpoint, num_classes, features, output, f
       lightexport onnx fasternet_s --fuse
       lightexport onnx fasternet_t0 --weights fasternet_t0.pth --fuse --check -o t0.onnx
       lightexport onnx fasternet_t0 --features --dynamic
+      lightexport onnx fasternet_t0 --fuse --int8 --calib photos/ --calib-size 200
     """
     from lightexport.exporter.onnx import export_onnx
 
     loaded = _load(source, weights, trust_checkpoint, num_classes, features)
     result = export_onnx(loaded, output, fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic, opset=opset,
-                         simplify_graph=not no_simplify, exporter=exporter)
+                         simplify_graph=not no_simplify, exporter=exporter, precision=precision or "fp32", calib=calib,
+                         calib_size=calib_size)
     _finish_export(result, loaded if check else None, json_out)
 
 

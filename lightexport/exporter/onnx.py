@@ -25,6 +25,7 @@ from lightexport.fileio import atomic_output
 from lightexport.model_defs.loader import LoadedModel
 
 DEFAULT_OPSET = 17
+PRECISIONS = ("fp32", "fp16", "int8")
 EXPORTERS = ("torchscript", "dynamo")
 INPUT_NAME = "input"
 
@@ -149,12 +150,23 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     simplify_graph: bool = True,
     exporter: str = "torchscript",
+    precision: str = "fp32",
+    calib: str | Path | None = None,
+    calib_size: int = 300,
 ) -> ExportResult:
-    """Export a loaded model to a checked, simplified, provenance-stamped fp32 ONNX file."""
+    """Export a loaded model to a checked, simplified, provenance-stamped ONNX file.
+
+    ``precision="fp16"`` converts compute to fp16 with explicit casts (sensitive ops stay fp32);
+    ``"int8"`` calibrates on the images in ``calib`` and writes QDQ ONNX (what TensorRT consumes).
+    """
     from lightexport.reparam import DEFAULT_PASSES, apply_passes
 
     start = time.perf_counter()
     input_size = input_size or loaded.spec.input_size
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if (precision == "int8") != (calib is not None):
+        raise UsageError("--int8 needs --calib DIR (a folder of representative images), and --calib needs --int8")
     if batch < 1 or input_size < 32:
         raise UsageError(f"batch must be >= 1 and input size >= 32 (got batch={batch}, input size={input_size})")
     module, reports = loaded.module, []
@@ -166,18 +178,38 @@ def export_onnx(
     if simplify_graph:
         model, tool = simplify(model)
         notes.append(f"simplified with {tool}")
+    model, precision_notes = _lower_precision(model, precision, loaded, input_size, batch, calib, calib_size)
+    notes += precision_notes
     applied = [r.name for r in reports]
-    stamp_metadata(model, artifact_metadata(loaded, applied, input_size, batch, dynamic, "fp32"))
+    stamp_metadata(model, artifact_metadata(loaded, applied, input_size, batch, dynamic, precision))
     check_model(model)
-    output = Path(output) if output else default_output(loaded, ".onnx")
+    output = Path(output) if output else default_output(loaded, ".onnx", "" if precision == "fp32" else f"_{precision}")
     save_onnx(model, output)
     return ExportResult(
         format="onnx",
         path=output,
         seconds=time.perf_counter() - start,
+        precision=precision,
         files=[output],
         op_histogram=op_histogram(model),
         metadata={p.key: p.value for p in model.metadata_props},
         notes=notes,
         passes=reports,
     )
+
+
+def _lower_precision(model: onnx.ModelProto, precision: str, loaded: LoadedModel, input_size: int, batch: int,
+                     calib: str | Path | None, calib_size: int) -> tuple[onnx.ModelProto, list[str]]:
+    if precision == "fp16":
+        from lightexport.exporter.onnx_fp16 import convert_to_fp16
+
+        model, report = convert_to_fp16(model)
+        return model, report.notes()
+    if precision == "int8":
+        from lightexport.calib import ImageFolder, OrtCalibrationReader, Preprocess
+        from lightexport.exporter.onnx_int8 import quantize_qdq
+
+        source = ImageFolder(calib, Preprocess.from_spec(loaded.spec, input_size))
+        model = quantize_qdq(model, OrtCalibrationReader(source, INPUT_NAME, calib_size, batch_size=batch))
+        return model, [f"int8 QDQ (symmetric, per-channel weights) calibrated on {calib_size} images from {calib}"]
+    return model, []

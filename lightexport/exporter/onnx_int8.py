@@ -24,9 +24,11 @@ def quantize_qdq(model: onnx.ModelProto, reader, *, per_channel: bool = True) ->
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="lightexport-int8-") as work:
-        prepared, quantized = Path(work) / "prepared.onnx", Path(work) / "int8.onnx"
+        source, prepared, quantized = (Path(work) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
+        onnx.save(model, str(source))
         try:
-            quant_pre_process(model, prepared, skip_symbolic_shape=True)
+            # The graph is already simplified; pre-processing only adds the shape information the quantizer needs.
+            quant_pre_process(str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
             quantize_static(
                 prepared,
                 quantized,
