@@ -149,7 +149,7 @@ def list_cmd(family: str | None, json_out: str | None) -> None:
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True)
-@click.option("--fp16", "precision", flag_value="fp16", help="fp16 compute with explicit casts (sensitive ops in fp32).")
+@click.option("--fp16", "precision", flag_value="fp16", help="fp16 compute, explicit casts, sensitive ops fp32.")
 @click.option("--int8", "precision", flag_value="int8", help="Static int8 QDQ with ONNX Runtime (needs --calib).")
 @click.option("--calib", type=click.Path(file_okay=False), help="Folder of representative images for --int8.")
 @click.option("--calib-size", type=int, default=300, show_default=True, help="Number of calibration images.")
