@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lightexport import __version__
@@ -27,7 +28,7 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def _fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -228,6 +229,64 @@ def openvino_cmd(source, weights, trust_checkpoint, num_classes, features, outpu
     loaded = _load_or_onnx(source, weights, trust_checkpoint, num_classes, features)
     result = export_openvino(loaded, output, fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
                              precision=precision, calib=calib, calib_size=calib_size)
+    reference = None
+    if check:
+        reference = loaded if not isinstance(loaded, Path) else reference_for(loaded, weights=weights,
+                                                                               trust=trust_checkpoint)
+    _finish_export(result, reference, json_out)
+
+
+@cli.command("trt")
+@click.argument("source")
+@model_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output engine (default: MODEL.engine).")
+@click.option("--fuse", is_flag=True, help="Apply every reparameterization pass before export.")
+@click.option("--input-size", type=int, help="Square input side (default: the model's).")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width (needs a shape profile).")
+@click.option("--fp16", "precision", flag_value="fp16", help="fp16 engine.")
+@click.option("--int8", "precision", flag_value="int8", help="int8 engine from a QDQ ONNX (needs --calib).")
+@click.option("--calib", type=click.Path(file_okay=False), help="Folder of representative images for --int8.")
+@click.option("--calib-size", type=int, default=300, show_default=True, help="Number of calibration images.")
+@click.option("--min-shape", help="Profile minimum, trtexec syntax: input:1x3x160x160.")
+@click.option("--opt-shape", help="Profile optimum, trtexec syntax: input:4x3x224x224.")
+@click.option("--max-shape", help="Profile maximum, trtexec syntax: input:16x3x320x320.")
+@click.option("--workspace", type=float, default=4.0, show_default=True, help="Builder workspace in GiB.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="Persistent timing cache file (read + updated).")
+@click.option("--dry-run", is_flag=True, help="Preflight only (no TensorRT needed): blockers and the trtexec line.")
+@click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model right after the build.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the build (or plan) report as JSON.")
+@handle_errors
+def trt_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic,
+            precision, calib, calib_size, min_shape, opt_shape, max_shape, workspace, timing_cache, dry_run, check,
+            json_out) -> None:
+    """Build a TensorRT engine from MODEL (exported to ONNX first) or from an ONNX file.
+
+    A preflight checks the ONNX against TensorRT's ONNX parser first, on any machine.
+
+    \b
+    Examples:
+      lightexport trt fasternet_t0 --fuse --fp16 --check
+      lightexport trt model.onnx --fp16 --timing-cache trt.cache
+      lightexport trt fasternet_s --fuse --dynamic --min-shape input:1x3x224x224 \\
+          --opt-shape input:8x3x224x224 --max-shape input:32x3x224x224 --dry-run
+    """
+    from lightexport.api import reference_for
+    from lightexport.exporter.tensorrt import export_tensorrt, plan_tensorrt
+    from lightexport.exporter.trt_preflight import make_profile
+
+    loaded = _load_or_onnx(source, weights, trust_checkpoint, num_classes, features)
+    options = dict(fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic, precision=precision or "fp32",
+                   calib=calib, calib_size=calib_size, profile=make_profile(min_shape, opt_shape, max_shape),
+                   workspace_gib=workspace, timing_cache=timing_cache)
+    if dry_run:
+        plan = plan_tensorrt(loaded, output, **options)
+        for line in plan.lines():
+            console.print(line, markup=False, highlight=False)
+        _write_json(json_out, {"plan": plan.to_dict()})
+        plan.report.raise_for_blockers()
+        return
+    result = export_tensorrt(loaded, output, **options)
     reference = None
     if check:
         reference = loaded if not isinstance(loaded, Path) else reference_for(loaded, weights=weights,

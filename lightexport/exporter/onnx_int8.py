@@ -39,7 +39,8 @@ def quantize_qdq(model: onnx.ModelProto, reader, *, per_channel: bool = True) ->
                 per_channel=per_channel,
                 op_types_to_quantize=list(QUANTIZED_OPS),
                 calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                # Biases stay float: int32 bias DequantizeLinear nodes are rejected by TensorRT's parser.
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
             )
         except Exception as exc:
             raise ExportError(f"ONNX Runtime static quantization failed: {str(exc).strip().splitlines()[-1]}") from exc

@@ -1,5 +1,7 @@
 """User mistakes end in one line, a distinct exit code, no traceback, and no partial files."""
 
+import sys
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -70,3 +72,12 @@ def test_parity_on_corrupt_onnx(tmp_path, content):
     result = run("parity", str(bad), "--model", "fasternet_t0")
     assert result.exit_code == ExitCode.INPUT
     assert "bad.onnx" in _one_clean_line(result)
+
+
+def test_trt_without_tensorrt_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    result = run("trt", "fasternet_t0", "--fuse", "--fp16", "-o", str(tmp_path / "out" / "t0.engine"))
+    assert result.exit_code == ExitCode.BACKEND
+    line = _one_clean_line(result)
+    assert "TensorRT" in line and "lightexport[tensorrt]" in line and "--dry-run" in line
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
