@@ -1,0 +1,46 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from lightexport.cli import cli
+from lightexport.errors import UnknownModelError, UsageError
+from lightexport.suite import build_matrix
+
+
+def test_matrix_skips_combinations_a_backend_cannot_run():
+    cells = build_matrix("fasternet_t0", "torch-fused,onnxruntime", "fp32,int8", "mobile-1t", [160])
+    assert {(c.backend, c.precision) for c in cells} == {("torch-fused", "fp32"), ("onnxruntime", "fp32"),
+                                                          ("onnxruntime", "int8")}
+
+
+def test_matrix_defaults_to_each_profiles_input_sizes():
+    cells = build_matrix("fasternet_t0", "onnxruntime", "fp32", "mobile-1t,mobile-2t")
+    assert sorted({(c.profile, c.input_size) for c in cells}) == [("mobile-1t", 160), ("mobile-1t", 224),
+                                                                  ("mobile-2t", 160), ("mobile-2t", 224)]
+
+
+@pytest.mark.parametrize("args, error", [
+    (("fasternet_t0", "onnx", "fp32", "mobile-1t"), UsageError),
+    (("fasternet_t0", "onnxruntime", "fp64", "mobile-1t"), UsageError),
+    (("fasternet_t0", "onnxruntime", "fp32", "phone"), UsageError),
+    (("fasternet_x9", "onnxruntime", "fp32", "mobile-1t"), UnknownModelError),
+])
+def test_bad_selections_are_named(args, error):
+    with pytest.raises(error):
+        build_matrix(*args)
+
+
+def test_suite_writes_report_with_plots(tmp_path):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["suite", "--models", "fasternet_t0", "--backends", "torch-fused,onnxruntime",
+                                      "--precisions", "fp32,fp16", "--profiles", "mobile-1t,mobile-2t-128bit",
+                                      "--input-sizes", "64", "--inputs", "2", "--runs", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["summary"] == {"pass": 6, "fail": 0, "error": 0, "skipped": 0}
+    capped = [c for c in report["cells"] if c["cell"]["profile"] == "mobile-2t-128bit"]
+    assert capped and all(c["cpu_capability"] == "DEFAULT" for c in capped)  # the ISA cap reached the subprocess
+    assert "| fasternet_t0 | onnxruntime | fp16 |" in (out / "report.md").read_text()
+    for png in ("errors.png", "latency.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
