@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,18 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _warn_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into one-line messages and their exit codes."""
+    """Turn library errors into one-line messages and their exit codes, and warnings into one line each."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = click.get_current_context().find_root().params.get("debug", False)
+        if not debug:
+            warnings.showwarning = _warn_one_line
         try:
             return fn(*args, **kwargs)
         except LightExportError as exc:

@@ -63,3 +63,9 @@ class Runner(ABC):
 
     def deactivate_impl(self) -> None:
         """Release backend resources; most backends need nothing beyond garbage collection."""
+
+
+def reason(exc: BaseException) -> str:
+    """The informative line of a backend exception (runtimes put it last, after a C++ backtrace or banner)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

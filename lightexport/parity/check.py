@@ -1,0 +1,81 @@
+"""Run the PyTorch reference and an artifact on the same inputs and judge the difference."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch.nn as nn
+from rich.console import Console
+from rich.progress import track
+
+from lightexport.errors import UsageError
+from lightexport.parity.metrics import compare
+from lightexport.parity.report import ParityReport
+from lightexport.parity.runners import Outputs, Runner, TorchRunner, runner_for
+from lightexport.parity.tolerances import Tolerance, tolerance_for
+
+
+@contextlib.contextmanager
+def _active(runner: Runner) -> Iterator[Runner]:
+    """Activate for the comparison, but leave a runner the caller already activated as it was."""
+    if runner.is_active:
+        yield runner
+    else:
+        with runner:
+            yield runner
+
+
+def _input_name(runner: Runner, given: str | None) -> str:
+    if given is not None:
+        return given
+    if len(runner.input_names) != 1:
+        raise UsageError(f"{runner.name} has inputs {runner.input_names}; say which one to feed (input_name=)")
+    return runner.input_names[0]
+
+
+def _stack(runs: list[Outputs]) -> list[np.ndarray]:
+    """Each output's results over all inputs, concatenated along the batch axis, in output order."""
+    return [np.concatenate([run[name] for run in runs]) for name in runs[0]]
+
+
+def check_parity(
+    runner_or_path: Runner | str | os.PathLike,
+    reference: nn.Module | Runner,
+    inputs: Sequence[np.ndarray],
+    precision: str = "fp32",
+    input_name: str | None = None,
+    progress: bool = True,
+    tolerance: Tolerance | None = None,
+) -> ParityReport:
+    """Compare the artifact's outputs with the reference's, output by output in order, under ``precision``'s tolerance.
+
+    ``reference`` is usually the unfused PyTorch module (run in eval mode under no_grad;
+    a tensor, or a list of tensors in backbone mode); any runner works, e.g. to compare
+    two backends. ``tolerance`` overrides the precision's default limits.
+    """
+    if not inputs:
+        raise UsageError("parity needs at least one input")
+    tolerance = tolerance or tolerance_for(precision)
+    artifact = runner_or_path if isinstance(runner_or_path, Runner) else runner_for(runner_or_path)
+    reference = reference if isinstance(reference, Runner) else TorchRunner(reference)
+    ref_runs, art_runs = [], []
+    with _active(artifact), _active(reference):
+        feed_name, ref_name = _input_name(artifact, input_name), _input_name(reference, None)
+        steps = track(inputs, description=f"parity ({artifact.backend})", disable=not progress, transient=True,
+                      console=Console(stderr=True))
+        for x in steps:
+            ref_runs.append(reference.infer({ref_name: x}))
+            art_runs.append(artifact.infer({feed_name: x}))
+    names = list(art_runs[0])
+    outputs = [compare(name, ref, art) for name, ref, art in zip(names, _stack(ref_runs), _stack(art_runs))]
+    failures = [f for stats in outputs for f in tolerance.check(stats)]
+    if len(ref_runs[0]) != len(names):
+        failures.insert(0, f"the artifact has {len(names)} output(s) ({', '.join(names)}) but the reference "
+                           f"has {len(ref_runs[0])}")
+    path = getattr(artifact, "path", None)
+    return ParityReport(artifact=str(path or artifact.name), backend=artifact.backend, precision=tolerance.precision,
+                        tolerance=tolerance, outputs=outputs, samples=sum(len(x) for x in inputs),
+                        failures=failures)

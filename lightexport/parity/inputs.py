@@ -1,0 +1,57 @@
+"""Parity inputs: real photos first (preprocessed exactly as calibration does), then seeded noise.
+
+Photos carry the statistics a deployed model sees and make int8's top-1 agreement
+meaningful; Gaussian noise in the normalized space (N(0, 1) per pixel and channel)
+adds inputs beyond the photo set that stress every channel. Both are deterministic:
+the photos are fixed files and the noise is drawn from ``seed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+
+from lightexport.calib.preprocess import Preprocess
+from lightexport.calib.samples import sample_photos
+from lightexport.errors import BackendUnavailableError, UsageError
+from lightexport.model_defs.registry import ModelSpec
+
+
+def _photos_if_available() -> list[np.ndarray]:
+    """The sample photos; without scikit-image, parity still runs on noise, with a warning saying so."""
+    try:
+        return sample_photos()
+    except BackendUnavailableError as exc:
+        warnings.warn(f"{exc}; using noise inputs only", stacklevel=3)
+        return []
+
+
+def make_inputs(
+    spec_or_preprocess: ModelSpec | Preprocess,
+    n: int = 8,
+    *,
+    seed: int = 0,
+    photos: bool = True,
+    input_size: int | None = None,
+    batch: int = 1,
+) -> list[np.ndarray]:
+    """``n`` float32 NCHW arrays of ``batch`` images each: as many sample photos as there are, then noise.
+
+    ``input_size`` overrides the model's (for artifacts exported at another size).
+    """
+    if n < 1 or batch < 1:
+        raise UsageError(f"need at least one input of at least one image (got n={n}, batch={batch})")
+    if isinstance(spec_or_preprocess, Preprocess):
+        preprocess = spec_or_preprocess
+        if input_size:
+            preprocess = dataclasses.replace(preprocess, input_size=input_size)
+    else:
+        preprocess = Preprocess.from_spec(spec_or_preprocess, input_size)
+    total = n * batch
+    images = [preprocess(p) for p in (_photos_if_available() if photos else [])[:total]]
+    shape = (total - len(images), *preprocess.shape[1:])
+    images.append(np.random.default_rng(seed).standard_normal(shape, dtype=np.float32))
+    stacked = np.concatenate(images)
+    return [np.ascontiguousarray(stacked[i : i + batch]) for i in range(0, total, batch)]

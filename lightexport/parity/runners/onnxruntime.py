@@ -1,0 +1,84 @@
+"""ONNX Runtime behind the runner interface; also what ``lightexport bench`` times ONNX files with."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lightexport.errors import BackendUnavailableError, InputFileError, UsageError
+from lightexport.parity.runners.base import Feed, Outputs, Runner
+
+GRAPH_OPTIMIZATIONS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                       "all": "ORT_ENABLE_ALL"}
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def _message(exc: BaseException) -> str:
+    """ORT's messages are short but span lines (the cause, then the detail): keep all of it on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class OnnxRuntimeRunner(Runner):
+    """One ``InferenceSession`` on ``path``; ``threads`` pins intra-op threads (None: ORT's choice, all cores).
+
+    Feeds are cast to the dtype each input declares, so an ONNX file with fp16 inputs
+    can be compared against an fp32 reference without the caller knowing.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        threads: int | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        graph_optimization: str = "all",
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        if graph_optimization not in GRAPH_OPTIMIZATIONS:
+            raise UsageError(f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATIONS)}")
+        self.path = Path(path)
+        self.threads = threads
+        self.providers = list(providers)
+        self.graph_optimization = graph_optimization
+        self._dtypes: dict[str, type] = {}
+
+    def activate_impl(self) -> None:
+        import onnxruntime as ort
+
+        missing = [p for p in self.providers if p not in ort.get_available_providers()]
+        if missing:
+            raise BackendUnavailableError(f"this ONNX Runtime build lacks {', '.join(missing)} "
+                                          f"(available: {', '.join(ort.get_available_providers())})")
+        if not self.path.is_file():
+            raise InputFileError(f"ONNX file not found: {self.path}")
+        options = ort.SessionOptions()
+        level = GRAPH_OPTIMIZATIONS[self.graph_optimization]
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+        options.log_severity_level = 3  # errors only: per-node warnings would drown the report
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+        except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...) for bad files
+            raise InputFileError(f"ONNX Runtime cannot load {self.path}: {_message(exc)}") from exc
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._dtypes = {i.name: _NUMPY_TYPES[i.type] for i in self.session.get_inputs() if i.type in _NUMPY_TYPES}
+
+    def deactivate_impl(self) -> None:
+        del self.session
+
+    def infer_impl(self, feed: Feed) -> Outputs:
+        inputs = {n: np.asarray(feed[n], dtype=self._dtypes.get(n)) for n in self.input_names}
+        try:
+            values = self.session.run(self.output_names, inputs)
+        except Exception as exc:
+            shapes = {n: tuple(a.shape) for n, a in inputs.items()}
+            raise InputFileError(f"{self.path} cannot run on inputs {shapes}: {_message(exc)}") from exc
+        return dict(zip(self.output_names, values))

@@ -1,0 +1,88 @@
+"""OpenVINO behind the runner interface, for IRs (.xml + .bin) and for ONNX files read directly.
+
+On CPUs with bf16 (or fp16) support, OpenVINO executes fp32 models in that lower
+precision by default (``INFERENCE_PRECISION_HINT``), so an fp32 IR would fail fp32
+parity for reasons that are not the artifact's. The hint is pinned to f32 unless the
+caller asks otherwise; quantized (int8) layers run in int8 whatever the hint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lightexport.errors import BackendUnavailableError, InputFileError
+from lightexport.parity.runners.base import Feed, Outputs, Runner, reason
+
+
+def _port_name(port, fallback: str) -> str:
+    return next(iter(sorted(port.get_names())), fallback)
+
+
+class OpenVINORunner(Runner):
+    """One compiled model and infer request; ``threads`` sets ``INFERENCE_NUM_THREADS`` (None: OpenVINO's choice).
+
+    ``inference_precision`` is the ``INFERENCE_PRECISION_HINT`` ("f32", "bf16", "f16"),
+    or None to keep the device's default.
+    """
+
+    backend = "openvino"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        threads: int | None = None,
+        device: str = "CPU",
+        inference_precision: str | None = "f32",
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.path = Path(path)
+        self.threads = threads
+        self.device = device
+        self.inference_precision = inference_precision
+
+    def activate_impl(self) -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "OpenVINO is not installed; install it with: pip install 'lightexport[openvino]'"
+            ) from exc
+        if not self.path.is_file():
+            raise InputFileError(f"OpenVINO model not found: {self.path}")
+        weights = self.path.with_suffix(".bin")
+        if self.path.suffix.lower() == ".xml" and not weights.is_file():
+            raise InputFileError(f"{weights} is missing: an OpenVINO IR is the .xml plus the .bin beside it")
+        core = ov.Core()
+        config: dict[str, object] = {}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        if self.inference_precision:
+            config["INFERENCE_PRECISION_HINT"] = self.inference_precision
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as exc:  # OpenVINO raises RuntimeError with a C++ trace for any unreadable file
+            raise InputFileError(f"OpenVINO cannot read {self.path}: {reason(exc)}") from exc
+        try:
+            self.compiled = core.compile_model(model, self.device, config)
+        except Exception as exc:
+            raise InputFileError(f"OpenVINO cannot compile {self.path} for {self.device}: {reason(exc)}") from exc
+        self.input_names = [_port_name(p, f"input_{i}") for i, p in enumerate(self.compiled.inputs)]
+        self.output_names = [_port_name(p, f"output_{i}") for i, p in enumerate(self.compiled.outputs)]
+        self._dtypes = [p.get_element_type().to_dtype() for p in self.compiled.inputs]
+        self.request = self.compiled.create_infer_request()
+
+    def deactivate_impl(self) -> None:
+        del self.request, self.compiled
+
+    def infer_impl(self, feed: Feed) -> Outputs:
+        inputs = {i: np.asarray(feed[n], dtype=t) for i, (n, t) in enumerate(zip(self.input_names, self._dtypes))}
+        try:
+            results = self.request.infer(inputs)
+        except Exception as exc:
+            shapes = {n: tuple(feed[n].shape) for n in self.input_names}
+            raise InputFileError(f"{self.path} cannot run on inputs {shapes}: {reason(exc)}") from exc
+        return {n: np.array(results[port]) for n, port in zip(self.output_names, self.compiled.outputs)}

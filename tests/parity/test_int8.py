@@ -1,0 +1,61 @@
+"""int8 end to end: calibrate on real photos, quantize, and let the int8 tolerance judge."""
+
+import numpy as np
+import onnx
+import pytest
+
+from lightexport.calib import ImageFolder, OrtCalibrationReader, Preprocess, write_sample_photos
+from lightexport.exporter.onnx_int8 import quantize_qdq
+from lightexport.parity import check_parity, make_inputs
+from tests.parity.conftest import SIZE
+
+PREPROCESS = Preprocess(input_size=SIZE)
+
+
+class Shrunk:
+    """Calibration on inputs at 1/200 of their scale: the activation ranges come out far too narrow."""
+
+    def __init__(self, reader: OrtCalibrationReader) -> None:
+        self.reader = reader
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        feed = self.reader.get_next()
+        return None if feed is None else {name: x / 200 for name, x in feed.items()}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return write_sample_photos(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.mark.parametrize("calibration", ["photos", "shrunk"])
+def test_int8_tolerance_separates_good_from_bad_calibration(tmp_path, classifier, classifier_onnx, photos, calibration):
+    reader = OrtCalibrationReader(ImageFolder(photos, PREPROCESS), "input")
+    quantized = quantize_qdq(onnx.load(str(classifier_onnx)), reader if calibration == "photos" else Shrunk(reader))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in quantized.graph.node}
+    path = tmp_path / "int8.onnx"
+    onnx.save(quantized, str(path))
+    inputs = make_inputs(PREPROCESS, 8)  # the 8 photos parity uses by default
+    report = check_parity(path, classifier, inputs, precision="int8", progress=False)
+    (stats,) = report.outputs
+    if calibration == "photos":
+        assert report.passed, report.failures
+        assert stats.cosine > 0.999 and stats.top1 == 1.0
+        assert not check_parity(path, classifier, inputs, precision="fp32", progress=False).passed  # int8 is not fp32
+    else:
+        assert not report.passed
+        assert all(f.startswith("logits: ") and ("top1" in f or "cosine" in f) for f in report.failures)
+
+
+def test_nncf_int8_ir_passes_int8_parity(tmp_path, classifier, classifier_onnx, photos):
+    ov = pytest.importorskip("openvino")
+    nncf = pytest.importorskip("nncf")
+    from lightexport.calib import to_nncf_dataset
+
+    model = ov.convert_model(str(classifier_onnx))
+    quantized = nncf.quantize(model, to_nncf_dataset(ImageFolder(photos, PREPROCESS)), subset_size=15)
+    xml = tmp_path / "int8.xml"
+    ov.save_model(quantized, str(xml), compress_to_fp16=False)
+    assert "FakeQuantize" in {op.get_type_name() for op in quantized.get_ops()}
+    report = check_parity(xml, classifier, make_inputs(PREPROCESS, 8), precision="int8", progress=False)
+    assert report.backend == "openvino" and report.passed, report.failures

@@ -1,0 +1,69 @@
+import math
+
+import pytest
+
+from lightexport.errors import UsageError
+from lightexport.parity import TOLERANCES, OutputStats, Tolerance, tolerance_for
+
+
+def _stats(name="logits", **values) -> OutputStats:
+    base = dict(max_abs=1e-6, max_rel=1e-6, mean_abs=1e-7, cosine=1.0, cosine_min=1.0, top1=1.0, top5=1.0)
+    return OutputStats(name, (8, 10), "float32", **{**base, **values})
+
+
+def test_every_precision_has_a_tolerance():
+    assert set(TOLERANCES) == {"fp32", "fp16", "int8"}
+    assert tolerance_for("fp32").max_rel == 1e-4
+    with pytest.raises(UsageError, match="'bf16'.*fp32, fp16, int8"):
+        tolerance_for("bf16")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_matching_outputs_pass(precision):
+    assert tolerance_for(precision).check(_stats()) == []
+
+
+def test_fp32_max_rel_failure_says_by_how_much():
+    assert tolerance_for("fp32").check(_stats(max_rel=3.2e-3)) == [
+        "logits: max_rel 0.0032 exceeds 0.0001 (32.0x the limit)"
+    ]
+
+
+def test_fp16_judges_max_rel_and_cosine():
+    fp16 = tolerance_for("fp16")
+    assert fp16.check(_stats(max_rel=1.5e-2, cosine=0.9995)) == []
+    assert fp16.check(_stats("feat2", max_rel=4e-2, cosine=0.99)) == [
+        "feat2: max_rel 0.04 exceeds 0.02 (2.0x the limit)",
+        "feat2: cosine 0.9900 is below 0.999 by 0.0090",
+    ]
+
+
+@pytest.mark.parametrize(
+    "metric, value, message",
+    [
+        ("cosine", 0.95, "logits: cosine 0.9500 is below 0.98 by 0.0300"),
+        ("top1", 0.625, "logits: top1 0.6250 is below 0.75 by 0.1250"),
+        ("top5", 0.875, "logits: top5 0.8750 is below 0.95 by 0.0750"),
+    ],
+)
+def test_int8_failure_modes(metric, value, message):
+    assert tolerance_for("int8").check(_stats(max_rel=0.5, **{metric: value})) == [message]
+
+
+def test_int8_feature_maps_are_judged_on_cosine_only():
+    assert tolerance_for("int8").check(_stats("feat0", top1=None, top5=None, cosine=0.99)) == []
+
+
+def test_a_problem_fails_whatever_the_limits():
+    stats = OutputStats("logits", (2, 10), "float32", problem="the artifact output has 1 NaN and 0 Inf values (of 20)")
+    for tolerance in TOLERANCES.values():
+        assert tolerance.check(stats) == ["logits: the artifact output has 1 NaN and 0 Inf values (of 20)"]
+
+
+def test_nan_metric_never_passes():
+    assert tolerance_for("int8").check(_stats(cosine=math.nan)) == ["logits: cosine nan is below 0.98 by nan"]
+
+
+def test_describe_lists_the_limits():
+    assert tolerance_for("int8").describe() == "cosine >= 0.98, top1 >= 0.75, top5 >= 0.95"
+    assert Tolerance("custom", max_rel=1e-3).describe() == "max_rel <= 0.001"
