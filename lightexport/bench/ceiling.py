@@ -12,7 +12,7 @@ import time
 import torch
 
 
-def matmul_gflops(threads: int, n: int = 1024, repeats: int = 5) -> float:
+def matmul_gflops(threads: int, n: int = 1024, repeats: int = 10) -> float:
     """Best-of-``repeats`` sgemm GFLOP/s with ``threads`` intra-op threads."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
