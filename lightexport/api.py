@@ -87,3 +87,17 @@ def verify(
     feeds = make_inputs(reference.spec, inputs, seed=seed, input_size=size)
     return check_parity(runner_for(artifact, threads=threads), reference.module, feeds,
                         precision=precision or meta.get("precision", "fp32"), progress=progress)
+
+
+def bisect(artifact: str | Path, reference: LoadedModel, *, precision: str | None = None, seed: int = 0):
+    """Name the first module where an ONNX ``artifact`` departs from ``reference`` (on one input)."""
+    from lightexport.parity import make_inputs, tolerance_for
+    from lightexport.parity.bisect import bisect_artifact
+
+    meta = read_artifact_metadata(artifact)
+    precision = precision or meta.get("precision", "fp32")
+    if precision == "int8":
+        raise UsageError("--bisect compares layers by max error; int8 artifacts drift at every quantized layer")
+    size = int(meta.get("input_size", 0)) or reference.spec.input_size
+    feed = make_inputs(reference.spec, 1, seed=seed, input_size=size)[0]
+    return bisect_artifact(artifact, reference.module, feed, tolerance=tolerance_for(precision).max_rel)

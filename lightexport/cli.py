@@ -322,10 +322,11 @@ def _finish_export(result, reference, json_out: str | None) -> None:
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Tolerance set (default: recorded).")
 @click.option("--threads", type=int, help="Runtime threads (default: the runtime's choice).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bisect", "do_bisect", is_flag=True, help="Find the first module where an ONNX artifact departs.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON.")
 @handle_errors
 def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, features, inputs, precision, threads, seed,
-               json_out) -> None:
+               do_bisect, json_out) -> None:
     """Compare ARTIFACT (.onnx, .xml, .engine) with the unfused PyTorch reference.
 
     Exits 4 when any output is outside the tolerance for its precision.
@@ -334,13 +335,21 @@ def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, fea
     Examples:
       lightexport parity fasternet_s.onnx
       lightexport parity t0.onnx --model fasternet_t0 --weights t0.pth --inputs 16 --json parity.json
+      lightexport parity t0.onnx --bisect
     """
     from lightexport.api import reference_for
 
     reference = reference_for(artifact, model_name, weights, trust=trust_checkpoint, num_classes=num_classes,
                               features=features)
     report = _run_parity(Path(artifact), reference, inputs, precision, threads, seed)
-    _write_json(json_out, report.to_dict())
+    payload = report.to_dict()
+    if do_bisect:
+        from lightexport.api import bisect
+
+        bisection = bisect(artifact, reference, precision=precision, seed=seed)
+        bisection.render(console)
+        payload["bisect"] = bisection.to_dict()
+    _write_json(json_out, payload)
     if not report.passed:
         raise ParityFailure(f"{artifact} fails parity: {'; '.join(report.failures)}")
 
