@@ -1,8 +1,8 @@
-"""Inference passes: each ``(module) -> (module, PassReport)``, each output-preserving, any nn.Module.
+"""Inference passes: each ``(module) -> (module, PassReport)``, output-preserving, for any nn.Module.
 
-``apply_passes`` runs them on a copy in a fixed order: drop stochastic layers, let modules
-fold themselves, pick the export-friendly PConv form, then remove every BatchNorm by the
-cheapest exact means available.
+``apply_passes`` runs them on a copy in a fixed order: drop stochastic layers, let modules fold
+themselves, pick the export-friendly PConv form, then remove every BatchNorm by the cheapest
+exact means available (fold into the producer, fold into the consumer, scale-and-shift).
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ DEFAULT_PASSES: tuple[str, ...] = tuple(PASSES)
 
 
 def apply_passes(model: nn.Module, names: Sequence[str] | None = None) -> tuple[nn.Module, list[PassReport]]:
-    """Apply passes in order to a deep copy in eval mode; the caller keeps its unfused model."""
+    """Apply passes in order to a deep copy in eval mode; the caller keeps its unfused reference."""
     names = list(DEFAULT_PASSES if names is None else names)
     unknown = [n for n in names if n not in PASSES]
     if unknown:
-        raise UsageError(f"unknown pass(es) {', '.join(unknown)}; available: {', '.join(PASSES)}")
+        raise UsageError(f"unknown pass(es) {', '.join(unknown)}; valid passes: {', '.join(PASSES)}")
     model = copy.deepcopy(model).eval()
     reports = []
     for name in names:
@@ -48,4 +48,12 @@ def apply_passes(model: nn.Module, names: Sequence[str] | None = None) -> tuple[
     return model, reports
 
 
-__all__ = ["DEFAULT_PASSES", "PASSES", "ChannelAffine", "PassReport", "apply_passes", "set_pconv_form"]
+__all__ = [
+    "DEFAULT_PASSES",
+    "PASSES",
+    "ChannelAffine",
+    "Pass",
+    "PassReport",
+    "apply_passes",
+    "set_pconv_form",
+]

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from lightexport.reparam.graph import replace_module
+from lightexport.model_defs.layers import DropPath
+from lightexport.reparam.graph import replace_modules
+from lightexport.reparam.match import lineage
 from lightexport.reparam.report import PassReport
 
-# Third-party stochastic-depth modules, matched by class name so timm/torchvision stay optional imports.
-_STOCHASTIC_NAMES = {"DropPath", "StochasticDepth", "DropBlock2d", "DropBlock"}
+_STOCHASTIC_TYPES: tuple[type[nn.Module], ...] = (nn.modules.dropout._DropoutNd, DropPath)
+# Third-party stochastic-depth layers, by class path (old timm kept them under timm.models.layers).
+_STOCHASTIC_PATHS = frozenset({
+    "timm.layers.drop.DropPath",
+    "timm.layers.drop.DropBlock2d",
+    "timm.models.layers.drop.DropPath",
+    "timm.models.layers.drop.DropBlock2d",
+    "torchvision.ops.stochastic_depth.StochasticDepth",
+})
 
 
-def _is_stochastic(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.dropout._DropoutNd) or type(module).__name__ in _STOCHASTIC_NAMES
+def is_stochastic(module: nn.Module) -> bool:
+    return isinstance(module, _STOCHASTIC_TYPES) or not lineage(module).isdisjoint(_STOCHASTIC_PATHS)
 
 
 def remove_dropout(model: nn.Module) -> tuple[nn.Module, PassReport]:
+    """Dropout, DropPath, DropBlock and StochasticDepth become ``nn.Identity``."""
     report = PassReport("remove_dropout")
-    for name, module in list(model.named_modules()):
-        if name and _is_stochastic(module):
-            replace_module(model, name, nn.Identity())
+    replacements: dict[nn.Module, nn.Module] = {}
+    for name, module in model.named_modules():
+        if name and is_stochastic(module):
+            replacements[module] = nn.Identity()
             report.changed.append(name)
+    replace_modules(model, replacements)
     return model, report

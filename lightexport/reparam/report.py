@@ -8,12 +8,17 @@ from dataclasses import dataclass, field
 @dataclass
 class PassReport:
     name: str
-    changed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # qualified module names ("a+b" for a fused pair)
     details: dict[str, int | str] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
         return len(self.changed)
+
+    def skip(self, reason: str) -> None:
+        """Count a candidate left alone, by reason: a fold that did not happen should be explainable."""
+        key = f"skipped_{reason}"
+        self.details[key] = int(self.details.get(key, 0)) + 1
 
     def summary(self) -> str:
         extra = ", ".join(f"{k}={v}" for k, v in self.details.items())
