@@ -70,6 +70,29 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def export_options(fp16_help: str, int8_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Options every exporting command shares; only what fp16/int8 mean differs per backend."""
+    options = [
+        click.option("--fuse", is_flag=True, help="Apply every reparameterization pass before export."),
+        click.option("--input-size", type=int, help="Square input side (default: the model's)."),
+        click.option("--batch", type=int, default=1, show_default=True),
+        click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width."),
+        click.option("--fp16", "precision", flag_value="fp16", help=fp16_help),
+        click.option("--int8", "precision", flag_value="int8", help=int8_help),
+        click.option("--calib", type=click.Path(file_okay=False), help="Folder of representative images for --int8."),
+        click.option("--calib-size", type=int, default=300, show_default=True, help="Number of calibration images."),
+        click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model after export."),
+        click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON."),
+    ]
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 def _load(source: str, weights: str | None, trust_checkpoint: bool, num_classes: int | None, features: bool):
     from lightexport.model_defs.loader import load_model
 
@@ -150,19 +173,10 @@ def list_cmd(family: str | None, json_out: str | None) -> None:
 @click.argument("source")
 @model_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default: MODEL.onnx).")
-@click.option("--fuse", is_flag=True, help="Apply every reparameterization pass before export.")
-@click.option("--input-size", type=int, help="Square input side (default: the model's).")
-@click.option("--batch", type=int, default=1, show_default=True)
-@click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width.")
+@export_options("fp16 compute, explicit casts, sensitive ops fp32.", "Static int8 QDQ with ONNX Runtime.")
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True)
-@click.option("--fp16", "precision", flag_value="fp16", help="fp16 compute, explicit casts, sensitive ops fp32.")
-@click.option("--int8", "precision", flag_value="int8", help="Static int8 QDQ with ONNX Runtime (needs --calib).")
-@click.option("--calib", type=click.Path(file_okay=False), help="Folder of representative images for --int8.")
-@click.option("--calib-size", type=int, default=300, show_default=True, help="Number of calibration images.")
-@click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model right after export.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write export (+ parity) report JSON.")
 @handle_errors
 def onnx_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic, opset,
              no_simplify, exporter, precision, calib, calib_size, check, json_out) -> None:
@@ -206,16 +220,7 @@ def _run_parity(artifact: Path, reference, inputs: int = 8, precision: str | Non
 @click.argument("source")
 @model_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output .xml (the .bin goes beside it).")
-@click.option("--fuse", is_flag=True, help="Apply every reparameterization pass before conversion.")
-@click.option("--input-size", type=int, help="Square input side (default: the model's).")
-@click.option("--batch", type=int, default=1, show_default=True)
-@click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width.")
-@click.option("--fp16", "precision", flag_value="fp16", help="Compress weights to fp16.")
-@click.option("--int8", "precision", flag_value="int8", help="Post-training int8 with NNCF (needs --calib).")
-@click.option("--calib", type=click.Path(file_okay=False), help="Folder of representative images for --int8.")
-@click.option("--calib-size", type=int, default=300, show_default=True, help="Number of calibration images.")
-@click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model right after export.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write export (+ parity) report JSON.")
+@export_options("Compress weights to fp16.", "Post-training int8 with NNCF (needs --calib).")
 @handle_errors
 def openvino_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic,
                  precision, calib, calib_size, check, json_out) -> None:
@@ -247,22 +252,13 @@ def openvino_cmd(source, weights, trust_checkpoint, num_classes, features, outpu
 @click.argument("source")
 @model_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output engine (default: MODEL.engine).")
-@click.option("--fuse", is_flag=True, help="Apply every reparameterization pass before export.")
-@click.option("--input-size", type=int, help="Square input side (default: the model's).")
-@click.option("--batch", type=int, default=1, show_default=True)
-@click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width (needs a shape profile).")
-@click.option("--fp16", "precision", flag_value="fp16", help="fp16 engine.")
-@click.option("--int8", "precision", flag_value="int8", help="int8 engine from a QDQ ONNX (needs --calib).")
-@click.option("--calib", type=click.Path(file_okay=False), help="Folder of representative images for --int8.")
-@click.option("--calib-size", type=int, default=300, show_default=True, help="Number of calibration images.")
+@export_options("fp16 engine.", "int8 engine from a QDQ ONNX (needs --calib).")
 @click.option("--min-shape", help="Profile minimum, trtexec syntax: input:1x3x160x160.")
 @click.option("--opt-shape", help="Profile optimum, trtexec syntax: input:4x3x224x224.")
 @click.option("--max-shape", help="Profile maximum, trtexec syntax: input:16x3x320x320.")
 @click.option("--workspace", type=float, default=4.0, show_default=True, help="Builder workspace in GiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="Persistent timing cache file (read + updated).")
 @click.option("--dry-run", is_flag=True, help="Preflight only (no TensorRT needed): blockers and the trtexec line.")
-@click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model right after the build.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the build (or plan) report as JSON.")
 @handle_errors
 def trt_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic,
             precision, calib, calib_size, min_shape, opt_shape, max_shape, workspace, timing_cache, dry_run, check,
