@@ -50,7 +50,7 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 def list_models(family: str | None = None) -> list[str]:
-    return sorted(n for n, s in _REGISTRY.items() if family is None or s.family == family)
+    return [n for n, s in _REGISTRY.items() if family is None or s.family == family]  # registration order
 
 
 def _normalize(name: str) -> str:
