@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lightexport import __version__
-from lightexport.errors import InputFileError
+from lightexport.errors import InputFileError, UsageError
 from lightexport.model_defs.loader import LoadedModel
 
 META_PREFIX = "lightexport."
@@ -118,3 +118,14 @@ def read_artifact_metadata(path: str | Path) -> dict[str, str]:
     if sidecar.is_file():
         return strip_prefix(json.loads(sidecar.read_text()))
     return {}
+
+
+def preprocess_for(metadata: dict[str, str]):
+    """The calibration preprocessing of the model an artifact records (for int8 from an ONNX input)."""
+    from lightexport.calib import Preprocess
+    from lightexport.model_defs import get_spec
+
+    meta = strip_prefix(metadata)
+    if "model" not in meta:
+        raise UsageError("this ONNX records no model, so its preprocessing is unknown; export it with lightexport")
+    return Preprocess.from_spec(get_spec(meta["model"]), input_size=int(meta.get("input_size", 0)) or None)

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, UsageError
-from lightexport.exporter.base import ExportResult, artifact_metadata, strip_prefix
+from lightexport.exporter.base import ExportResult, artifact_metadata, preprocess_for
 from lightexport.fileio import atomic_outputs
 from lightexport.model_defs.loader import LoadedModel
 
@@ -148,7 +148,7 @@ def export_openvino(
         metadata["lightexport.precision"] = precision
         default_stem = path.stem
     if precision == "int8":
-        preprocess = preprocess or _preprocess_from(metadata)
+        preprocess = preprocess or preprocess_for(metadata)
         model = _quantize(model, calib, calib_size, preprocess, progress)
         notes.append(f"int8 post-training quantization with NNCF on {calib_size} images from {calib}")
     _stamp(model, metadata)
@@ -161,13 +161,3 @@ def export_openvino(
     histogram = Counter(op.get_type_name() for op in model.get_ops())
     return ExportResult(format="openvino", path=xml, seconds=time.perf_counter() - start, precision=precision,
                         files=[xml, binary], op_histogram=histogram, metadata=metadata, notes=notes, passes=reports)
-
-
-def _preprocess_from(metadata: dict[str, str]):
-    from lightexport.calib import Preprocess
-    from lightexport.model_defs import get_spec
-
-    meta = strip_prefix(metadata)
-    if "model" not in meta:
-        raise UsageError("this ONNX records no model, so its preprocessing is unknown; export it with lightexport")
-    return Preprocess.from_spec(get_spec(meta["model"]), input_size=int(meta.get("input_size", 0)) or None)

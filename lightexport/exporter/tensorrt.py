@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, UsageError
-from lightexport.exporter.base import META_PREFIX, ExportResult, strip_prefix
+from lightexport.exporter.base import META_PREFIX, ExportResult, preprocess_for
 from lightexport.exporter.onnx import export_onnx, load_onnx, op_histogram, read_metadata, save_onnx, stamp_metadata
 from lightexport.exporter.onnx_fp16 import export_onnx_fp16, is_fp16_model
 from lightexport.exporter.trt_preflight import QDQ_OPS, PreflightReport, Profile, preflight, trtexec_command
@@ -277,17 +277,6 @@ def default_engine_path(source: LoadedModel | str | Path, precision: str) -> Pat
     return Path(f"{_stem(source)}{'' if precision == 'fp32' else '_' + precision}.engine")
 
 
-def _preprocess_from(metadata: dict[str, str]):
-    """The calibration preprocessing of the model an ONNX file records (as the OpenVINO exporter does)."""
-    from lightexport.calib import Preprocess
-    from lightexport.model_defs import get_spec
-
-    meta = strip_prefix(metadata)
-    if "model" not in meta:
-        raise UsageError("this ONNX records no model, so its preprocessing is unknown; export it with lightexport")
-    return Preprocess.from_spec(get_spec(meta["model"]), input_size=int(meta.get("input_size", 0)) or None)
-
-
 def _quantize(onnx_path: Path, output: Path, calib: str | Path, calib_size: int, preprocess) -> Path:
     """fp32 ONNX -> QDQ ONNX calibrated on ``calib``: TensorRT's explicit int8, on both generations."""
     from lightexport.calib import ImageFolder, OrtCalibrationReader
@@ -295,7 +284,7 @@ def _quantize(onnx_path: Path, output: Path, calib: str | Path, calib_size: int,
 
     model = load_onnx(onnx_path)
     metadata = read_metadata(model)
-    reader = OrtCalibrationReader(ImageFolder(calib, preprocess=preprocess or _preprocess_from(metadata)),
+    reader = OrtCalibrationReader(ImageFolder(calib, preprocess=preprocess or preprocess_for(metadata)),
                                   model.graph.input[0].name, n=calib_size)
     quantized = quantize_qdq(model, reader)
     stamp_metadata(quantized, {**metadata, META_PREFIX + "precision": "int8"})
