@@ -23,6 +23,9 @@ from rich.table import Table
 from lightexport import __version__
 from lightexport.errors import LightExportError, ParityFailure, UsageError
 
+# lightexport.parity.inputs.PARITY_INPUTS, repeated so that --help does not import torch (a test keeps them equal)
+PARITY_INPUTS = 8
+
 # Pipes and CI logs get a fixed, wide layout instead of rich's 80-column fallback.
 console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
@@ -314,7 +317,8 @@ def _finish_export(result, reference, json_out: str | None) -> None:
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--model", "model_name", help="Reference model (default: recorded in the artifact).")
 @model_options
-@click.option("--inputs", type=int, default=8, show_default=True, help="Number of inputs (real photos, then noise).")
+@click.option("--inputs", type=int, default=PARITY_INPUTS, show_default=True,
+              help="Number of inputs (real photos, then noise).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Tolerance set (default: recorded).")
 @click.option("--threads", type=int, help="Runtime threads (default: the runtime's choice).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -359,7 +363,8 @@ def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, fea
               help="CPU profiles: mobile-1t, mobile-2t, mobile-1t-128bit, mobile-2t-128bit.")
 @click.option("--input-sizes", help="Comma-separated sizes (default: each profile's, 160 and 224).")
 @click.option("--calib", type=click.Path(file_okay=False), help="int8 calibration images (default: scikit-image's).")
-@click.option("--inputs", type=int, default=4, show_default=True, help="Parity inputs per cell.")
+@click.option("--inputs", type=int, default=PARITY_INPUTS, show_default=True,
+              help="Parity inputs per cell (real photos, then noise).")
 @click.option("--runs", type=int, default=10, show_default=True, help="Timed runs per cell.")
 @click.option("-o", "--out", type=click.Path(file_okay=False), default="reports/suite", show_default=True)
 @handle_errors

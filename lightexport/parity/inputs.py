@@ -18,6 +18,9 @@ from lightexport.calib.samples import sample_photos
 from lightexport.errors import BackendUnavailableError, UsageError
 from lightexport.model_defs.registry import ModelSpec
 
+#: The default number of parity inputs everywhere; the int8 top-1 limit is reasoned for it (see tolerances).
+PARITY_INPUTS = 8
+
 
 def _photos_if_available() -> list[np.ndarray]:
     """The sample photos; without scikit-image, parity still runs on noise, with a warning saying so."""
@@ -30,7 +33,7 @@ def _photos_if_available() -> list[np.ndarray]:
 
 def make_inputs(
     spec_or_preprocess: ModelSpec | Preprocess,
-    n: int = 8,
+    n: int = PARITY_INPUTS,
     *,
     seed: int = 0,
     photos: bool = True,

@@ -34,7 +34,7 @@ def _row(r: dict) -> list[str]:
                    f"{r['eager_ms'] / r['latency_ms']:.2f}x", "; ".join(r["parity"]["failures"])]
 
 
-HEADER = ["model", "backend", "precision", "profile", "size", "verdict", "max err / range", "cosine (min)", "top-1",
+HEADER = ["model", "backend", "precision", "profile", "size", "verdict", "max err / range", "cosine (mean)", "top-1",
           "p50 ms", "vs eager", "notes"]
 
 

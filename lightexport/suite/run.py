@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lightexport.bench.profiles import get_profile
 from lightexport.errors import ExportError
+from lightexport.parity.inputs import PARITY_INPUTS
 from lightexport.suite.build import artifact_key, build_artifacts
 from lightexport.suite.matrix import Cell
 
@@ -21,7 +22,7 @@ def run_suite(
     workdir: Path,
     calib: Path | None = None,
     calib_size: int = 16,
-    inputs: int = 4,
+    inputs: int = PARITY_INPUTS,
     runs: int = 10,
     on_result: Callable[[dict], None] | None = None,
 ) -> list[dict]:

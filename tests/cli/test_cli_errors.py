@@ -1,5 +1,6 @@
 """User mistakes end in one line, a distinct exit code, no traceback, and no partial files."""
 
+import subprocess
 import sys
 
 import pytest
@@ -26,6 +27,15 @@ def test_every_command_has_help_with_an_example():
     for command in cli.commands:
         result = run(command, "--help")
         assert result.exit_code == 0 and "Example" in result.output, command
+
+
+def test_cli_help_stays_torch_free_yet_uses_the_library_default_input_count():
+    from lightexport import cli as cli_module
+    from lightexport.parity.inputs import PARITY_INPUTS
+
+    assert cli_module.PARITY_INPUTS == PARITY_INPUTS
+    code = "import sys, lightexport.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_unknown_model_suggests_and_exits_usage(tmp_path):
