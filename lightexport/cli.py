@@ -354,6 +354,18 @@ def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, fea
         raise ParityFailure(f"{artifact} fails parity: {'; '.join(report.failures)}")
 
 
+def _parse_weights(specs: tuple[str, ...]) -> dict[str, str]:
+    weights: dict[str, str] = {}
+    for spec in specs:
+        model, sep, path = spec.partition("=")
+        if not sep or not model or not path:
+            raise UsageError(f"--weights takes MODEL=PATH, got {spec!r}")
+        if model in weights:
+            raise UsageError(f"--weights names {model} twice")
+        weights[model] = path
+    return weights
+
+
 @cli.command("suite")
 @click.option("--models", default="fasternet_t0,fasternet_s", show_default=True)
 @click.option("--backends", default="torch-fused,onnxruntime,openvino", show_default=True,
@@ -363,12 +375,14 @@ def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, fea
               help="CPU profiles: mobile-1t, mobile-2t, mobile-1t-128bit, mobile-2t-128bit.")
 @click.option("--input-sizes", help="Comma-separated sizes (default: each profile's, 160 and 224).")
 @click.option("--calib", type=click.Path(file_okay=False), help="int8 calibration images (default: scikit-image's).")
+@click.option("--weights", "weights_specs", multiple=True, metavar="MODEL=PATH",
+              help="A checkpoint for one of --models (repeat per model); others get seeded random weights.")
 @click.option("--inputs", type=int, default=PARITY_INPUTS, show_default=True,
               help="Parity inputs per cell (real photos, then noise).")
 @click.option("--runs", type=int, default=10, show_default=True, help="Timed runs per cell.")
 @click.option("-o", "--out", type=click.Path(file_okay=False), default="reports/suite", show_default=True)
 @handle_errors
-def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, inputs, runs, out) -> None:
+def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weights_specs, inputs, runs, out) -> None:
     """Run the parity matrix (models x backends x precisions x CPU profiles) and write a report directory.
 
     Exits 4 if any cell fails its tolerance.
@@ -377,17 +391,22 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, inputs
     Examples:
       lightexport suite --models fasternet_t0,fasternet_s --profiles mobile-1t,mobile-2t
       lightexport suite --models fasternet_t0 --backends onnxruntime --precisions fp32 --profiles mobile-1t-128bit
+      lightexport suite --models fasternet_t0 --weights fasternet_t0=checkpoints/fasternet_t0.pth
     """
     import tempfile
 
     from rich.progress import Progress
 
     from lightexport.calib import write_sample_photos
+    from lightexport.model_defs.loader import load_model
     from lightexport.suite import build_matrix, run_suite, summary, write_report
     from lightexport.suite.report import HEADER, rows
 
     sizes = [int(s) for s in input_sizes.split(",")] if input_sizes else None
-    cells = build_matrix(models, backends, precisions, profiles, sizes)
+    weights = _parse_weights(weights_specs)
+    cells = build_matrix(models, backends, precisions, profiles, sizes, weights)
+    for model, path in weights.items():
+        load_model(model, path)  # a checkpoint that does not fit fails now, naming its keys, not in every cell
     with tempfile.TemporaryDirectory(prefix="lightexport-suite-") as tmp, Progress(console=console) as progress:
         task = progress.add_task("building artifacts, then running cells", total=len(cells))
         calib_dir = Path(calib) if calib else write_sample_photos(Path(tmp) / "photos")
@@ -396,6 +415,7 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, inputs
                             on_result=lambda r: progress.advance(task))
     files = write_report(results, Path(out), {"models": models, "backends": backends, "precisions": precisions,
                                               "profiles": profiles, "inputs_per_cell": inputs,
+                                              "weights": weights or "seeded random weights",
                                               "calibration": str(calib or "scikit-image sample photos")})
     table = Table(*HEADER, title="parity suite")
     for row in rows(results):

@@ -24,7 +24,7 @@ class Built:
 
 
 def artifact_key(cell: Cell) -> tuple:
-    return (cell.model, cell.backend, cell.precision, cell.input_size)
+    return (cell.model, cell.weights, cell.backend, cell.precision, cell.input_size)
 
 
 def build_artifacts(cells: list[Cell], workdir: Path, calib: Path | None, calib_size: int) -> dict[tuple, Built]:
@@ -44,7 +44,7 @@ def build_artifacts(cells: list[Cell], workdir: Path, calib: Path | None, calib_
         if cell.precision == "int8":
             options.update(calib=calib, calib_size=calib_size)
         try:
-            result = api.export(load_model(cell.model), fmt, output=path, **options)
+            result = api.export(load_model(cell.model, cell.weights), fmt, output=path, **options)
             built[key] = Built(result.path)
         except BackendUnavailableError as exc:
             built[key] = Built(skipped=str(exc))

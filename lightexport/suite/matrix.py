@@ -31,6 +31,7 @@ class Cell:
     precision: str
     profile: str
     input_size: int
+    weights: str | None = None  # a checkpoint path; None: the model's seeded random weights
 
     @property
     def key(self) -> str:
@@ -49,10 +50,16 @@ def _split(value: str | list[str], allowed: tuple[str, ...] | None, what: str) -
     return items
 
 
-def build_matrix(models, backends, precisions, profiles, input_sizes: list[int] | None = None) -> list[Cell]:
+def build_matrix(models, backends, precisions, profiles, input_sizes: list[int] | None = None,
+                 weights: dict[str, str] | None = None) -> list[Cell]:
+    """Every supported cell of the selection; ``weights`` maps model names to checkpoints."""
     models = _split(models, None, "model")
     for name in models:
         get_spec(name)  # unknown names fail here, with suggestions
+    weights = weights or {}
+    stray = sorted(set(weights) - set(models))
+    if stray:
+        raise UsageError(f"--weights names {', '.join(stray)}, which --models does not select ({', '.join(models)})")
     backends = _split(backends, BACKENDS, "backend")
     precisions = _split(precisions, PRECISIONS, "precision")
     profiles = [get_profile(p).name for p in _split(profiles, None, "profile")]
@@ -61,7 +68,7 @@ def build_matrix(models, backends, precisions, profiles, input_sizes: list[int] 
         if precision not in SUPPORTED[backend]:
             continue
         for size in input_sizes or get_profile(profile).input_sizes:
-            cells.append(Cell(model, backend, precision, profile, size))
+            cells.append(Cell(model, backend, precision, profile, size, weights.get(model)))
     if not cells:
         raise UsageError("the selection leaves no cell to run (e.g. torch-fused supports only fp32)")
     return cells

@@ -23,7 +23,7 @@ from lightexport.reparam import apply_passes
 
 def run_cell(cell: dict, path: str | None, threads: int, inputs: int, runs: int) -> dict:
     """Parity against the unfused model, then artifact vs eager latency, interleaved."""
-    loaded = load_model(cell["model"])
+    loaded = load_model(cell["model"], cell.get("weights"))
     feeds = make_inputs(loaded.spec, inputs, input_size=cell["input_size"])
     if path is None:
         runner = TorchRunner(apply_passes(loaded.module)[0], name="torch-fused")

@@ -50,7 +50,8 @@ def test_int8_ir_activation_ranges_cover_every_calibration_image(tmp_path, photo
     ov = pytest.importorskip("openvino")
     result = export_openvino(t0, tmp_path / "t0_int8.xml", fuse=True, precision="int8", calib=photos, calib_size=8)
     images = np.concatenate(list(ImageFolder(photos, Preprocess.from_spec(t0.spec)).batches(1, 8)))
-    (quantizer,) = [op for op in ov.Core().read_model(str(result.path)).get_ops() if op.get_type_name() == "FakeQuantize"
+    ops = ov.Core().read_model(str(result.path)).get_ops()
+    (quantizer,) = [op for op in ops if op.get_type_name() == "FakeQuantize"
                     and op.input_value(0).get_node().get_type_name() == "Parameter"]
     low, high = (quantizer.input_value(i).get_node().get_data() for i in (1, 2))
     # asymmetric activations: the range is nudged so that zero is exactly representable, never narrowed

@@ -55,6 +55,13 @@ def test_onnxruntime_reproduces_torch(backbone, backbone_onnx, batch, threads):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
+def test_onnxruntime_threads_do_not_spin_between_runs(backbone_onnx):
+    """Spinning pool threads would steal the cores from the next candidate of an interleaved benchmark."""
+    with OnnxRuntimeRunner(backbone_onnx, threads=2) as runner:
+        options = runner.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 @pytest.mark.parametrize("source", ["onnx", "ir"])
 def test_openvino_reproduces_torch_in_f32(classifier, classifier_onnx, classifier_ir, batch, source):
     path = classifier_onnx if source == "onnx" else classifier_ir

@@ -44,3 +44,30 @@ def test_suite_writes_report_with_plots(tmp_path):
     assert "| fasternet_t0 | onnxruntime | fp16 |" in (out / "report.md").read_text()
     for png in ("errors.png", "latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_suite_runs_a_given_checkpoint_and_rejects_one_that_does_not_fit(tmp_path):
+    import torch
+
+    from lightexport.errors import ExitCode
+    from lightexport.model_defs import create_model
+
+    torch.manual_seed(7)  # not the seeded random weights the suite would otherwise use
+    model = create_model("fasternet_t0")
+    checkpoint = tmp_path / "t0.pth"
+    torch.save({"model": model.state_dict()}, checkpoint)
+    out = tmp_path / "report"
+    args = ["suite", "--models", "fasternet_t0", "--backends", "onnxruntime", "--precisions", "fp32",
+            "--profiles", "mobile-1t", "--input-sizes", "64", "--inputs", "2", "--runs", "2", "-o", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--weights", f"fasternet_t0={checkpoint}"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["weights"] == {"fasternet_t0": str(checkpoint)}
+    (cell,) = report["cells"]
+    assert cell["cell"]["weights"] == str(checkpoint) and cell["parity"]["passed"]
+
+    torch.save({k: v for k, v in model.state_dict().items() if not k.startswith("head.")}, checkpoint)
+    result = CliRunner().invoke(cli, [*args, "--weights", f"fasternet_t0={checkpoint}"])
+    assert result.exit_code == ExitCode.INPUT and "head.weight" in result.output, result.output
+    result = CliRunner().invoke(cli, [*args, "--weights", f"fasternet_s={checkpoint}"])
+    assert result.exit_code == ExitCode.USAGE and "fasternet_s" in result.output
