@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -19,9 +20,6 @@ from lightexport.model_defs.checkpoint import compare_keys, load_state_dict_stri
 from lightexport.model_defs.registry import ModelSpec, StateDict, get_spec, is_registered, list_models
 
 RANDOM_WEIGHTS_SEED = 0
-
-# Classifier-only keys a backbone-mode model legitimately does not have.
-_HEAD_PREFIXES = ("head.", "avgpool_pre_head.", "classifier.", "conv_head.")
 
 
 @dataclass
@@ -40,6 +38,38 @@ class LoadedModel:
         return bool(self.build_kwargs.get("fork_feat"))
 
 
+@torch.no_grad()
+def measure_batchnorm_statistics(module: nn.Module, spec: ModelSpec, images: int = 8) -> None:
+    """Give a randomly initialized model the BatchNorm statistics its layers see on real photos.
+
+    Fresh BNs assume every channel has mean 0 and variance 1; with random convs the true
+    scales drift layer by layer, so a random MobileNetV2 emits logits of about 1e-8 and a
+    random FasterNet-T0 logits that barely depend on the image. Such a model cannot test int8
+    (its activations fall through the int8 grid: cosine 0.0 for MobileNetV2) and says little
+    about fp16. One training-mode pass over the bundled photos, with only the BNs in training
+    mode, sets each BN's running statistics to those of its actual input, as a trained
+    network's are; the weights stay random and seeded, so the model is still reproducible.
+    """
+    from lightexport.parity.inputs import make_inputs  # parity imports the model registry
+
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    batch = torch.from_numpy(np.concatenate(make_inputs(spec, images)))
+    momenta = [m.momentum for m in norms]
+    module.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: after one pass, exactly this batch's statistics
+        m.train()
+    try:
+        module(batch)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        module.eval()
+
+
 def looks_like_path(source: str) -> bool:
     return Path(source).suffix in {".pth", ".pt", ".bin", ".ckpt", ".tar", ".safetensors"} or "/" in source
 
@@ -48,8 +78,8 @@ def _filtered(spec: ModelSpec, state_dict: StateDict) -> StateDict:
     return spec.checkpoint_filter(state_dict, None) if spec.checkpoint_filter else state_dict
 
 
-def _head_classes(state_dict: StateDict) -> int | None:
-    weight = state_dict.get("head.weight")
+def _head_classes(spec: ModelSpec, state_dict: StateDict) -> int | None:
+    weight = state_dict.get(spec.classifier_weight)
     return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
 
 
@@ -59,7 +89,7 @@ def identify_checkpoint(state_dict: StateDict, path: Path) -> str:
     for name in list_models():
         spec = get_spec(name)
         sd = _filtered(spec, state_dict)
-        classes = _head_classes(sd)
+        classes = _head_classes(spec, sd)
         with torch.device("meta"):
             model = spec.build(**({"num_classes": classes} if classes is not None else {}))
         if compare_keys(sd, model).ok:
@@ -97,9 +127,9 @@ def load_model(
     if features:
         kwargs["fork_feat"] = True
         if state_dict is not None:
-            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(_HEAD_PREFIXES)}
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(spec.head_prefixes)}
     else:
-        classes = num_classes if num_classes is not None else (_head_classes(state_dict) if state_dict else None)
+        classes = num_classes if num_classes is not None else (_head_classes(spec, state_dict) if state_dict else None)
         if classes is not None:
             kwargs["num_classes"] = classes
     # Without weights, a fixed seed makes the random weights reproducible, so an artifact exported
@@ -109,4 +139,6 @@ def load_model(
         module = spec.build(**kwargs)
     if state_dict is not None:
         load_state_dict_strict(module, state_dict, spec.name, weights)
+    else:
+        measure_batchnorm_statistics(module, spec)
     return LoadedModel(spec=spec, module=module.eval(), weights=Path(weights) if weights else None, build_kwargs=kwargs)

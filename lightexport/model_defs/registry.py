@@ -34,6 +34,10 @@ class ModelSpec:
     crop_pct: float = 0.875
     checkpoint_filter: CheckpointFilter | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    #: the classifier's weight (after the checkpoint filter): its rows give a checkpoint's class count
+    classifier_weight: str = "head.weight"
+    #: classifier-only keys, which a backbone-mode (``fork_feat``) model does not have
+    head_prefixes: tuple[str, ...] = ("head.", "avgpool_pre_head.")
 
     def build(self, **kwargs: Any) -> nn.Module:
         return self.builder(**{**self.config, **kwargs})
