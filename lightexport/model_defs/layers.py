@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 import torch.nn as nn
 
@@ -22,3 +24,53 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
+
+
+def pyramid_indices(strides: list[int], levels: tuple[int, ...] = (4, 8, 16, 32)) -> list[int]:
+    """Indices of the last layer at each output stride in ``levels``, given each layer's cumulative stride.
+
+    Backbone mode returns one feature map per level; the last layer before the
+    resolution drops again carries the most processed features at that stride.
+    """
+    return [max(i for i, s in enumerate(strides) if s == level) for level in levels]
+
+
+def pyramid_forward(layers: Iterable[nn.Module], x: torch.Tensor, out_indices: list[int]) -> list[torch.Tensor]:
+    """Run ``layers`` in order and keep the outputs of those at ``out_indices``."""
+    outs = []
+    for idx, layer in enumerate(layers):
+        x = layer(x)
+        if idx in out_indices:
+            outs.append(x)
+    return outs
+
+
+class ConvBNAct(nn.Sequential):
+    """conv -> BN (-> activation), a Sequential so that children are named 0, 1, 2 as in torchvision."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1,
+                 norm: Callable[[int], nn.Module] = nn.BatchNorm2d, act: Callable[[], nn.Module] | None = None):
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+            norm(cout),
+        ]
+        if act is not None:
+            layers.append(act())
+        super().__init__(*layers)
+
+
+def torchvision_init(m: nn.Module) -> None:
+    """The initialization torchvision's mobile networks use (``module.apply(torchvision_init)``)."""
+    if isinstance(m, nn.Conv2d):
+        nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Linear):
+        nn.init.normal_(m.weight, 0, 0.01)
+        nn.init.zeros_(m.bias)
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round a scaled width to a multiple of ``divisor`` without losing more than 10% of it."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded

@@ -8,35 +8,24 @@ linear layer. A torchvision ``state_dict`` loads without remapping.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 
+from lightexport.model_defs.layers import (
+    ConvBNAct,
+    make_divisible,
+    pyramid_forward,
+    pyramid_indices,
+    torchvision_init,
+)
 from lightexport.model_defs.registry import ModelSpec, register
 
 # Per stage: expansion t, output channels c, repeats n, stride s of the first block (paper, Table 2).
 STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 STEM_CHANNELS, LAST_CHANNELS = 32, 1280
-# Backbone mode: the last block at each of the strides 4, 8, 16 and 32.
-FEATURE_INDICES = (3, 6, 13, 17)
-
-
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """Round a scaled width to a multiple of ``divisor`` without losing more than 10% of it."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
-
-
-class ConvBNAct(nn.Sequential):
-    """conv -> BN (-> ReLU6); a Sequential so that its children are named 0, 1, 2 like torchvision's."""
-
-    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
-        layers: list[nn.Module] = [
-            nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(cout),
-        ]
-        if act:
-            layers.append(nn.ReLU6(inplace=True))
-        super().__init__(*layers)
+ReLU6 = partial(nn.ReLU6, inplace=True)
 
 
 class InvertedResidual(nn.Module):
@@ -46,10 +35,10 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = int(round(cin * expand_ratio))
         self.use_res_connect = stride == 1 and cin == cout
-        layers: list[nn.Module] = [ConvBNAct(cin, hidden, 1)] if expand_ratio != 1 else []
+        layers: list[nn.Module] = [ConvBNAct(cin, hidden, 1, act=ReLU6)] if expand_ratio != 1 else []
         # the projection's conv and BN are direct children (not a ConvBNAct), as in torchvision's checkpoints
-        layers += [ConvBNAct(hidden, hidden, 3, stride, groups=hidden), nn.Conv2d(hidden, cout, 1, bias=False),
-                   nn.BatchNorm2d(cout)]
+        layers += [ConvBNAct(hidden, hidden, 3, stride, groups=hidden, act=ReLU6),
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,39 +53,28 @@ class MobileNetV2(nn.Module):
         super().__init__()
         self.fork_feat = fork_feat
         cin = make_divisible(STEM_CHANNELS * width_mult)
-        layers: list[nn.Module] = [ConvBNAct(in_chans, cin, 3, 2)]
+        layers: list[nn.Module] = [ConvBNAct(in_chans, cin, 3, 2, act=ReLU6)]
+        strides = [2]
         for t, c, n, s in STAGES:
             cout = make_divisible(c * width_mult)
             for i in range(n):
                 layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
+                strides.append(strides[-1] * (s if i == 0 else 1))
                 cin = cout
         if fork_feat:
-            self.out_indices = list(FEATURE_INDICES)
+            self.out_indices = pyramid_indices(strides)  # 3, 6, 13, 17
         else:
             self.num_features = make_divisible(LAST_CHANNELS * max(1.0, width_mult))
-            layers.append(ConvBNAct(cin, self.num_features, 1))
+            layers.append(ConvBNAct(cin, self.num_features, 1, act=ReLU6))
             self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.num_features, num_classes))
         self.features = nn.Sequential(*layers)
-        self.apply(_init_weights)
+        self.apply(torchvision_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if self.fork_feat:
-            outs = []
-            for idx, layer in enumerate(self.features):
-                x = layer(x)
-                if idx in self.out_indices:
-                    outs.append(x)
-            return outs
+            return pyramid_forward(self.features, x, self.out_indices)
         x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
         return self.classifier(torch.flatten(x, 1))
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Conv2d):
-        nn.init.kaiming_normal_(m.weight, mode="fan_out")
-    elif isinstance(m, nn.Linear):
-        nn.init.normal_(m.weight, 0, 0.01)
-        nn.init.zeros_(m.bias)
 
 
 # Only the width with a released torchvision checkpoint; other widths are MobileNetV2(width_mult=...).
