@@ -1,9 +1,13 @@
 """Backbone definitions and the registry that names them."""
 
-from lightexport.model_defs import fasternet as _fasternet  # noqa: F401  (registers the variants)
+# Importing a family registers its variants; the import order is the order `lightexport list` shows.
+# isort: off
+from lightexport.model_defs import fasternet as _fasternet  # noqa: F401
 from lightexport.model_defs import mobilenetv2 as _mobilenetv2  # noqa: F401
 from lightexport.model_defs import mobilenetv3 as _mobilenetv3  # noqa: F401
 from lightexport.model_defs import shufflenetv2 as _shufflenetv2  # noqa: F401
+from lightexport.model_defs import efficientnetv2 as _efficientnetv2  # noqa: F401
+# isort: on
 from lightexport.model_defs.checkpoint import load_weights, read_checkpoint
 from lightexport.model_defs.registry import ModelSpec, create_model, get_spec, is_registered, list_models
 

@@ -74,3 +74,48 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     """Round a scaled width to a multiple of ``divisor`` without losing more than 10% of it."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel gate: global average -> 1x1 reduce + ``act`` -> 1x1 expand -> ``gate``, times the input.
+
+    Submodules are named ``fc1``/``fc2`` as in torchvision's MobileNetV3 and EfficientNet checkpoints.
+    """
+
+    def __init__(self, channels: int, squeeze: int, act: Callable[[], nn.Module] = nn.ReLU,
+                 gate: Callable[[], nn.Module] = nn.Sigmoid) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.activation = act()
+        self.scale_activation = gate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = nn.functional.adaptive_avg_pool2d(x, 1)
+        return x * self.scale_activation(self.fc2(self.activation(self.fc1(scale))))
+
+
+class FeaturesNet(nn.Module):
+    """torchvision's layout for mobile networks: ``features`` (a Sequential), global pooling, ``classifier``.
+
+    ``head`` is the (last conv, classifier) pair; without it the network is a backbone that
+    returns the last layer's output at each of the strides 4, 8, 16 and 32 (``strides`` gives
+    each layer's cumulative stride).
+    """
+
+    def __init__(self, layers: list[nn.Module], strides: list[int], head: tuple[nn.Module, nn.Module] | None):
+        super().__init__()
+        self.fork_feat = head is None
+        if head is None:
+            self.out_indices = pyramid_indices(strides)
+        else:
+            layers = [*layers, head[0]]
+            self.classifier = head[1]
+        self.features = nn.Sequential(*layers)
+        self.apply(torchvision_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.fork_feat:
+            return pyramid_forward(self.features, x, self.out_indices)
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+        return self.classifier(torch.flatten(x, 1))

@@ -45,29 +45,32 @@ def measure_batchnorm_statistics(module: nn.Module, spec: ModelSpec, images: int
     Fresh BNs assume every channel has mean 0 and variance 1; with random convs the true
     scales drift layer by layer, so a random MobileNetV2 emits logits of about 1e-8 and a
     random FasterNet-T0 logits that barely depend on the image. Such a model cannot test int8
-    (its activations fall through the int8 grid: cosine 0.0 for MobileNetV2) and says little
-    about fp16. One training-mode pass over the bundled photos, with only the BNs in training
-    mode, sets each BN's running statistics to those of its actual input, as a trained
-    network's are; the weights stay random and seeded, so the model is still reproducible.
+    (its activations fall through the int8 grid) and says little about fp16.
+
+    One eval-mode pass over the bundled photos: just before each BN runs, its statistics are
+    set from the input it is about to normalize (so later layers see exactly what eval
+    mode will compute). Each channel is centred on its own mean, but every channel of a
+    layer is scaled by the layer's mean variance, as layer-wise data-dependent
+    initialization (LSUV) does: dividing each channel by its own deviation would blow up
+    channels where the random weights nearly cancel the signal, amplifying whatever noise
+    reaches them (int8 rounding) to unit size, a failure trained networks do not have.
+    The weights stay random and seeded, so the model is still reproducible.
     """
     from lightexport.parity.inputs import make_inputs  # parity imports the model registry
 
+    def set_statistics(bn: nn.modules.batchnorm._BatchNorm, args: tuple) -> None:
+        x = args[0].transpose(0, 1).reshape(bn.num_features, -1)
+        bn.running_mean.copy_(x.mean(dim=1))
+        bn.running_var.fill_(float(x.var(dim=1).mean()))
+
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not norms:
-        return
-    batch = torch.from_numpy(np.concatenate(make_inputs(spec, images)))
-    momenta = [m.momentum for m in norms]
-    module.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average: after one pass, exactly this batch's statistics
-        m.train()
+    hooks = [m.register_forward_pre_hook(set_statistics) for m in norms]
     try:
-        module(batch)
+        if norms:
+            module.eval()(torch.from_numpy(np.concatenate(make_inputs(spec, images))))
     finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        module.eval()
+        for hook in hooks:
+            hook.remove()
 
 
 def looks_like_path(source: str) -> bool:

@@ -13,13 +13,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from lightexport.model_defs.layers import (
-    ConvBNAct,
-    make_divisible,
-    pyramid_forward,
-    pyramid_indices,
-    torchvision_init,
-)
+from lightexport.model_defs.layers import ConvBNAct, FeaturesNet, make_divisible
 from lightexport.model_defs.registry import ModelSpec, register
 
 # Per stage: expansion t, output channels c, repeats n, stride s of the first block (paper, Table 2).
@@ -45,13 +39,11 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(FeaturesNet):
     """MobileNetV2 classifier, or four feature maps (strides 4-32) when ``fork_feat=True``."""
 
     def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2,
                  fork_feat: bool = False, in_chans: int = 3) -> None:
-        super().__init__()
-        self.fork_feat = fork_feat
         cin = make_divisible(STEM_CHANNELS * width_mult)
         layers: list[nn.Module] = [ConvBNAct(in_chans, cin, 3, 2, act=ReLU6)]
         strides = [2]
@@ -61,20 +53,10 @@ class MobileNetV2(nn.Module):
                 layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
                 strides.append(strides[-1] * (s if i == 0 else 1))
                 cin = cout
-        if fork_feat:
-            self.out_indices = pyramid_indices(strides)  # 3, 6, 13, 17
-        else:
-            self.num_features = make_divisible(LAST_CHANNELS * max(1.0, width_mult))
-            layers.append(ConvBNAct(cin, self.num_features, 1, act=ReLU6))
-            self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.num_features, num_classes))
-        self.features = nn.Sequential(*layers)
-        self.apply(torchvision_init)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.fork_feat:
-            return pyramid_forward(self.features, x, self.out_indices)
-        x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
-        return self.classifier(torch.flatten(x, 1))
+        width = make_divisible(LAST_CHANNELS * max(1.0, width_mult))
+        head = None if fork_feat else (ConvBNAct(cin, width, 1, act=ReLU6),
+                                       nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_classes)))
+        super().__init__(layers, strides, head)
 
 
 # Only the width with a released torchvision checkpoint; other widths are MobileNetV2(width_mult=...).

@@ -13,13 +13,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from lightexport.model_defs.layers import (
-    ConvBNAct,
-    make_divisible,
-    pyramid_forward,
-    pyramid_indices,
-    torchvision_init,
-)
+from lightexport.model_defs.layers import ConvBNAct, FeaturesNet, SqueezeExcitation, make_divisible
 from lightexport.model_defs.registry import ModelSpec, register
 
 # Per block: kernel, expanded width, output width, squeeze-excitation, activation (RE/HS), stride.
@@ -44,21 +38,6 @@ def conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int =
     return ConvBNAct(cin, cout, kernel, stride, groups, norm=BatchNorm, act=ACTIVATIONS[act] if act else None)
 
 
-class SqueezeExcitation(nn.Module):
-    """Channel gate: global average -> 1x1 reduce + ReLU -> 1x1 expand -> hard-sigmoid, times the input."""
-
-    def __init__(self, channels: int, squeeze: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Conv2d(channels, squeeze, 1)
-        self.fc2 = nn.Conv2d(squeeze, channels, 1)
-        self.activation = nn.ReLU()
-        self.scale_activation = nn.Hardsigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = nn.functional.adaptive_avg_pool2d(x, 1)
-        return x * self.scale_activation(self.fc2(self.activation(self.fc1(scale))))
-
-
 class InvertedResidual(nn.Module):
     def __init__(self, cin: int, kernel: int, expanded: int, cout: int, se: bool, act: str, stride: int) -> None:
         super().__init__()
@@ -66,7 +45,7 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = [conv_bn_act(cin, expanded, 1, act=act)] if expanded != cin else []
         layers.append(conv_bn_act(expanded, expanded, kernel, stride, groups=expanded, act=act))
         if se:
-            layers.append(SqueezeExcitation(expanded, make_divisible(expanded // 4)))
+            layers.append(SqueezeExcitation(expanded, make_divisible(expanded // 4), gate=nn.Hardsigmoid))
         layers.append(conv_bn_act(expanded, cout, 1, act=None))
         self.block = nn.Sequential(*layers)
 
@@ -74,14 +53,12 @@ class InvertedResidual(nn.Module):
         return x + self.block(x) if self.use_res_connect else self.block(x)
 
 
-class MobileNetV3(nn.Module):
+class MobileNetV3(FeaturesNet):
     """MobileNetV3 classifier, or four feature maps (strides 4-32) when ``fork_feat=True``."""
 
     def __init__(self, layout: str = "large", num_classes: int = 1000, dropout: float = 0.2,
                  fork_feat: bool = False, in_chans: int = 3) -> None:
-        super().__init__()
         blocks, head_width = {"large": (LARGE, 1280), "small": (SMALL, 1024)}[layout]
-        self.fork_feat = fork_feat
         cin = 16
         layers: list[nn.Module] = [conv_bn_act(in_chans, cin, 3, 2)]
         strides = [2]
@@ -89,20 +66,12 @@ class MobileNetV3(nn.Module):
             layers.append(InvertedResidual(cin, kernel, expanded, cout, se, act, stride))
             strides.append(strides[-1] * stride)
             cin = cout
-        if fork_feat:
-            self.out_indices = pyramid_indices(strides)
-        else:
-            layers.append(conv_bn_act(cin, 6 * cin, 1))
-            self.classifier = nn.Sequential(nn.Linear(6 * cin, head_width), nn.Hardswish(inplace=True),
-                                            nn.Dropout(dropout), nn.Linear(head_width, num_classes))
-        self.features = nn.Sequential(*layers)
-        self.apply(torchvision_init)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.fork_feat:
-            return pyramid_forward(self.features, x, self.out_indices)
-        x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
-        return self.classifier(torch.flatten(x, 1))
+        head = None if fork_feat else (
+            conv_bn_act(cin, 6 * cin, 1),
+            nn.Sequential(nn.Linear(6 * cin, head_width), nn.Hardswish(inplace=True), nn.Dropout(dropout),
+                          nn.Linear(head_width, num_classes)),
+        )
+        super().__init__(layers, strides, head)
 
 
 for _layout in ("large", "small"):

@@ -1,4 +1,4 @@
-"""Independent check: torchvision's checkpoints load into our mobile families and give the same outputs."""
+"""Independent check: torchvision's checkpoints load into our families and give the same outputs."""
 
 import numpy as np
 import onnx
@@ -21,6 +21,7 @@ FAMILIES = {
     "mobilenet_v3_small": ("mobilenet_v3_small", lambda tv, x: [tv.features[: i + 1](x) for i in (1, 3, 8, 11)]),
     "shufflenet_v2_x0_5": ("shufflenet_v2_x0_5", lambda tv, x: _shufflenet_trunk(tv, x)),
     "shufflenet_v2_x1_0": ("shufflenet_v2_x1_0", lambda tv, x: _shufflenet_trunk(tv, x)),
+    "efficientnet_v2_s": ("efficientnet_v2_s", lambda tv, x: [tv.features[: i + 1](x) for i in (2, 3, 5, 6)]),
 }
 FEATURE_SHAPES = {  # channels and stride of feat0..feat3
     "mobilenet_v2": [(24, 4), (32, 8), (96, 16), (320, 32)],
@@ -28,6 +29,7 @@ FEATURE_SHAPES = {  # channels and stride of feat0..feat3
     "mobilenet_v3_small": [(16, 4), (24, 8), (48, 16), (96, 32)],
     "shufflenet_v2_x0_5": [(24, 4), (48, 8), (96, 16), (192, 32)],
     "shufflenet_v2_x1_0": [(24, 4), (116, 8), (232, 16), (464, 32)],
+    "efficientnet_v2_s": [(48, 4), (64, 8), (160, 16), (256, 32)],
 }
 
 
@@ -71,7 +73,7 @@ def test_bare_checkpoint_is_identified_and_backbone_mode_drops_the_head(family):
 
 # GFLOPS (multiply-adds) torchvision documents for its ImageNet weights
 PUBLISHED_GMACS = {"mobilenet_v2": 0.30, "mobilenet_v3_large": 0.22, "mobilenet_v3_small": 0.06,
-                   "shufflenet_v2_x0_5": 0.04, "shufflenet_v2_x1_0": 0.14}
+                   "shufflenet_v2_x0_5": 0.04, "shufflenet_v2_x1_0": 0.14, "efficientnet_v2_s": 8.37}
 
 
 def test_size_matches_torchvision(family):
