@@ -28,6 +28,10 @@ def _fraction(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+def _top1(stats: OutputStats) -> str:
+    return _fraction(stats.top1) + (f" (+{stats.top1_near_ties:.1%} near-ties)" if stats.top1_near_ties else "")
+
+
 @dataclass
 class ParityReport:
     artifact: str
@@ -53,7 +57,7 @@ class ParityReport:
             cosine = "-" if math.isnan(stats.cosine) else f"{stats.cosine:.6f} / {stats.cosine_min:.6f}"
             ok = not self.tolerance.check(stats)
             table.add_row(stats.name, "x".join(map(str, stats.shape)), _sci(stats.max_abs), _sci(stats.max_rel),
-                          _sci(stats.mean_abs), cosine, _fraction(stats.top1), _fraction(stats.top5),
+                          _sci(stats.mean_abs), cosine, _top1(stats), _fraction(stats.top5),
                           "[green]pass[/]" if ok else "[bold red]FAIL[/]")
         console.print(table)
         console.print(f"{self.precision} tolerance: {self.tolerance.describe()}", highlight=False)

@@ -14,17 +14,22 @@ were measured on the bundled photos (see ``model_defs.loader``), fused, 8 photos
   (weights only) and fp16 ONNX (fp16 arithmetic end to end) alike. The margin is
   for TensorRT tactics and trained weights; the cosine catches structural errors
   that stay under 2e-2 of the range in every element.
-- int8 ``cosine >= 0.98`` (mean over samples), ``top1 >= 0.75``, ``top5 >= 0.95``:
-  post-training quantization may move numbers, not decisions. Per-channel PTQ of
-  small CNNs typically keeps logit cosine above 0.99 and agrees on top-1 for 90-98%
-  of images. Top-1 is judged on few images (the default 8 photos), so 0.75 allows two
-  flips of eight: at 90% per-image agreement that fails a good artifact about 4% of
-  the time, where 0.8 (one flip) would fail it 19% of the time. The reference's top-1
-  falling out of the artifact's top-5 is a real error, so top5 allows none in 8 (one in 20).
-  Random weights cannot calibrate these limits (a random head over 1000 classes
-  decides by a fraction of a logit standard deviation, so int8 noise flips some
-  decisions however good the quantization is; FasterNet T0/S measured cosine 0.998
-  and top-1 75-100%), so they rest on published PTQ results and the arithmetic above.
+- int8 ``cosine >= 0.98`` (mean over samples), ``cosine_min >= 0.95`` (worst sample),
+  ``top1 >= 0.75``, ``top5 >= 0.95``: post-training quantization may move numbers, not
+  decisions. Per-channel PTQ of small CNNs typically keeps logit cosine above 0.99 and
+  agrees on top-1 for 90-98% of images; measured FasterNet T0/S: cosine >= 0.998, worst
+  sample >= 0.996. The worst-sample limit catches damage the mean hides (calibration
+  ranges 200x too narrow: mean 0.98, worst 0.94) and bounds the noise that may excuse a
+  flip. Top-1 counts a flip between classes the reference nearly tied as agreement
+  (``metrics.near_tie_flips``): a random head over 1000 classes decides by a quarter of a
+  logit deviation, and FasterNet-T0 int8 at cosine 0.9985 still flipped 3 of 8 such
+  decisions, each within 1.5 deviations of its noise. Top-1 is judged on few images (the
+  default 8 photos), so 0.75 allows two unexplained flips of eight: at 90% per-image
+  agreement that fails a good artifact about 4% of the time, where 0.8 (one flip) would
+  fail it 19% of the time. The reference's top-1 falling out of the artifact's top-5 is a
+  real error, so top5 allows none in 8 (one in 20). Trained checkpoints could not be
+  downloaded to validate these limits here; they rest on published PTQ results and the
+  arithmetic above.
 """
 
 from __future__ import annotations
@@ -35,6 +40,14 @@ from lightexport.errors import UsageError
 from lightexport.parity.metrics import OutputStats
 
 
+def judged_value(stats: OutputStats, metric: str) -> float | None:
+    """The value a limit is checked against: top-1 counts near-tie flips as agreement."""
+    value = getattr(stats, metric)
+    if metric == "top1" and value is not None and stats.top1_near_ties is not None:
+        return value + stats.top1_near_ties
+    return value
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """Limits for one precision; None means the metric is reported but not judged."""
@@ -42,6 +55,7 @@ class Tolerance:
     precision: str
     max_rel: float | None = None
     cosine: float | None = None
+    cosine_min: float | None = None
     top1: float | None = None
     top5: float | None = None
 
@@ -53,23 +67,29 @@ class Tolerance:
         if self.max_rel is not None and not stats.max_rel <= self.max_rel:
             ratio = f" ({stats.max_rel / self.max_rel:.1f}x the limit)" if self.max_rel > 0 else ""
             failures.append(f"{stats.name}: max_rel {stats.max_rel:.3g} exceeds {self.max_rel:g}{ratio}")
-        for metric, limit in (("cosine", self.cosine), ("top1", self.top1), ("top5", self.top5)):
-            value = getattr(stats, metric)
+        for metric, limit in self._lower_limits():
+            value = judged_value(stats, metric)
             if limit is not None and value is not None and not value >= limit:
-                failures.append(f"{stats.name}: {metric} {value:.4f} is below {limit:g} by {limit - value:.4f}")
+                shown = f"{value:.4f}"
+                if metric == "top1" and stats.top1_near_ties:
+                    shown = f"{stats.top1:.4f} + {stats.top1_near_ties:.4f} near-tie flips = {value:.4f}"
+                failures.append(f"{stats.name}: {metric} {shown} is below {limit:g} by {limit - value:.4f}")
         return failures
+
+    def _lower_limits(self) -> tuple[tuple[str, float | None], ...]:
+        return (("cosine", self.cosine), ("cosine_min", self.cosine_min), ("top1", self.top1), ("top5", self.top5))
 
     def describe(self) -> str:
         limits = [f"max_rel <= {self.max_rel:g}"] if self.max_rel is not None else []
-        limits += [f"{m} >= {v:g}" for m, v in (("cosine", self.cosine), ("top1", self.top1), ("top5", self.top5))
-                   if v is not None]
+        limits += [f"{m} >= {v:g}" + (" (near-tie flips agree)" if m == "top1" else "")
+                   for m, v in self._lower_limits() if v is not None]
         return ", ".join(limits)
 
 
 TOLERANCES = {
     "fp32": Tolerance("fp32", max_rel=1e-4),
     "fp16": Tolerance("fp16", max_rel=2e-2, cosine=0.999),
-    "int8": Tolerance("int8", cosine=0.98, top1=0.75, top5=0.95),
+    "int8": Tolerance("int8", cosine=0.98, cosine_min=0.95, top1=0.75, top5=0.95),
 }
 
 

@@ -30,6 +30,8 @@ def _row(r: dict) -> list[str]:
         return base + ["", "", "", "", "", r.get("skipped") or r.get("error") or ""]
     worst = max(r["parity"]["outputs"], key=lambda o: o["max_rel"])
     top1 = "" if worst.get("top1") is None else f"{worst['top1']:.0%}"
+    if worst.get("top1_near_ties"):
+        top1 += f" (+{worst['top1_near_ties']:.0%} ties)"
     return base + [f"{worst['max_rel']:.2e}", f"{worst['cosine']:.5f}", top1, f"{r['latency_ms']:.2f}",
                    f"{r['eager_ms'] / r['latency_ms']:.2f}x", "; ".join(r["parity"]["failures"])]
 

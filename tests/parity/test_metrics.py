@@ -99,3 +99,36 @@ def test_half_precision_artifact_is_compared_in_double():
     stats = compare("logits", ref, ref.astype(np.float16))
     assert stats.dtype == "float16"
     assert 0 < stats.max_abs < 1e-3 and stats.top1 == 1.0
+
+
+def _logits_with_margins(margins: list[float], classes: int = 1000, seed: int = 0) -> np.ndarray:
+    """Random logits (std 1) whose top-1 leads the runner-up by exactly ``margins[i]`` in sample ``i``."""
+    logits = np.random.default_rng(seed).standard_normal((len(margins), classes))
+    for row, margin in zip(logits, margins):
+        order = np.argsort(row)
+        row[order[-1]] = row[order[-2]] + margin
+    return logits
+
+
+def test_noise_flipping_near_ties_is_told_apart_from_an_error_flipping_clear_decisions():
+    from lightexport.parity import tolerance_for
+    from lightexport.parity.metrics import near_tie_flips
+
+    ref = _logits_with_margins([0.02, 0.05, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0])
+    noise = 0.05 * np.random.default_rng(1).standard_normal(ref.shape)
+    ties = ref + noise
+    for row in ties[:2]:  # the two near-tied samples swap their top two classes
+        first, second = np.argsort(row)[-1], np.argsort(row)[-2]
+        row[[first, second]] = row[[second, first]]
+    stats = compare("logits", ref, ties)
+    assert stats.top1 == 0.75 and stats.top1_near_ties == 0.25
+    assert near_tie_flips(ref, ties).tolist() == [True, True] + [False] * 6
+    assert tolerance_for("int8").check(stats) == []
+
+    planted = ref + noise  # the same noise, plus a class pushed over a clear winner in three samples
+    for row in planted[2:5]:
+        row[np.argsort(row)[-2]] += 3.5
+    stats = compare("logits", ref, planted)
+    assert stats.cosine > 0.98 and stats.cosine_min > 0.95 and stats.top5 == 1.0  # only top-1 sees it
+    assert stats.top1 == 0.625 and stats.top1_near_ties == 0.0
+    assert tolerance_for("int8").check(stats) == ["logits: top1 0.6250 is below 0.75 by 0.1250"]
