@@ -90,14 +90,19 @@ def verify(
 
 
 def bisect(artifact: str | Path, reference: LoadedModel, *, precision: str | None = None, seed: int = 0):
-    """Name the first module where an ONNX ``artifact`` departs from ``reference`` (on one input)."""
+    """Name the first module where an ONNX ``artifact`` departs from ``reference`` (on one input).
+
+    An int8 artifact drifts at every quantized layer, so for it the answer is a trace of where
+    the drift builds up (:func:`lightexport.parity.trace.trace_int8`) instead of a first divergence.
+    """
     from lightexport.parity import make_inputs, tolerance_for
     from lightexport.parity.bisect import bisect_artifact
+    from lightexport.parity.trace import trace_int8
 
     meta = read_artifact_metadata(artifact)
     precision = precision or meta.get("precision", "fp32")
-    if precision == "int8":
-        raise UsageError("--bisect compares layers by max error; int8 artifacts drift at every quantized layer")
     size = int(meta.get("input_size", 0)) or reference.spec.input_size
     feed = make_inputs(reference.spec, 1, seed=seed, input_size=size)[0]
+    if precision == "int8":
+        return trace_int8(artifact, reference.module, feed)
     return bisect_artifact(artifact, reference.module, feed, tolerance=tolerance_for(precision).max_rel)

@@ -322,7 +322,8 @@ def _finish_export(result, reference, json_out: str | None) -> None:
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Tolerance set (default: recorded).")
 @click.option("--threads", type=int, help="Runtime threads (default: the runtime's choice).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--bisect", "do_bisect", is_flag=True, help="Find the first module where an ONNX artifact departs.")
+@click.option("--bisect", "do_bisect", is_flag=True,
+              help="Find the first module where an ONNX artifact departs (int8: where its error grows most).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON.")
 @handle_errors
 def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, features, inputs, precision, threads, seed,

@@ -9,6 +9,9 @@ along the batch axis, so one sample cannot hide behind the others:
   reference falls back to its magnitude; an all-zero one makes any error infinite.
 - ``cosine``: cosine similarity of each sample's flattened output, averaged over
   samples (``cosine_min`` keeps the worst sample for the report).
+- ``rel_l2``: ``||artifact - reference|| / ||reference||`` over all elements. Unlike cosine
+  it sees a wrong scale (a tensor off by 1.5x has cosine 1 and rel_l2 0.5); for errors
+  of matching scale it is about ``sqrt(2 (1 - cosine))``.
 - ``top1``/``top5`` (2-D outputs only, read as ``(batch, classes)`` logits):
   ``top1`` is the fraction of samples whose argmax agrees; ``top5`` the fraction
   whose reference argmax is among the artifact's five highest, i.e. the artifact's
@@ -55,6 +58,7 @@ class OutputStats:
     mean_abs: float = math.nan
     cosine: float = math.nan
     cosine_min: float = math.nan
+    rel_l2: float = math.nan
     top1: float | None = None
     top5: float | None = None
     top1_near_ties: float | None = None
@@ -123,6 +127,8 @@ def compare(name: str, reference: np.ndarray, artifact: np.ndarray) -> OutputSta
     err = np.abs(art - ref)
     stats.max_abs, stats.mean_abs = float(err.max()), float(err.mean())
     stats.max_rel = _max_rel(stats.max_abs, ref)
+    norm = float(np.linalg.norm(ref))
+    stats.rel_l2 = float(np.linalg.norm(art - ref)) / norm if norm else (0.0 if stats.max_abs == 0 else math.inf)
     cosines = _cosines(ref, art)
     stats.cosine, stats.cosine_min = float(cosines.mean()), float(cosines.min())
     if ref.ndim == 2 and ref.shape[1] > 1:
