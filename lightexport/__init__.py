@@ -2,7 +2,7 @@
 
 import logging
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # OpenVINO's and NNCF's PyTorch frontends import torch.utils.cpp_extension, which warns about a
 # missing CUDA runtime on every CPU-only machine; that line would precede every one-line error.

@@ -14,7 +14,7 @@ from typing import Any
 
 from lightexport.errors import UsageError
 from lightexport.exporter.base import ExportResult, read_artifact_metadata
-from lightexport.model_defs.loader import LoadedModel, load_model
+from lightexport.model_defs.loader import RANDOM_WEIGHTS_SCHEME, LoadedModel, load_model
 
 FORMATS = ("onnx", "openvino", "tensorrt")
 
@@ -59,6 +59,11 @@ def reference_for(
         raise UsageError(f"{artifact} records no model name; pass --model NAME")
     if weights is None and meta.get("weights"):
         raise UsageError(f"{artifact} was exported from weights {meta['weights']}; pass --weights with that file")
+    recorded = meta.get("random_weights", "seed-0 with default BN statistics (lightexport 0.1)")
+    if weights is None and recorded != RANDOM_WEIGHTS_SCHEME:
+        raise UsageError(f"{artifact} was exported with random weights made as '{recorded}' (lightexport "
+                         f"{meta.get('version', '?')}); this lightexport makes them as '{RANDOM_WEIGHTS_SCHEME}', "
+                         f"so they differ: re-export the artifact, or export and check with --weights")
     build = json.loads(meta.get("build_kwargs", "{}")) if model is None else {}
     return load_model(
         name,

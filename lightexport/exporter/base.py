@@ -16,7 +16,7 @@ from typing import Any
 
 from lightexport import __version__
 from lightexport.errors import InputFileError, UsageError
-from lightexport.model_defs.loader import LoadedModel
+from lightexport.model_defs.loader import RANDOM_WEIGHTS_SCHEME, LoadedModel
 
 META_PREFIX = "lightexport."
 
@@ -89,6 +89,8 @@ def artifact_metadata(
     if loaded.weights is not None:
         meta["weights"] = loaded.weights.name
         meta["weights_sha256"] = file_digest(loaded.weights)
+    else:
+        meta["random_weights"] = RANDOM_WEIGHTS_SCHEME
     return {META_PREFIX + k: v for k, v in meta.items()}
 
 

@@ -20,6 +20,9 @@ from lightexport.model_defs.checkpoint import compare_keys, load_state_dict_stri
 from lightexport.model_defs.registry import ModelSpec, StateDict, get_spec, is_registered, list_models
 
 RANDOM_WEIGHTS_SEED = 0
+#: Names how random weights are made; artifacts record it, so a reference rebuilt by a lightexport
+#: that makes them differently is refused instead of failing parity for no reason of the artifact's.
+RANDOM_WEIGHTS_SCHEME = "seed-0, layer-wise BN statistics from the bundled photos"
 
 
 @dataclass

@@ -44,3 +44,18 @@ def test_parity_failure_has_its_own_exit_code_and_says_what_failed(tmp_path):
     assert result.exit_code == ExitCode.PARITY
     assert "FAIL" in result.output and "logits" in result.output.splitlines()[-1]
     assert json.loads((tmp_path / "p.json").read_text())["passed"] is False
+
+
+def test_random_weight_artifact_from_another_random_scheme_is_refused_not_failed(tmp_path):
+    import onnx
+
+    onnx_path = tmp_path / "t0.onnx"
+    assert run("onnx", "fasternet_t0", "--input-size", 64, "-o", onnx_path).exit_code == 0
+    assert run("parity", onnx_path).exit_code == 0  # same random weights in a later process
+    model = onnx.load(str(onnx_path))
+    old = [p for p in model.metadata_props if p.key != "lightexport.random_weights"]  # as lightexport 0.1 wrote
+    del model.metadata_props[:]
+    model.metadata_props.extend(old)
+    onnx.save(model, str(onnx_path))
+    result = run("parity", onnx_path)
+    assert result.exit_code == ExitCode.USAGE and "re-export" in result.output, result.output
