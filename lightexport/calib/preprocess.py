@@ -13,6 +13,7 @@ sources cache crops and normalize on the fly.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -74,7 +75,7 @@ class Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     crop_pct: float = 0.875
-    #: bicubic is what timm and the official FasterNet code evaluate with
+    #: bicubic is what timm and the official FasterNet code evaluate with; torchvision's models use bilinear
     interpolation: str = "bicubic"
 
     def __post_init__(self) -> None:
@@ -84,14 +85,14 @@ class Preprocess:
             raise UsageError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, not {self.interpolation!r}")
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, input_size: int | None = None, interpolation: str = "bicubic") -> Preprocess:
+    def from_spec(cls, spec: ModelSpec, input_size: int | None = None) -> Preprocess:
         """The registry entry's transform; ``input_size`` overrides it for artifacts exported at another size."""
-        return cls(input_size or spec.input_size, tuple(spec.mean), tuple(spec.std), spec.crop_pct, interpolation)
+        return cls(input_size or spec.input_size, tuple(spec.mean), tuple(spec.std), spec.crop_pct, spec.interpolation)
 
     @property
     def resize_size(self) -> int:
-        """Shorter side before cropping, so the crop keeps ``crop_pct`` of it."""
-        return round(self.input_size / self.crop_pct)
+        """Shorter side before cropping, keeping ``crop_pct`` of it; floored as timm does (248 at 224/0.9)."""
+        return math.floor(self.input_size / self.crop_pct)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

@@ -22,7 +22,7 @@ from lightexport.model_defs.registry import ModelSpec, StateDict, get_spec, is_r
 RANDOM_WEIGHTS_SEED = 0
 #: Names how random weights are made; artifacts record it, so a reference rebuilt by a lightexport
 #: that makes them differently is refused instead of failing parity for no reason of the artifact's.
-RANDOM_WEIGHTS_SCHEME = "seed-0, layer-wise BN statistics from the bundled photos"
+RANDOM_WEIGHTS_SCHEME = "seed-0, layer-wise BN statistics from the bundled photos, preprocessed as in 0.2"
 
 
 @dataclass

@@ -61,5 +61,5 @@ class MobileNetV2(FeaturesNet):
 
 # Only the width with a released torchvision checkpoint; other widths are MobileNetV2(width_mult=...).
 register(ModelSpec(name="mobilenet_v2", family="mobilenetv2", builder=MobileNetV2, input_size=224, crop_pct=0.875,
-                   config=dict(width_mult=1.0), classifier_weight="classifier.1.weight",
+                   interpolation="bilinear", config=dict(width_mult=1.0), classifier_weight="classifier.1.weight",
                    head_prefixes=("features.18.", "classifier.")))

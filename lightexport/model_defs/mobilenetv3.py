@@ -76,5 +76,6 @@ class MobileNetV3(FeaturesNet):
 
 for _layout in ("large", "small"):
     register(ModelSpec(name=f"mobilenet_v3_{_layout}", family="mobilenetv3", builder=MobileNetV3, input_size=224,
-                       crop_pct=0.875, config=dict(layout=_layout), classifier_weight="classifier.3.weight",
+                       crop_pct=0.875, interpolation="bilinear", config=dict(layout=_layout),
+                       classifier_weight="classifier.3.weight",
                        head_prefixes=(f"features.{len(LARGE if _layout == 'large' else SMALL) + 1}.", "classifier.")))

@@ -32,6 +32,8 @@ class ModelSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     crop_pct: float = 0.875
+    #: the resize filter of the evaluation transform the checkpoints were validated with
+    interpolation: str = "bicubic"
     checkpoint_filter: CheckpointFilter | None = None
     config: dict[str, Any] = field(default_factory=dict)
     #: the classifier's weight (after the checkpoint filter): its rows give a checkpoint's class count

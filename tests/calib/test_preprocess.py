@@ -37,10 +37,10 @@ def test_resize_shorter_side_then_center_crop(interpolation):
     assert portrait.shape == (16, 16, 3)
 
 
-def test_resize_size_rounds():
+def test_resize_size_floors_like_timm():
     assert Preprocess(224, crop_pct=0.875).resize_size == 256
-    assert Preprocess(224, crop_pct=0.9).resize_size == 249  # 248.9
-    assert Preprocess(160, crop_pct=0.875).resize_size == 183  # 182.86
+    assert Preprocess(224, crop_pct=0.9).resize_size == 248  # 248.9: timm's math.floor
+    assert Preprocess(160, crop_pct=0.875).resize_size == 182  # 182.86
 
 
 def test_matches_torchvision_eval_transform():
@@ -61,6 +61,16 @@ def test_from_spec_uses_the_registry_entry():
     pre = Preprocess.from_spec(spec)
     assert (pre.input_size, pre.mean, pre.std, pre.crop_pct) == (224, spec.mean, spec.std, spec.crop_pct)
     assert Preprocess.from_spec(spec, input_size=160).shape == (1, 3, 160, 160)
+    assert pre.interpolation == "bicubic"  # timm and the official FasterNet evaluation
+
+
+def test_torchvision_models_preprocess_like_torchvision_weights_transforms():
+    """mobilenet_v2's weights declare their eval transform: resize 256 bilinear, crop 224, ImageNet mean/std."""
+    models = pytest.importorskip("torchvision.models")
+    photo = Image.fromarray(sample_photos()[1])
+    pre = Preprocess.from_spec(get_spec("mobilenet_v2"))
+    reference = models.MobileNet_V2_Weights.IMAGENET1K_V1.transforms()(photo)
+    np.testing.assert_allclose(pre(photo)[0], reference.numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs", [dict(interpolation="nearest"), dict(crop_pct=0.0), dict(crop_pct=1.5),
