@@ -3,6 +3,7 @@
 # Importing a family registers its variants; the import order is the order `lightexport list` shows.
 # isort: off
 from lightexport.model_defs import fasternet as _fasternet  # noqa: F401
+from lightexport.model_defs import mobilenetv1 as _mobilenetv1  # noqa: F401
 from lightexport.model_defs import mobilenetv2 as _mobilenetv2  # noqa: F401
 from lightexport.model_defs import mobilenetv3 as _mobilenetv3  # noqa: F401
 from lightexport.model_defs import shufflenetv2 as _shufflenetv2  # noqa: F401

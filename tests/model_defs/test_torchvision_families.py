@@ -1,16 +1,13 @@
 """Independent check: torchvision's checkpoints load into our families and give the same outputs."""
 
-import numpy as np
-import onnx
 import pytest
 import torch
 
-from lightexport.exporter.onnx import export_onnx
 from lightexport.model_defs import get_spec
 from lightexport.model_defs.complexity import complexity
 from lightexport.model_defs.loader import load_model
-from lightexport.parity import check_parity, make_inputs
 from tests.conftest import randomize_bn
+from tests.model_defs.reference_checks import assert_checkpoint_reproduces, fused_onnx_ops
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -52,16 +49,11 @@ def family(request, tmp_path_factory):
 
 
 def test_torchvision_checkpoint_gives_torchvision_outputs(family):
-    name, reference, path = family
-    loaded = load_model(name, path)
-    x = torch.randn(2, 3, 128, 128)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.module(x), reference(x), rtol=0, atol=0)
+    assert_checkpoint_reproduces(*family)
 
 
-def test_bare_checkpoint_is_identified_and_backbone_mode_drops_the_head(family):
+def test_backbone_mode_drops_the_head(family):
     name, reference, path = family
-    assert load_model(str(path)).name == name
     backbone = load_model(name, path, features=True)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
@@ -84,11 +76,5 @@ def test_size_matches_torchvision(family):
 
 
 def test_fused_onnx_matches_the_unfused_model(tmp_path, family):
-    name, _, path = family
-    loaded = load_model(name, path)
-    result = export_onnx(loaded, tmp_path / f"{name}.onnx", fuse=True)
-    ops = {n.op_type for n in onnx.load(str(result.path)).graph.node}
+    ops = fused_onnx_ops(tmp_path, family[0], family[2])
     assert not ops & {"BatchNormalization", "Dropout"}, ops
-    report = check_parity(result.path, loaded.module, make_inputs(loaded.spec, 4), progress=False)
-    assert report.passed, report.failures
-    assert np.isfinite(report.outputs[0].max_rel) and report.outputs[0].max_rel < 1e-5
