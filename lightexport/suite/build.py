@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lightexport.errors import BackendUnavailableError, LightExportError
-from lightexport.model_defs.loader import load_model
+from lightexport.model_defs.loader import LoadedModel, load_model
 from lightexport.suite.matrix import Cell
 
 FORMAT = {"onnxruntime": ("onnx", ".onnx"), "openvino": ("openvino", ".xml"), "tensorrt": ("tensorrt", ".engine")}
@@ -23,6 +23,23 @@ class Built:
     error: str | None = None
 
 
+class ModelCache:
+    """One load per (model, checkpoint) for the length of one suite run.
+
+    Every cell of a model shares the loaded model (exports and parity leave it unchanged),
+    and loading random weights includes a forward pass measuring their BatchNorm statistics.
+    Scoped to a run, not the process, so a checkpoint rewritten between runs is read again.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str | None], LoadedModel] = {}
+
+    def get(self, model: str, weights: str | None) -> LoadedModel:
+        if (model, weights) not in self._models:
+            self._models[model, weights] = load_model(model, weights)
+        return self._models[model, weights]
+
+
 def artifact_key(cell: Cell) -> tuple:
     return (cell.model, cell.weights, cell.backend, cell.precision, cell.input_size)
 
@@ -31,6 +48,7 @@ def build_artifacts(cells: list[Cell], workdir: Path, calib: Path | None, calib_
     from lightexport import api
 
     built: dict[tuple, Built] = {}
+    models = ModelCache()
     for cell in cells:
         key = artifact_key(cell)
         if key in built:
@@ -44,7 +62,7 @@ def build_artifacts(cells: list[Cell], workdir: Path, calib: Path | None, calib_
         if cell.precision == "int8":
             options.update(calib=calib, calib_size=calib_size)
         try:
-            result = api.export(load_model(cell.model, cell.weights), fmt, output=path, **options)
+            result = api.export(models.get(cell.model, cell.weights), fmt, output=path, **options)
             built[key] = Built(result.path)
         except BackendUnavailableError as exc:
             built[key] = Built(skipped=str(exc))

@@ -15,15 +15,15 @@ import numpy as np
 import torch
 
 from lightexport.bench.timing import measure_interleaved
-from lightexport.model_defs.loader import load_model
 from lightexport.parity import check_parity, make_inputs, runner_for
 from lightexport.parity.runners.torch import TorchRunner
 from lightexport.reparam import apply_passes
+from lightexport.suite.build import ModelCache
 
 
-def run_cell(cell: dict, path: str | None, threads: int, inputs: int, runs: int) -> dict:
+def run_cell(cell: dict, path: str | None, threads: int, inputs: int, runs: int, models: ModelCache) -> dict:
     """Parity against the unfused model, then artifact vs eager latency, interleaved."""
-    loaded = load_model(cell["model"], cell.get("weights"))
+    loaded = models.get(cell["model"], cell.get("weights"))
     feeds = make_inputs(loaded.spec, inputs, input_size=cell["input_size"])
     if path is None:
         runner = TorchRunner(apply_passes(loaded.module)[0], name="torch-fused")
@@ -51,9 +51,10 @@ def run_cell(cell: dict, path: str | None, threads: int, inputs: int, runs: int)
 def main() -> None:
     job = json.loads(Path(sys.argv[1]).read_text())
     torch.set_num_threads(job["threads"])
+    models = ModelCache()
     for item in job["cells"]:
         try:
-            result = run_cell(item["cell"], item["path"], job["threads"], job["inputs"], job["runs"])
+            result = run_cell(item["cell"], item["path"], job["threads"], job["inputs"], job["runs"], models)
         except Exception as exc:  # one broken cell must not hide the others' results
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             result = {"cell": item["cell"], "error": f"{type(exc).__name__}: {reason}"}
