@@ -22,7 +22,7 @@ from lightexport.bench.compare import benchmark
 from lightexport.calib.samples import write_sample_photos
 from lightexport.exporter.onnx import export_onnx
 from lightexport.exporter.openvino import export_openvino
-from lightexport.model_defs.loader import load_model
+from lightexport.loading import load_model
 
 TARGETS = {"onnx": 1.5, "openvino": 1.5}  # minimum speedup over eager on 1 thread
 

@@ -12,30 +12,33 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lightexport.artifacts import read_artifact_metadata
+from lightexport.backends import BACKENDS, get_backend
 from lightexport.errors import UsageError
-from lightexport.exporter.base import ExportResult, read_artifact_metadata
-from lightexport.model_defs.loader import RANDOM_WEIGHTS_SCHEME, LoadedModel, load_model
+from lightexport.exporter.base import ExportResult
+from lightexport.loading import RANDOM_WEIGHTS_SCHEME, LoadedModel, load_model
+from lightexport.options import ExportOptions
 
-FORMATS = ("onnx", "openvino", "tensorrt")
+FORMATS = tuple(BACKENDS)
 
 load = load_model
 
 
 def export(source: LoadedModel | str | Path, format: str = "onnx", **options: Any) -> ExportResult:  # noqa: A002
-    """One entry point for every format (like Ultralytics' ``export(format=...)``)."""
-    if format == "onnx":
-        from lightexport.exporter.onnx import export_onnx
+    """One entry point for every format (like Ultralytics' ``export(format=...)``).
 
-        return export_onnx(source, **options)
-    if format == "openvino":
-        from lightexport.exporter.openvino import export_openvino
-
-        return export_openvino(source, **options)
-    if format == "tensorrt":
-        from lightexport.exporter.tensorrt import export_tensorrt
-
-        return export_tensorrt(source, **options)
-    raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    ``source`` is a loaded model, a registered model name (loaded with random weights), or,
+    for formats that convert ONNX, an ``.onnx`` path. ``options`` are validated against the
+    format's record (:class:`~lightexport.options.ExportOptions`): a misspelt option is a
+    :class:`~lightexport.errors.UsageError` naming the close match.
+    """
+    backend = get_backend(format)
+    ExportOptions.build(backend, **options)  # refuse bad options before loading anything
+    if isinstance(source, (str, Path)) and not str(source).lower().endswith(".onnx"):
+        source = load_model(str(source))
+    elif not isinstance(source, LoadedModel) and not backend.accepts_onnx:
+        raise UsageError(f"{backend.name} export takes a PyTorch model, not {source}")
+    return backend.export_function()(source, **options)
 
 
 def reference_for(

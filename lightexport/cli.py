@@ -97,7 +97,7 @@ def export_options(fp16_help: str, int8_help: str) -> Callable[[Callable[..., An
 
 
 def _load(source: str, weights: str | None, trust_checkpoint: bool, num_classes: int | None, features: bool):
-    from lightexport.model_defs.loader import load_model
+    from lightexport.loading import load_model
 
     return load_model(source, weights, num_classes=num_classes, features=features, trust=trust_checkpoint)
 
@@ -399,7 +399,7 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
     from rich.progress import Progress
 
     from lightexport.calib import write_sample_photos
-    from lightexport.model_defs.loader import load_model
+    from lightexport.loading import load_model
     from lightexport.suite import build_matrix, run_suite, summary, write_report
     from lightexport.suite.report import HEADER, rows
 

@@ -17,10 +17,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from lightexport.backends import BACKENDS
 from lightexport.bench.ceiling import matmul_gflops
 from lightexport.bench.timing import Timing, measure_interleaved
+from lightexport.loading import LoadedModel
 from lightexport.model_defs.complexity import complexity
-from lightexport.model_defs.loader import LoadedModel
 
 BASELINE = "pytorch-eager"
 
@@ -114,7 +115,9 @@ def benchmark(
     return BenchReport(loaded.name, threads, batch, size, gmacs, ceiling, timings, profile)
 
 
-ARTIFACT_SUFFIXES = (".onnx", ".xml", ".engine", ".plan")
+ARTIFACT_SUFFIXES = tuple(suffix for b in BACKENDS.values() for suffix in b.suffixes)
+#: What a model name brings to a benchmark: its fused artifact in each CPU format.
+CPU_FORMATS = ("onnx", "openvino")
 
 
 def group_targets(targets: Sequence[str], model: str | None, weights: str | None, workdir: Path,
@@ -129,9 +132,9 @@ def group_targets(targets: Sequence[str], model: str | None, weights: str | None
         else:
             reference = api.load(target, weights)
             paths = [
-                api.export(reference, fmt, output=workdir / f"{reference.name}{suffix}", fuse=True,
+                api.export(reference, fmt, output=workdir / f"{reference.name}{BACKENDS[fmt].suffix}", fuse=True,
                            input_size=input_size).path
-                for fmt, suffix in (("onnx", ".onnx"), ("openvino", ".xml"))
+                for fmt in CPU_FORMATS
             ]
         groups.setdefault(reference.name, (reference, []))[1].extend(paths)
     return list(groups.values())

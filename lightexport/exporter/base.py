@@ -1,4 +1,4 @@
-"""What every backend shares: the result record and the metadata stamped into artifacts.
+"""What every exporter shares: the result record and the provenance stamped into artifacts.
 
 Like the Ultralytics exporter, every format reports the file it wrote, its size and the
 time it took, and every artifact records where it came from, so ``lightexport parity``
@@ -7,7 +7,6 @@ can rebuild the right reference without being told again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from lightexport import __version__
-from lightexport.errors import InputFileError, UsageError
-from lightexport.model_defs.loader import RANDOM_WEIGHTS_SCHEME, LoadedModel
-
-META_PREFIX = "lightexport."
+from lightexport.artifacts import META_PREFIX, file_digest, strip_prefix
+from lightexport.errors import UsageError
+from lightexport.loading import RANDOM_WEIGHTS_SCHEME, LoadedModel
 
 
 @dataclass
@@ -52,14 +50,6 @@ class ExportResult:
         }
 
 
-def file_digest(path: Path, length: int = 16) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:length]
-
-
 def artifact_metadata(
     loaded: LoadedModel,
     passes: list[str],
@@ -83,7 +73,7 @@ def artifact_metadata(
         "mean": json.dumps(list(spec.mean)),
         "std": json.dumps(list(spec.std)),
         "crop_pct": str(spec.crop_pct),
-        "precision": precision,
+        "precision": str(precision),
         "version": __version__,
     }
     if loaded.weights is not None:
@@ -92,34 +82,6 @@ def artifact_metadata(
     else:
         meta["random_weights"] = RANDOM_WEIGHTS_SCHEME
     return {META_PREFIX + k: v for k, v in meta.items()}
-
-
-def strip_prefix(metadata: dict[str, str]) -> dict[str, str]:
-    return {k[len(META_PREFIX) :]: v for k, v in metadata.items() if k.startswith(META_PREFIX)}
-
-
-def read_artifact_metadata(path: str | Path) -> dict[str, str]:
-    """Provenance recorded in an artifact (prefix stripped); empty when it records none.
-
-    ONNX keeps it in ``metadata_props``, OpenVINO IR in ``rt_info``; a TensorRT engine
-    cannot hold it, so the builder writes it to a ``.json`` sidecar beside the engine.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"artifact not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        from lightexport.exporter.onnx import read_metadata
-
-        return strip_prefix(read_metadata(path))
-    if suffix == ".xml":
-        from lightexport.exporter.openvino import read_metadata as read_ir_metadata
-
-        return strip_prefix(read_ir_metadata(path))
-    sidecar = path.with_name(path.name + ".json")
-    if sidecar.is_file():
-        return strip_prefix(json.loads(sidecar.read_text()))
-    return {}
 
 
 def preprocess_for(metadata: dict[str, str]):

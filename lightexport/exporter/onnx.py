@@ -12,22 +12,23 @@ import contextlib
 import io
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
 import torch.nn as nn
 
-from lightexport.errors import ExportError, InputFileError, UsageError
+from lightexport.backends import get_backend
+from lightexport.errors import ExportError, UsageError
 from lightexport.exporter.base import ExportResult, artifact_metadata
-from lightexport.fileio import atomic_output
-from lightexport.model_defs.loader import LoadedModel
+from lightexport.loading import LoadedModel
+from lightexport.onnxfile import INPUT_NAME, check_model, op_histogram, save_onnx, stamp_metadata
+from lightexport.options import ExportOptions
 
 DEFAULT_OPSET = 17
-PRECISIONS = ("fp32", "fp16", "int8")
+MIN_OPSET, MAX_OPSET = 9, 20
 EXPORTERS = ("torchscript", "dynamo")
-INPUT_NAME = "input"
 
 
 def output_names(loaded: LoadedModel) -> list[str]:
@@ -89,86 +90,34 @@ def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     return simplified, "onnxsim"
 
 
-def stamp_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
-    kept = [p for p in model.metadata_props if p.key not in metadata]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key in sorted(metadata):
-        model.metadata_props.add(key=key, value=metadata[key])
-
-
-def read_metadata(model_or_path: onnx.ModelProto | str | Path) -> dict[str, str]:
-    model = model_or_path
-    if not isinstance(model, onnx.ModelProto):
-        model = load_onnx(model, load_weights=False)
-    return {p.key: p.value for p in model.metadata_props}
-
-
-def load_onnx(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"ONNX file not found: {path}")
-    try:
-        model = onnx.load(str(path), load_external_data=load_weights)
-    except Exception as exc:
-        raise InputFileError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
-    if not model.graph.output:  # protobuf parses many byte strings, even b"", as an empty model
-        raise InputFileError(f"{path} is not an ONNX model (no graph outputs)")
-    return model
-
-
-def op_histogram(model: onnx.ModelProto) -> Counter:
-    return Counter(node.op_type for node in model.graph.node)
-
-
-def check_model(model: onnx.ModelProto) -> None:
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the exported graph fails onnx's checker: {str(exc).splitlines()[0]}") from exc
-
-
-def save_onnx(model: onnx.ModelProto, output: Path) -> None:
-    with atomic_output(output) as tmp:
-        onnx.save(model, str(tmp))
-
-
 def default_output(loaded: LoadedModel, suffix: str, tag: str = "") -> Path:
     mode = "_features" if loaded.features else ""
     return Path(f"{loaded.name}{mode}{tag}{suffix}")
 
 
-def export_onnx(
-    loaded: LoadedModel,
-    output: str | Path | None = None,
-    *,
-    fuse: bool = False,
-    passes: list[str] | None = None,
-    input_size: int | None = None,
-    batch: int = 1,
-    dynamic: bool = False,
-    opset: int = DEFAULT_OPSET,
-    simplify_graph: bool = True,
-    exporter: str = "torchscript",
-    precision: str = "fp32",
-    calib: str | Path | None = None,
-    calib_size: int = 300,
-) -> ExportResult:
+def export_onnx(loaded: LoadedModel, output: str | Path | None = None, **options: Any) -> ExportResult:
     """Export a loaded model to a checked, simplified, provenance-stamped ONNX file.
 
-    ``precision="fp16"`` converts compute to fp16 with explicit casts (sensitive ops stay fp32);
-    ``"int8"`` calibrates on the images in ``calib`` and writes QDQ ONNX (what TensorRT consumes).
+    ``options`` are those of :class:`~lightexport.options.ExportOptions` plus ``opset``,
+    ``simplify_graph`` and ``exporter``. ``precision="fp16"`` converts compute to fp16 with
+    explicit casts (sensitive ops stay fp32); ``"int8"`` calibrates on the images in ``calib``
+    and writes QDQ ONNX (what TensorRT consumes).
     """
     from lightexport.reparam import DEFAULT_PASSES, apply_passes
 
+    opts = ExportOptions.build(get_backend("onnx"), output=output, **options)
+    if not isinstance(loaded, LoadedModel):
+        raise UsageError(f"ONNX export takes a PyTorch model, got {loaded!r}")
+    opts.require_calibration(loaded.name)
+    opset = opts.extra.get("opset", DEFAULT_OPSET)
+    exporter = opts.extra.get("exporter", "torchscript")
+    simplify_graph = opts.extra.get("simplify_graph", True)
+    fuse, passes, batch, dynamic = opts.fuse, opts.passes, opts.batch, opts.dynamic
+    precision, calib, calib_size = opts.precision, opts.calib, opts.calib_size
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UsageError(f"opset must be from {MIN_OPSET} to {MAX_OPSET} (what torch's exporter writes), got {opset}")
     start = time.perf_counter()
-    input_size = input_size or loaded.spec.input_size
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if (precision == "int8") != (calib is not None):
-        raise UsageError("--int8 needs --calib DIR (a folder of representative images), and --calib needs --int8")
-    if batch < 1 or input_size < 32:
-        raise UsageError(f"batch must be >= 1 and input size >= 32 (got batch={batch}, input size={input_size})")
+    input_size = opts.input_size or loaded.spec.input_size
     module, reports = loaded.module, []
     if fuse or passes:
         module, reports = apply_passes(loaded.module, passes or list(DEFAULT_PASSES))
@@ -183,13 +132,13 @@ def export_onnx(
     applied = [r.name for r in reports]
     stamp_metadata(model, artifact_metadata(loaded, applied, input_size, batch, dynamic, precision))
     check_model(model)
-    output = Path(output) if output else default_output(loaded, ".onnx", "" if precision == "fp32" else f"_{precision}")
+    output = opts.output or default_output(loaded, ".onnx", precision.tag)
     save_onnx(model, output)
     return ExportResult(
         format="onnx",
         path=output,
         seconds=time.perf_counter() - start,
-        precision=precision,
+        precision=precision.value,
         files=[output],
         op_histogram=op_histogram(model),
         metadata={p.key: p.value for p in model.metadata_props},

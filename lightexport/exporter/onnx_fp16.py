@@ -30,9 +30,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from lightexport.artifacts import META_PREFIX
 from lightexport.errors import ExportError, InputFileError, UsageError
-from lightexport.exporter.base import META_PREFIX, ExportResult
-from lightexport.exporter.onnx import load_onnx, op_histogram, save_onnx, stamp_metadata
+from lightexport.exporter.base import ExportResult
+from lightexport.onnxfile import load_onnx, op_histogram, save_onnx, stamp_metadata
 
 FP16_MAX = float(np.finfo(np.float16).max)  # 65504
 

@@ -10,14 +10,16 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+from lightexport.artifacts import RT_SECTION
+from lightexport.backends import get_backend
 from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, UsageError
 from lightexport.exporter.base import ExportResult, artifact_metadata, preprocess_for
 from lightexport.fileio import atomic_outputs
-from lightexport.model_defs.loader import LoadedModel
-
-PRECISIONS = ("fp32", "fp16", "int8")
-RT_SECTION = "lightexport"
+from lightexport.loading import LoadedModel
+from lightexport.onnxfile import INPUT_NAME, read_metadata
+from lightexport.options import ExportOptions
 
 
 def _openvino():
@@ -37,15 +39,16 @@ def ir_paths(xml: str | Path) -> list[Path]:
     return [xml, xml.with_suffix(".bin")]
 
 
-def _convert_module(loaded: LoadedModel, fuse: bool, input_size: int, batch: int, dynamic: bool):
+def _convert_module(loaded: LoadedModel, fuse: bool, passes: tuple[str, ...] | None, input_size: int, batch: int,
+                    dynamic: bool):
     """Trace the (optionally fused) PyTorch module with OpenVINO's PyTorch frontend."""
     import torch
 
-    from lightexport.exporter.onnx import INPUT_NAME, output_names
+    from lightexport.exporter.onnx import output_names
     from lightexport.reparam import DEFAULT_PASSES, apply_passes
 
     ov = _openvino()
-    module, reports = (apply_passes(loaded.module, list(DEFAULT_PASSES)) if fuse else (loaded.module, []))
+    module, reports = (apply_passes(loaded.module, list(passes or DEFAULT_PASSES)) if fuse else (loaded.module, []))
     shape = [-1, 3, -1, -1] if dynamic else [batch, 3, input_size, input_size]
     example = torch.zeros(batch, 3, input_size, input_size)
     try:
@@ -104,70 +107,47 @@ def _stamp(model, metadata: dict[str, str]) -> None:
         model.set_rt_info(metadata[key], [RT_SECTION, key.removeprefix(RT_SECTION + ".")])
 
 
-def read_metadata(xml: str | Path) -> dict[str, str]:
-    """The provenance an IR carries in ``rt_info``, keyed like ONNX metadata (``lightexport.*``)."""
-    ov = _openvino()
-    try:
-        model = ov.Core().read_model(str(xml))
-    except Exception as exc:
-        raise InputFileError(f"{xml} is not a readable OpenVINO IR: {str(exc).strip().splitlines()[-1]}") from exc
-    section = model.get_rt_info()[RT_SECTION] if model.has_rt_info([RT_SECTION]) else {}
-    return {f"{RT_SECTION}.{k}": (v.astype(str) if hasattr(v, "astype") else str(v)) for k, v in section.items()}
-
-
-def export_openvino(
-    source: LoadedModel | str | Path,
-    output: str | Path | None = None,
-    *,
-    fuse: bool = False,
-    input_size: int | None = None,
-    batch: int = 1,
-    dynamic: bool = False,
-    precision: str = "fp32",
-    calib: str | Path | None = None,
-    calib_size: int = 300,
-    preprocess=None,
-    progress: bool = True,
-) -> ExportResult:
+def export_openvino(source: LoadedModel | str | Path, output: str | Path | None = None, **options: Any) -> ExportResult:
     """Write an OpenVINO IR from a loaded PyTorch model or from an ONNX file.
 
-    For an ONNX input the provenance recorded by ``lightexport onnx`` is carried over,
-    and int8 calibration uses the preprocessing of the model it names (or ``preprocess``).
+    ``options`` are :class:`~lightexport.options.ExportOptions`' plus ``preprocess`` (int8
+    calibration preprocessing for an ONNX that records none) and ``progress``. For an ONNX
+    input the provenance recorded by ``lightexport onnx`` is carried over, and int8
+    calibration uses the preprocessing of the model it names (or ``preprocess``).
     """
+    opts = ExportOptions.build(get_backend("openvino"), output=output, **options)
     ov = _openvino()
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}")
-    if (precision == "int8") != (calib is not None):
-        raise UsageError("--int8 needs --calib DIR (a folder of representative images), and --calib needs --int8")
+    opts.require_calibration(source.name if isinstance(source, LoadedModel) else str(source))
+    fuse, input_size, batch, dynamic = opts.fuse, opts.input_size, opts.batch, opts.dynamic
+    precision, calib, calib_size = opts.precision, opts.calib, opts.calib_size
+    preprocess, progress = opts.extra.get("preprocess"), opts.extra.get("progress", True)
     start = time.perf_counter()
     notes: list[str] = []
     if isinstance(source, LoadedModel):
         input_size = input_size or source.spec.input_size
-        model, reports = _convert_module(source, fuse, input_size, batch, dynamic)
+        model, reports = _convert_module(source, fuse or bool(opts.passes), opts.passes, input_size, batch, dynamic)
         metadata = artifact_metadata(source, [r.name for r in reports], input_size, batch, dynamic, precision)
         notes += [r.summary() for r in reports if r.count]
         default_stem = f"{source.name}{'_features' if source.features else ''}"
     else:
         path = Path(source)
-        if fuse:
+        if fuse or opts.passes:
             raise UsageError("--fuse applies to PyTorch models; an ONNX input is exported as it is")
         model, reports = _convert_onnx(path), []
-        from lightexport.exporter.onnx import read_metadata as read_onnx_metadata
-
-        metadata = read_onnx_metadata(path)
-        metadata["lightexport.precision"] = precision
+        metadata = read_metadata(path)
+        metadata["lightexport.precision"] = precision.value
         default_stem = path.stem
     if precision == "int8":
         preprocess = preprocess or preprocess_for(metadata)
         model = _quantize(model, calib, calib_size, preprocess, progress)
         notes.append(f"int8 post-training quantization with NNCF on {calib_size} images from {calib}")
     _stamp(model, metadata)
-    xml, binary = ir_paths(output or f"{default_stem}{'' if precision == 'fp32' else '_' + precision}.xml")
+    xml, binary = ir_paths(opts.output or f"{default_stem}{precision.tag}.xml")
     with atomic_outputs([xml, binary]) as (tmp_xml, _tmp_bin):
         try:
             ov.save_model(model, str(tmp_xml), compress_to_fp16=(precision == "fp16"))
         except Exception as exc:
             raise ExportError(f"openvino.save_model failed: {str(exc).strip().splitlines()[-1]}") from exc
     histogram = Counter(op.get_type_name() for op in model.get_ops())
-    return ExportResult(format="openvino", path=xml, seconds=time.perf_counter() - start, precision=precision,
+    return ExportResult(format="openvino", path=xml, seconds=time.perf_counter() - start, precision=precision.value,
                         files=[xml, binary], op_histogram=histogram, metadata=metadata, notes=notes, passes=reports)

@@ -25,15 +25,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from lightexport.artifacts import META_PREFIX, sidecar_path
 from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, UsageError
-from lightexport.exporter.base import META_PREFIX, ExportResult, preprocess_for
-from lightexport.exporter.onnx import export_onnx, load_onnx, op_histogram, read_metadata, save_onnx, stamp_metadata
+from lightexport.exporter.base import ExportResult, preprocess_for
+from lightexport.exporter.onnx import export_onnx
 from lightexport.exporter.onnx_fp16 import export_onnx_fp16, is_fp16_model
 from lightexport.exporter.trt_preflight import QDQ_OPS, PreflightReport, Profile, preflight, trtexec_command
 from lightexport.fileio import atomic_output, atomic_outputs
-from lightexport.model_defs.loader import LoadedModel
+from lightexport.loading import LoadedModel
+from lightexport.onnxfile import load_onnx, op_histogram, read_metadata, save_onnx, stamp_metadata
+from lightexport.options import ExportOptions
+from lightexport.precision import Precision
 
-PRECISIONS = ("fp32", "fp16", "int8")
 MIN_MAJOR = 10
 DEFAULT_WORKSPACE_GIB = 4.0
 NO_TENSORRT = ("TensorRT is not installed (no 'tensorrt' Python module): on a machine with an NVIDIA GPU run "
@@ -90,15 +93,6 @@ def installed_strongly_typed() -> bool:
         return TensorRT(_import_tensorrt()).strongly_typed
     except BackendUnavailableError:
         return True
-
-
-def sidecar_path(engine: str | Path) -> Path:
-    """Where an engine's provenance lives (``read_artifact_metadata`` looks there)."""
-    engine = Path(engine)
-    return engine.with_name(engine.name + ".json")
-
-
-# --------------------------------------------------------------------------- building
 
 
 def _collecting_logger(trt: ModuleType) -> Any:
@@ -214,8 +208,7 @@ def build_engine(
     written back after the build. ``metadata`` (``lightexport.*`` keys) defaults to the
     ONNX's own and goes to the sidecar with the build settings.
     """
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}")
+    precision = Precision.parse(precision, (Precision.FP32, Precision.FP16, Precision.INT8)).value
     if workspace_gib <= 0:
         raise UsageError(f"--workspace must be positive (GiB), got {workspace_gib}")
     trt = load_tensorrt()
@@ -255,16 +248,16 @@ def build_engine(
 # --------------------------------------------------------------------------- models and ONNX files in
 
 
-def _check_options(source: LoadedModel | str | Path, precision: str, calib: str | Path | None, fuse: bool) -> None:
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}")
-    if calib is not None and precision != "int8":
-        raise UsageError("--calib goes with --int8")
+def _options(source: LoadedModel | str | Path, output: str | Path | None, options: dict[str, Any]) -> ExportOptions:
+    """Validate once (the options record) plus what only a TensorRT build can say about its source."""
+    from lightexport.backends import get_backend
+
+    opts = ExportOptions.build(get_backend("tensorrt"), output=output, **options)
     if isinstance(source, LoadedModel):
-        if precision == "int8" and calib is None:
-            raise UsageError("--int8 needs --calib DIR (a folder of representative images) to quantize the ONNX")
-    elif fuse:
+        opts.require_calibration(source.name)
+    elif opts.fuse:
         raise UsageError("--fuse applies to PyTorch models; an ONNX input is built as it is")
+    return opts
 
 
 def _stem(source: LoadedModel | str | Path) -> str:
@@ -274,7 +267,7 @@ def _stem(source: LoadedModel | str | Path) -> str:
 
 
 def default_engine_path(source: LoadedModel | str | Path, precision: str) -> Path:
-    return Path(f"{_stem(source)}{'' if precision == 'fp32' else '_' + precision}.engine")
+    return Path(f"{_stem(source)}{Precision.parse(precision).tag}.engine")
 
 
 def _quantize(onnx_path: Path, output: Path, calib: str | Path, calib_size: int, preprocess) -> Path:
@@ -326,29 +319,21 @@ def _source_onnx(source: LoadedModel | str | Path, folder: Path, *, fuse: bool, 
     return result
 
 
-def export_tensorrt(
-    source: LoadedModel | str | Path,
-    output: str | Path | None = None,
-    *,
-    fuse: bool = False,
-    input_size: int | None = None,
-    batch: int = 1,
-    dynamic: bool = False,
-    precision: str = "fp32",
-    calib: str | Path | None = None,
-    calib_size: int = 300,
-    profile: Profile | None = None,
-    workspace_gib: float = DEFAULT_WORKSPACE_GIB,
-    timing_cache: str | Path | None = None,
-) -> ExportResult:
+def export_tensorrt(source: LoadedModel | str | Path, output: str | Path | None = None, **options: Any) -> ExportResult:
     """Build an engine from a loaded PyTorch model (exported to ONNX first) or from an ONNX file.
 
-    TensorRT and CUDA are checked before any export work, so a machine without them fails
-    at once and writes nothing. Intermediate ONNX files live in a temporary folder.
+    ``options`` are :class:`~lightexport.options.ExportOptions`' plus ``profile``,
+    ``workspace_gib`` and ``timing_cache``. TensorRT and CUDA are checked before any export
+    work, so a machine without them fails at once and writes nothing. Intermediate ONNX
+    files live in a temporary folder.
     """
-    _check_options(source, precision, calib, fuse)
+    opts = _options(source, output, options)
+    fuse, input_size, batch, dynamic = opts.fuse, opts.input_size, opts.batch, opts.dynamic
+    precision, calib, calib_size = opts.precision.value, opts.calib, opts.calib_size
+    profile, timing_cache = opts.extra.get("profile"), opts.extra.get("timing_cache")
+    workspace_gib = opts.extra.get("workspace_gib", DEFAULT_WORKSPACE_GIB)
     load_tensorrt()
-    engine = Path(output) if output else default_engine_path(source, precision)
+    engine = opts.output or default_engine_path(source, precision)
     with tempfile.TemporaryDirectory(prefix="lightexport-trt-") as work:
         src = _source_onnx(source, Path(work), fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
                            precision=precision, calib=calib, calib_size=calib_size)
@@ -388,22 +373,8 @@ class TrtPlan:
                 "notes": self.notes}
 
 
-def plan_tensorrt(
-    source: LoadedModel | str | Path,
-    output: str | Path | None = None,
-    *,
-    fuse: bool = False,
-    input_size: int | None = None,
-    batch: int = 1,
-    dynamic: bool = False,
-    precision: str = "fp32",
-    calib: str | Path | None = None,
-    calib_size: int = 300,
-    profile: Profile | None = None,
-    workspace_gib: float = DEFAULT_WORKSPACE_GIB,
-    timing_cache: str | Path | None = None,
-    strongly_typed: bool | None = None,
-) -> TrtPlan:
+def plan_tensorrt(source: LoadedModel | str | Path, output: str | Path | None = None, *,
+                  strongly_typed: bool | None = None, **options: Any) -> TrtPlan:
     """``--dry-run`` on any machine: preflight the ONNX and give the equivalent trtexec command.
 
     trtexec needs the ONNX it builds from, so one exported from a PyTorch model (and its
@@ -411,8 +382,12 @@ def plan_tensorrt(
     defaults to the installed TensorRT's typing, or strongly typed (valid for 10.x and 11)
     where there is none.
     """
-    _check_options(source, precision, calib, fuse)
-    engine = Path(output) if output else default_engine_path(source, precision)
+    opts = _options(source, output, options)
+    fuse, input_size, batch, dynamic = opts.fuse, opts.input_size, opts.batch, opts.dynamic
+    precision, calib, calib_size = opts.precision.value, opts.calib, opts.calib_size
+    profile, timing_cache = opts.extra.get("profile"), opts.extra.get("timing_cache")
+    workspace_gib = opts.extra.get("workspace_gib", DEFAULT_WORKSPACE_GIB)
+    engine = opts.output or default_engine_path(source, precision)
     strongly_typed = installed_strongly_typed() if strongly_typed is None else strongly_typed
     src = _source_onnx(source, engine.parent, fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
                        precision=precision, calib=calib, calib_size=calib_size)

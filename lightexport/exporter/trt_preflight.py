@@ -472,7 +472,7 @@ def preflight(
 ) -> PreflightReport:
     """Every reason TensorRT would refuse ``model``, by node, plus the validated profile for its dynamic inputs."""
     if not isinstance(model, onnx.ModelProto):
-        from lightexport.exporter.onnx import load_onnx
+        from lightexport.onnxfile import load_onnx
 
         source = source or str(model)
         model = load_onnx(model)

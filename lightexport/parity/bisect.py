@@ -37,9 +37,9 @@ import torch.nn as nn
 from rich.console import Console
 from rich.table import Table
 
+from lightexport.artifacts import strip_prefix
 from lightexport.errors import InputFileError, UsageError
-from lightexport.exporter.base import strip_prefix
-from lightexport.exporter.onnx import load_onnx, read_metadata
+from lightexport.onnxfile import load_onnx, read_metadata
 from lightexport.parity.metrics import OutputStats, compare
 from lightexport.parity.runners import OnnxRuntimeRunner, TorchRunner
 from lightexport.reparam import apply_passes

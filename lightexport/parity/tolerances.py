@@ -2,7 +2,7 @@
 
 Limits are on the metrics of ``lightexport.parity.metrics``; measured worst cases are
 for FasterNet T0/S and MobileNetV2 with seeded random weights whose BatchNorm statistics
-were measured on the bundled photos (see ``model_defs.loader``), fused, 8 photos at 160-224 px.
+were measured on the bundled photos (see ``loading``), fused, 8 photos at 160-224 px.
 
 - fp32 ``max_rel <= 1e-4``: the artifact computes the same function in the same
   precision; only reassociation (fused BN, other kernels) separates them. Measured:

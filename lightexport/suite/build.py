@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightexport.backends import get_backend
 from lightexport.errors import BackendUnavailableError, LightExportError
-from lightexport.model_defs.loader import LoadedModel, load_model
+from lightexport.loading import LoadedModel, load_model
 from lightexport.suite.matrix import Cell
-
-FORMAT = {"onnxruntime": ("onnx", ".onnx"), "openvino": ("openvino", ".xml"), "tensorrt": ("tensorrt", ".engine")}
 
 
 @dataclass
@@ -56,13 +55,13 @@ def build_artifacts(cells: list[Cell], workdir: Path, calib: Path | None, calib_
         if cell.backend == "torch-fused":
             built[key] = Built()
             continue
-        fmt, suffix = FORMAT[cell.backend]
-        path = workdir / f"{cell.model}_{cell.input_size}_{cell.precision}{suffix}"
+        backend = get_backend(cell.backend)
+        path = workdir / f"{cell.model}_{cell.input_size}_{cell.precision}{backend.suffix}"
         options = dict(fuse=True, input_size=cell.input_size, precision=cell.precision)
         if cell.precision == "int8":
             options.update(calib=calib, calib_size=calib_size)
         try:
-            result = api.export(models.get(cell.model, cell.weights), fmt, output=path, **options)
+            result = api.export(models.get(cell.model, cell.weights), backend.name, output=path, **options)
             built[key] = Built(result.path)
         except BackendUnavailableError as exc:
             built[key] = Built(skipped=str(exc))

@@ -9,19 +9,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from itertools import product
 
+from lightexport.backends import RUNTIMES
 from lightexport.bench.profiles import get_profile
 from lightexport.errors import UsageError
 from lightexport.model_defs import get_spec
+from lightexport.precision import PRECISION_NAMES
 
-BACKENDS = ("torch-fused", "onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
-# Precisions each backend can run on a CPU here. PyTorch eager fp16/int8 would test PyTorch, not an artifact.
-SUPPORTED = {
-    "torch-fused": ("fp32",),
-    "onnxruntime": ("fp32", "fp16", "int8"),
-    "openvino": ("fp32", "fp16", "int8"),
-    "tensorrt": ("fp32", "fp16", "int8"),
-}
+#: The fused PyTorch model, run in-process: fp32 only (eager fp16/int8 would test PyTorch, not an artifact).
+TORCH_FUSED = "torch-fused"
+BACKENDS = (TORCH_FUSED, *RUNTIMES)
+PRECISIONS = PRECISION_NAMES
+SUPPORTED = {TORCH_FUSED: ("fp32",), **{name: tuple(p.value for p in b.precisions) for name, b in RUNTIMES.items()}}
 
 
 @dataclass(frozen=True)

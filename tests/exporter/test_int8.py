@@ -7,7 +7,7 @@ import pytest
 from lightexport.calib import ImageFolder, Preprocess, write_sample_photos
 from lightexport.exporter.onnx import export_onnx
 from lightexport.exporter.openvino import export_openvino
-from lightexport.model_defs.loader import load_model
+from lightexport.loading import load_model
 from lightexport.parity import check_parity, make_inputs, runner_for
 
 pytest.importorskip("nncf")

@@ -6,10 +6,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from lightexport.artifacts import read_artifact_metadata
 from lightexport.errors import ExportError, OutputError
-from lightexport.exporter.base import read_artifact_metadata
 from lightexport.exporter.onnx import export_onnx
-from lightexport.model_defs.loader import LoadedModel, load_model
+from lightexport.loading import LoadedModel, load_model
 from tests.conftest import randomize_bn
 
 FORBIDDEN = {"BatchNormalization", "Dropout", "ScatterND"}

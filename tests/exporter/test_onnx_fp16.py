@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 from onnx import TensorProto, helper, numpy_helper
 
+from lightexport.artifacts import read_artifact_metadata
 from lightexport.errors import ExportError, UsageError
-from lightexport.exporter.base import read_artifact_metadata
 from lightexport.exporter.onnx_fp16 import convert_to_fp16, export_onnx_fp16, is_fp16_model
 from lightexport.parity import check_parity, runner_for
 from lightexport.parity.tolerances import tolerance_for

@@ -1,10 +1,10 @@
 import pytest
 
+from lightexport.artifacts import read_artifact_metadata
 from lightexport.errors import InputFileError, UsageError
-from lightexport.exporter.base import read_artifact_metadata
 from lightexport.exporter.onnx import export_onnx
 from lightexport.exporter.openvino import export_openvino
-from lightexport.model_defs.loader import load_model
+from lightexport.loading import load_model
 from lightexport.parity import check_parity, make_inputs, runner_for
 from tests.conftest import randomize_bn
 

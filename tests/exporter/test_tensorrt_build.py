@@ -19,12 +19,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from lightexport.artifacts import read_artifact_metadata
 from lightexport.errors import BackendUnavailableError, ExitCode, ExportError, InputFileError, UsageError
-from lightexport.exporter.base import read_artifact_metadata
 from lightexport.exporter.onnx_fp16 import is_fp16_model
 from lightexport.exporter.tensorrt import build_engine, export_tensorrt, plan_tensorrt
 from lightexport.exporter.trt_preflight import PreflightError, make_profile
-from lightexport.model_defs.loader import load_model
+from lightexport.loading import load_model
 from lightexport.parity.runners.tensorrt import TensorRTRunner
 
 # --------------------------------------------------------------------------- a TensorRT stand-in

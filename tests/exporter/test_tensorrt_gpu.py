@@ -16,7 +16,7 @@ from lightexport.exporter.onnx import export_onnx
 from lightexport.exporter.onnx_int8 import QUANTIZED_OPS
 from lightexport.exporter.tensorrt import build_engine, export_tensorrt
 from lightexport.exporter.trt_preflight import make_profile
-from lightexport.model_defs.loader import load_model
+from lightexport.loading import load_model
 from lightexport.parity import check_parity, make_inputs, runner_for
 from lightexport.parity.metrics import compare
 from lightexport.parity.runners.onnxruntime import OnnxRuntimeRunner

@@ -210,7 +210,7 @@ def test_accepts_fasternet_t0_exports(fasternet_onnx):
 @pytest.fixture(scope="module")
 def fasternet_onnx(tmp_path_factory):
     from lightexport.exporter.onnx import export_onnx
-    from lightexport.model_defs.loader import load_model
+    from lightexport.loading import load_model
 
     folder = tmp_path_factory.mktemp("t0")
     loaded = load_model("fasternet_t0")

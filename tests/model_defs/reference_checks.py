@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from lightexport.exporter.onnx import export_onnx
-from lightexport.model_defs.loader import load_model
+from lightexport.loading import load_model
 from lightexport.parity import check_parity, make_inputs
 
 

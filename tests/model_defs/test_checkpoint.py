@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lightexport.errors import CheckpointError, InputFileError
-from lightexport.model_defs.loader import load_model
+from lightexport.loading import load_model
 from tests.conftest import randomize_bn
 
 timm = pytest.importorskip("timm")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightexport.model_defs.loader import load_model
+from lightexport.loading import load_model
 from lightexport.parity import make_inputs
 
 
@@ -37,7 +37,7 @@ def test_random_weights_are_reproducible_across_processes_and_thread_counts():
     import sys
 
     code = ("import sys, torch; torch.set_num_threads(int(sys.argv[1])); "
-            "from lightexport.model_defs.loader import load_model; "
+            "from lightexport.loading import load_model; "
             "torch.save(load_model('fasternet_t0').module.state_dict(), sys.argv[2])")
     states = []
     for threads in (1, 2):

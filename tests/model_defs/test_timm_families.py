@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from lightexport.loading import load_model
 from lightexport.model_defs import get_spec
 from lightexport.model_defs.complexity import complexity
-from lightexport.model_defs.loader import load_model
 from tests.conftest import randomize_bn
 from tests.model_defs.reference_checks import assert_checkpoint_reproduces, fused_onnx_ops
 

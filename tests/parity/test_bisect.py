@@ -16,8 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
 from lightexport.errors import InputFileError, UsageError
-from lightexport.exporter.onnx import export_onnx, load_onnx
-from lightexport.model_defs.loader import LoadedModel, load_model
+from lightexport.exporter.onnx import export_onnx
+from lightexport.loading import LoadedModel, load_model
+from lightexport.onnxfile import load_onnx
 from lightexport.parity.bisect import (
     ABSORBED,
     DIVERGED,

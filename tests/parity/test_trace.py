@@ -13,7 +13,7 @@ from rich.console import Console
 from lightexport import api
 from lightexport.calib import write_sample_photos
 from lightexport.exporter.onnx import export_onnx
-from lightexport.model_defs.loader import load_model
+from lightexport.loading import load_model
 from lightexport.parity.trace import LEVELS, Int8Trace
 
 pytest.importorskip("onnxruntime.quantization")

@@ -8,32 +8,21 @@ so a machine without OpenVINO or TensorRT can still check ONNX files.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from lightexport.errors import UsageError
+from lightexport.backends import BACKENDS, backend_for_path
 from lightexport.parity.runners.base import Feed, Outputs, Runner
 from lightexport.parity.runners.onnxruntime import OnnxRuntimeRunner
 from lightexport.parity.runners.openvino import OpenVINORunner
 from lightexport.parity.runners.torch import TorchRunner
 
-SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
+SUFFIXES = {suffix: b.runtime for b in BACKENDS.values() for suffix in b.suffixes}
 
 
 def runner_for(path: str | os.PathLike, **kwargs: Any) -> Runner:
-    """The runner for an artifact by its suffix; ``kwargs`` (``threads=`` ...) go to that runner."""
-    suffix = Path(path).suffix.lower()
-    backend = SUFFIXES.get(suffix)
-    if backend == "onnxruntime":
-        return OnnxRuntimeRunner(path, **kwargs)
-    if backend == "openvino":
-        return OpenVINORunner(path, **kwargs)
-    if backend == "tensorrt":
-        from lightexport.parity.runners.tensorrt import TensorRTRunner
-
-        return TensorRTRunner(path, **kwargs)
-    raise UsageError(f"cannot tell the backend of {path} from its suffix {suffix!r}; "
-                     f"expected one of {', '.join(SUFFIXES)}")
+    """The runner for an artifact by its suffix (the backend table); ``kwargs`` are runner options
+    (``threads=``, ``inference_precision=``), dropped where the runtime has no use for them."""
+    return backend_for_path(path).make_runner(path, **kwargs)
 
 
 __all__ = ["SUFFIXES", "Feed", "OnnxRuntimeRunner", "OpenVINORunner", "Outputs", "Runner", "TorchRunner",

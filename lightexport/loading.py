@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from lightexport.calib.preprocess import Preprocess
+from lightexport.calib.samples import sample_photos
 from lightexport.errors import CheckpointError, InputFileError
 from lightexport.model_defs.checkpoint import compare_keys, load_state_dict_strict, read_checkpoint
 from lightexport.model_defs.registry import ModelSpec, StateDict, get_spec, is_registered, list_models
@@ -41,6 +43,12 @@ class LoadedModel:
         return bool(self.build_kwargs.get("fork_feat"))
 
 
+def photo_batch(spec: ModelSpec, images: int) -> list[np.ndarray]:
+    """The first ``images`` bundled photos, preprocessed as the model expects (as parity's inputs start)."""
+    preprocess = Preprocess.from_spec(spec)
+    return [preprocess(photo) for photo in sample_photos()[:images]]
+
+
 @torch.no_grad()
 def measure_batchnorm_statistics(module: nn.Module, spec: ModelSpec, images: int = 8) -> None:
     """Give a randomly initialized model the BatchNorm statistics its layers see on real photos.
@@ -59,7 +67,6 @@ def measure_batchnorm_statistics(module: nn.Module, spec: ModelSpec, images: int
     reaches them (int8 rounding) to unit size, a failure trained networks do not have.
     The weights stay random and seeded, so the model is still reproducible.
     """
-    from lightexport.parity.inputs import make_inputs  # parity imports the model registry
 
     def set_statistics(bn: nn.modules.batchnorm._BatchNorm, args: tuple) -> None:
         x = args[0].transpose(0, 1).reshape(bn.num_features, -1)
@@ -70,7 +77,7 @@ def measure_batchnorm_statistics(module: nn.Module, spec: ModelSpec, images: int
     hooks = [m.register_forward_pre_hook(set_statistics) for m in norms]
     try:
         if norms:
-            module.eval()(torch.from_numpy(np.concatenate(make_inputs(spec, images))))
+            module.eval()(torch.from_numpy(np.concatenate(photo_batch(spec, images))))
     finally:
         for hook in hooks:
             hook.remove()
