@@ -22,6 +22,7 @@ import torch.nn as nn
 from lightexport.backends import get_backend
 from lightexport.errors import ExportError, UsageError
 from lightexport.exporter.base import ExportResult, artifact_metadata
+from lightexport.exporter.onnx_guard import Candidate, guarded_simplify
 from lightexport.loading import LoadedModel
 from lightexport.onnxfile import INPUT_NAME, check_model, op_histogram, save_onnx, stamp_metadata
 from lightexport.options import ExportOptions
@@ -73,21 +74,39 @@ def torch_to_onnx(
         raise ExportError(f"torch.onnx.export ({exporter}) failed: {reason}") from exc
 
 
-def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
-    """Constant-fold and clean the graph with onnxsim, or onnxslim where onnxsim is unavailable."""
-    try:
-        import onnxsim
-    except ImportError:
-        import onnxslim
+def _onnxsim(model: onnx.ModelProto, **kwargs: Any) -> onnx.ModelProto:
+    import onnxsim
 
-        return onnxslim.slim(model), "onnxslim"
     try:
-        simplified, ok = onnxsim.simplify(model)
+        simplified, ok = onnxsim.simplify(model, **kwargs)
     except Exception as exc:
         raise ExportError(f"onnxsim failed: {exc}") from exc
     if not ok:
         raise ExportError("onnxsim produced a graph that does not match the original; rerun with --no-simplify")
-    return simplified, "onnxsim"
+    return simplified
+
+
+def simplify_candidates() -> list[Candidate]:
+    """onnxsim in full, then with only constant folding and shape inference (its graph rewrites
+    are what can cost ONNX Runtime a fusion); onnxslim where onnxsim is unavailable."""
+    try:
+        import onnxsim  # noqa: F401
+    except ImportError:
+        import onnxslim
+
+        return [Candidate("onnxslim", onnxslim.slim)]
+    return [Candidate("onnxsim", _onnxsim),
+            Candidate("onnxsim without graph rewrites", lambda m: _onnxsim(m, perform_optimization=False))]
+
+
+def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """Constant-fold and clean the graph, keeping only a simplification that leaves ONNX Runtime's
+    optimized graph no larger and with no fewer fused kernels (see :mod:`onnx_guard`).
+
+    Returns the graph and a note naming what was kept and what was dropped, and why.
+    """
+    decision = guarded_simplify(model, simplify_candidates())
+    return decision.model, decision.note
 
 
 def default_output(loaded: LoadedModel, suffix: str, tag: str = "") -> Path:
@@ -125,12 +144,14 @@ def export_onnx(loaded: LoadedModel, output: str | Path | None = None, **options
     model = torch_to_onnx(module, example, output_names(loaded), dynamic=dynamic, opset=opset, exporter=exporter)
     notes = [r.summary() for r in reports if r.count]
     if simplify_graph:
-        model, tool = simplify(model)
-        notes.append(f"simplified with {tool}")
+        model, simplify_note = simplify(model)
+        notes.append(simplify_note)
     model, precision_notes = _lower_precision(model, precision, loaded, input_size, batch, calib, calib_size)
     notes += precision_notes
     applied = [r.name for r in reports]
     stamp_metadata(model, artifact_metadata(loaded, applied, input_size, batch, dynamic, precision))
+    if simplify_graph:  # which simplification the runtime check kept, and why
+        stamp_metadata(model, {"lightexport.simplify": simplify_note})
     check_model(model)
     output = opts.output or default_output(loaded, ".onnx", precision.tag)
     save_onnx(model, output)
