@@ -8,6 +8,7 @@ from lightexport.model_defs import mobilenetv2 as _mobilenetv2  # noqa: F401
 from lightexport.model_defs import mobilenetv3 as _mobilenetv3  # noqa: F401
 from lightexport.model_defs import shufflenetv2 as _shufflenetv2  # noqa: F401
 from lightexport.model_defs import efficientnetv2 as _efficientnetv2  # noqa: F401
+from lightexport.model_defs import efficientnet_lite as _efficientnet_lite  # noqa: F401
 from lightexport.model_defs import ghostnetv2 as _ghostnetv2  # noqa: F401
 # isort: on
 from lightexport.model_defs.checkpoint import load_weights, read_checkpoint
