@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from lightexport.artifacts import read_artifact_metadata
-from lightexport.backends import BACKENDS, get_backend
-from lightexport.errors import UsageError
+from lightexport.backends import BACKENDS, backend_for_path, get_backend
+from lightexport.errors import InputFileError, UsageError
 from lightexport.exporter.base import ExportResult
 from lightexport.loading import RANDOM_WEIGHTS_SCHEME, LoadedModel, load_model
-from lightexport.options import ExportOptions
+from lightexport.options import ExportOptions, check_input_size
+from lightexport.precision import Precision
 
 FORMATS = tuple(BACKENDS)
 
@@ -39,6 +40,19 @@ def export(source: LoadedModel | str | Path, format: str = "onnx", **options: An
     elif not isinstance(source, LoadedModel) and not backend.accepts_onnx:
         raise UsageError(f"{backend.name} export takes a PyTorch model, not {source}")
     return backend.export_function()(source, **options)
+
+
+def recorded_input_size(meta: dict[str, str]) -> int | None:
+    """The input size an artifact records, bounded like a requested one (a hostile file cannot ask for 100000)."""
+    value = meta.get("input_size", "")
+    if not value:
+        return None
+    if not value.isdigit():
+        raise InputFileError(f"the artifact records input size {value!r}, which is not a number")
+    try:
+        return check_input_size(int(value), "recorded input size")
+    except UsageError as exc:
+        raise InputFileError(f"the artifact's {exc}") from None
 
 
 def reference_for(
@@ -82,19 +96,54 @@ def verify(
     reference: LoadedModel,
     *,
     inputs: int = 8,
+    images: int | None = None,
     precision: str | None = None,
     threads: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    runtime_default: bool = True,
 ):
-    """Parity of ``artifact`` against ``reference`` on real photos plus seeded noise."""
-    from lightexport.parity import check_parity, make_inputs, runner_for
+    """Parity of ``artifact`` against ``reference``, in the settings it was made for and those a user gets.
+
+    Inputs are ``inputs`` real photos then seeded noise, or, with ``images=N``, the N crops
+    of the decision set (:func:`lightexport.parity.inputs.decision_inputs`). The artifact is
+    first run as exported (OpenVINO with the inference precision pinned to what the IR was
+    made for); where the runtime's own default differs on this machine (OpenVINO runs float
+    layers in bf16 on CPUs with AMX or AVX512-BF16), it is run again with the defaults and
+    judged by the limits of the coarser precision: that is what a deployment executes.
+    """
+    from lightexport.parity import check_parity, make_inputs
+    from lightexport.parity.inputs import decision_inputs
+    from lightexport.parity.tolerances import coarser
 
     meta = read_artifact_metadata(artifact)
-    size = int(meta.get("input_size", 0)) or reference.spec.input_size
-    feeds = make_inputs(reference.spec, inputs, seed=seed, input_size=size)
-    return check_parity(runner_for(artifact, threads=threads), reference.module, feeds,
-                        precision=precision or meta.get("precision", "fp32"), progress=progress)
+    backend = backend_for_path(artifact)
+    size = recorded_input_size(meta) or reference.spec.input_size
+    batch = int(meta["batch"]) if meta.get("batch", "").isdigit() else 1
+    if images:
+        feeds = decision_inputs(reference.spec, -(-images // batch), input_size=size, batch=batch)
+    else:
+        feeds = make_inputs(reference.spec, inputs, seed=seed, input_size=size, batch=batch)
+    made = Precision.parse(precision or meta.get("precision"))
+    options: dict[str, Any] = {"threads": threads}
+    pinned = None
+    if "inference_precision" in backend.runner_options:
+        from lightexport.parity.runners.openvino import HINTS, PRECISION_OF_HINT, default_execution_precision
+
+        pinned = HINTS[made.value]
+        options["inference_precision"] = pinned
+    report = check_parity(backend.make_runner(artifact, **options), reference.module, feeds, precision=made,
+                          progress=progress)
+    if pinned is None:
+        return report
+    report.execution = f"{pinned} pinned"
+    default = default_execution_precision()
+    if runtime_default and default != PRECISION_OF_HINT.get(pinned):
+        runner = backend.make_runner(artifact, threads=threads, inference_precision=None)
+        again = check_parity(runner, reference.module, feeds, precision=coarser(made, default), progress=progress)
+        again.execution = f"{default}: {backend.runtime}'s default on this CPU"
+        report.also.append(again)
+    return report
 
 
 def bisect(artifact: str | Path, reference: LoadedModel, *, precision: str | None = None, seed: int = 0):
@@ -108,8 +157,8 @@ def bisect(artifact: str | Path, reference: LoadedModel, *, precision: str | Non
     from lightexport.parity.trace import trace_int8
 
     meta = read_artifact_metadata(artifact)
-    precision = precision or meta.get("precision", "fp32")
-    size = int(meta.get("input_size", 0)) or reference.spec.input_size
+    precision = Precision.parse(precision or meta.get("precision"))
+    size = recorded_input_size(meta) or reference.spec.input_size
     feed = make_inputs(reference.spec, 1, seed=seed, input_size=size)[0]
     if precision == "int8":
         return trace_int8(artifact, reference.module, feed)

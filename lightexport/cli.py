@@ -310,7 +310,7 @@ def _finish_export(result, reference, json_out: str | None) -> None:
         payload["parity"] = report.to_dict()
     _write_json(json_out, payload)
     if report is not None and not report.passed:
-        raise ParityFailure(f"{result.path} fails parity: {'; '.join(report.failures)}")
+        raise ParityFailure(f"{result.path} fails parity: {'; '.join(report.all_failures)}")
 
 
 @cli.command("parity")
@@ -352,7 +352,7 @@ def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, fea
         payload["bisect"] = bisection.to_dict()
     _write_json(json_out, payload)
     if not report.passed:
-        raise ParityFailure(f"{artifact} fails parity: {'; '.join(report.failures)}")
+        raise ParityFailure(f"{artifact} fails parity: {'; '.join(report.all_failures)}")
 
 
 def _parse_weights(specs: tuple[str, ...]) -> dict[str, str]:

@@ -52,6 +52,45 @@ def sample_photos() -> list[np.ndarray]:
     return list(_photos())
 
 
+def _rgb(image: np.ndarray) -> np.ndarray:
+    rgb = np.ascontiguousarray(np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3])
+    rgb.setflags(write=False)
+    return rgb
+
+
+@functools.lru_cache(maxsize=1)
+def _more_photos() -> tuple[tuple[str, np.ndarray], ...]:
+    """Natural photos other installed packages ship (matplotlib always, scikit-learn when installed)."""
+    found: list[tuple[str, np.ndarray]] = []
+    try:
+        import matplotlib
+
+        folder = Path(matplotlib.get_data_path()) / "sample_data"
+        for name in ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png"):
+            if (folder / name).is_file():
+                with Image.open(folder / name) as image:
+                    found.append((f"matplotlib:{name}", _rgb(np.asarray(image.convert("RGB")))))
+    except ImportError:
+        pass
+    try:
+        from sklearn.datasets import load_sample_images
+
+        bunch = load_sample_images()
+        found += [(f"sklearn:{Path(f).name}", _rgb(img)) for f, img in zip(bunch.filenames, bunch.images)]
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def photo_pool() -> list[tuple[str, np.ndarray]]:
+    """Every real photo available offline, named: scikit-image's, then matplotlib's and scikit-learn's.
+
+    Decision sets (:mod:`lightexport.calib.crops`) draw augmented crops from this pool; the
+    first photos are the same as :func:`sample_photos`, so their order never changes.
+    """
+    return [*(zip(PHOTO_NAMES, _photos())), *_more_photos()]
+
+
 def write_sample_photos(folder: str | os.PathLike, suffix: str = ".jpg") -> Path:
     """Write every sample photo into ``folder`` as ``<name><suffix>``: a ready-made calibration folder."""
     folder = Path(folder)

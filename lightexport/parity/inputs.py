@@ -58,3 +58,29 @@ def make_inputs(
     images.append(np.random.default_rng(seed).standard_normal(shape, dtype=np.float32))
     stacked = np.concatenate(images)
     return [np.ascontiguousarray(stacked[i : i + batch]) for i in range(0, total, batch)]
+
+
+def decision_inputs(
+    spec_or_preprocess: ModelSpec | Preprocess,
+    n: int,
+    *,
+    input_size: int | None = None,
+    batch: int = 1,
+) -> list[np.ndarray]:
+    """``n`` augmented photo crops (the decision set of :mod:`lightexport.calib.crops`), in batches of ``batch``.
+
+    For classifiers whose decisions matter (trained weights, int8, bf16): agreement on a few
+    hundred crops is a statistic; on eight photos it is an anecdote. No noise is mixed in.
+    """
+    from lightexport.calib.crops import decision_crops
+
+    if n < 1 or batch < 1:
+        raise UsageError(f"need at least one image in batches of at least one (got n={n}, batch={batch})")
+    if isinstance(spec_or_preprocess, Preprocess):
+        preprocess = spec_or_preprocess
+        if input_size:
+            preprocess = dataclasses.replace(preprocess, input_size=input_size)
+    else:
+        preprocess = Preprocess.from_spec(spec_or_preprocess, input_size)
+    images = np.concatenate([preprocess(c) for c in decision_crops(n * batch)])
+    return [np.ascontiguousarray(images[i : i + batch]) for i in range(0, n * batch, batch)]

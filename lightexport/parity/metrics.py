@@ -27,6 +27,10 @@ along the batch axis, so one sample cannot hide behind the others:
   excuses little; random heads over 1000 classes decide by about a quarter of one,
   so int8 noise flips them however good the quantization is. The noise that may excuse
   a flip is bounded by the worst-sample cosine limit (see ``tolerances``).
+- ``top1_confident`` and ``confident``: top-1 agreement over the samples the reference is
+  sure of (softmax top-1 probability >= ``CONFIDENT_PROB``), and what fraction of samples
+  those are. A trained model's confident decisions are the ones a deployment must keep;
+  random heads are never confident, so for them it is None (not judged).
 
 NaN/Inf on either side, or a shape mismatch, leaves the numbers NaN and sets
 ``problem``, which fails any tolerance.
@@ -44,6 +48,8 @@ TOPK = 5
 #: Flips of random-weight FasterNet-T0 int8 artifacts (ONNX Runtime QDQ and NNCF IR, 15 photos)
 #: needed at most 1.5 standard deviations of pairwise noise; a flip needing more than 3 is no accident.
 NEAR_TIE_SIGMAS = 3.0
+#: A decision counts as confident when the reference gives its top-1 class at least this probability.
+CONFIDENT_PROB = 0.5
 
 
 @dataclass
@@ -62,6 +68,8 @@ class OutputStats:
     top1: float | None = None
     top5: float | None = None
     top1_near_ties: float | None = None
+    top1_confident: float | None = None
+    confident: float | None = None
     problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,6 +121,13 @@ def near_tie_flips(reference: np.ndarray, artifact: np.ndarray, sigmas: float = 
     return (ref_top1 != art_top1) & (margin <= sigmas * pair_noise)
 
 
+def confident_samples(logits: np.ndarray, threshold: float = CONFIDENT_PROB) -> np.ndarray:
+    """Per sample: is the softmax probability of the top-1 class at least ``threshold``?"""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    top = 1.0 / np.exp(shifted).sum(axis=1)  # exp(0) / sum: the top class's probability
+    return top >= threshold
+
+
 def compare(name: str, reference: np.ndarray, artifact: np.ndarray) -> OutputStats:
     """Statistics of ``artifact`` against ``reference`` for one output (arrays of equal shape)."""
     stats = OutputStats(name, tuple(artifact.shape), str(artifact.dtype))
@@ -134,4 +149,8 @@ def compare(name: str, reference: np.ndarray, artifact: np.ndarray) -> OutputSta
     if ref.ndim == 2 and ref.shape[1] > 1:
         stats.top1, stats.top5 = topk_agreement(ref, art)
         stats.top1_near_ties = float(near_tie_flips(ref, art).mean())
+        sure = confident_samples(ref)
+        stats.confident = float(sure.mean())
+        if sure.any():
+            stats.top1_confident = float(np.mean(ref[sure].argmax(axis=1) == art[sure].argmax(axis=1)))
     return stats

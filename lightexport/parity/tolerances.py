@@ -36,8 +36,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lightexport.errors import UsageError
 from lightexport.parity.metrics import OutputStats
+from lightexport.precision import Precision
 
 
 def judged_value(stats: OutputStats, metric: str) -> float | None:
@@ -57,6 +57,7 @@ class Tolerance:
     cosine: float | None = None
     cosine_min: float | None = None
     top1: float | None = None
+    top1_confident: float | None = None
     top5: float | None = None
 
     def check(self, stats: OutputStats) -> list[str]:
@@ -77,7 +78,8 @@ class Tolerance:
         return failures
 
     def _lower_limits(self) -> tuple[tuple[str, float | None], ...]:
-        return (("cosine", self.cosine), ("cosine_min", self.cosine_min), ("top1", self.top1), ("top5", self.top5))
+        return (("cosine", self.cosine), ("cosine_min", self.cosine_min), ("top1", self.top1),
+                ("top1_confident", self.top1_confident), ("top5", self.top5))
 
     def describe(self) -> str:
         limits = [f"max_rel <= {self.max_rel:g}"] if self.max_rel is not None else []
@@ -87,14 +89,19 @@ class Tolerance:
 
 
 TOLERANCES = {
-    "fp32": Tolerance("fp32", max_rel=1e-4),
-    "fp16": Tolerance("fp16", max_rel=2e-2, cosine=0.999),
-    "int8": Tolerance("int8", cosine=0.98, cosine_min=0.95, top1=0.75, top5=0.95),
+    Precision.FP32: Tolerance("fp32", max_rel=1e-4),
+    Precision.FP16: Tolerance("fp16", max_rel=2e-2, cosine=0.999),
+    Precision.BF16: Tolerance("bf16", cosine=0.998, cosine_min=0.99, top1=0.75, top1_confident=0.97, top5=0.95),
+    Precision.INT8: Tolerance("int8", cosine=0.98, cosine_min=0.95, top1=0.75, top1_confident=0.97, top5=0.95),
 }
 
 
-def tolerance_for(precision: str) -> Tolerance:
-    try:
-        return TOLERANCES[precision]
-    except KeyError:
-        raise UsageError(f"no tolerance for precision {precision!r}; choose one of {', '.join(TOLERANCES)}") from None
+def tolerance_for(precision: str | Precision) -> Tolerance:
+    return TOLERANCES[Precision.parse(precision)]
+
+
+def coarser(a: str | Precision, b: str | Precision) -> Precision:
+    """The precision whose limits apply when an artifact made in ``a`` runs in ``b`` (int8 > bf16/fp16 > fp32)."""
+    rank = {Precision.FP32: 0, Precision.FP16: 1, Precision.BF16: 2, Precision.INT8: 3}
+    a, b = Precision.parse(a), Precision.parse(b)
+    return a if rank[a] >= rank[b] else b

@@ -16,6 +16,28 @@ import numpy as np
 from lightexport.errors import BackendUnavailableError, InputFileError
 from lightexport.parity.runners.base import Feed, Outputs, Runner, reason
 
+#: The INFERENCE_PRECISION_HINT that runs an artifact of each precision as exported (int8 layers stay int8).
+HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "f32"}
+#: OpenVINO's element types back to lightexport's precision names.
+PRECISION_OF_HINT = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+def default_execution_precision(device: str = "CPU") -> str:
+    """The precision OpenVINO runs float layers in when the user sets nothing ("fp32", "bf16" or "fp16").
+
+    On CPUs with AMX or AVX512-BF16 this is bf16 (and f16 on some ARM cores), and an IR
+    cannot pin f32 for its users: a deployment with default settings runs in this precision.
+    """
+    import openvino as ov
+
+    hint = ov.Core().get_property(device, "INFERENCE_PRECISION_HINT")
+    return PRECISION_OF_HINT.get(_type_name(hint), "fp32")
+
+
+def _type_name(element_type) -> str:
+    name = str(getattr(element_type, "get_type_name", lambda: element_type)())
+    return {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(name, name)
+
 
 def _port_name(port, fallback: str) -> str:
     return next(iter(sorted(port.get_names())), fallback)
@@ -74,6 +96,9 @@ class OpenVINORunner(Runner):
         self.output_names = [_port_name(p, f"output_{i}") for i, p in enumerate(self.compiled.outputs)]
         self._dtypes = [p.get_element_type().to_dtype() for p in self.compiled.inputs]
         self.request = self.compiled.create_infer_request()
+        executed = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        #: what float layers actually run in, after the plugin resolved the hint ("fp32", "bf16", "fp16")
+        self.execution_precision = PRECISION_OF_HINT.get(executed, executed)
 
     def deactivate_impl(self) -> None:
         del self.request, self.compiled
