@@ -194,5 +194,5 @@ for _variant, (_, _, _size, _) in VARIANTS.items():
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=round(_size / (_size + 32), 3),  # TF: crop padding 32
         interpolation="bicubic", config=dict(variant=_variant),
         checkpoint_filter=partial(checkpoint_filter, variant=_variant), classifier_weight="classifier.weight",
-        head_prefixes=("conv_head.", "bn2.", "classifier."),
+        head_prefixes=("conv_head.", "bn2.", "classifier."), aliases=(f"tf_efficientnet_{_variant}",),
     ))

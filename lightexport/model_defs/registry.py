@@ -40,19 +40,31 @@ class ModelSpec:
     classifier_weight: str = "head.weight"
     #: classifier-only keys, which a backbone-mode (``fork_feat``) model does not have
     head_prefixes: tuple[str, ...] = ("head.", "avgpool_pre_head.")
+    #: other libraries' names for exactly this network (timm's, torchvision's, TF's): they resolve to this
+    #: entry. Only where the computation is the same; a same-named variant that differs (BN epsilon,
+    #: padding) is not an alias, because its weights would load without error and compute something else.
+    aliases: tuple[str, ...] = ()
 
     def build(self, **kwargs: Any) -> nn.Module:
         return self.builder(**{**self.config, **kwargs})
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+_ALIASES: dict[str, str] = {}  # alias -> registered name
 
 
 def register(spec: ModelSpec) -> ModelSpec:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"model {spec.name!r} registered twice")
+    for name in (spec.name, *spec.aliases):
+        if name in _REGISTRY or name in _ALIASES:
+            raise ValueError(f"model name {name!r} registered twice")
     _REGISTRY[spec.name] = spec
+    _ALIASES.update(dict.fromkeys(spec.aliases, spec.name))
     return spec
+
+
+def resolve_name(name: str) -> str:
+    """The registered name for ``name``, which may be an alias; unknown names come back unchanged."""
+    return _ALIASES.get(name, name)
 
 
 def list_models(family: str | None = None) -> list[str]:
@@ -65,17 +77,18 @@ def _normalize(name: str) -> str:
 
 
 def suggest(name: str, n: int = 3) -> list[str]:
-    by_key = {_normalize(x): x for x in sorted(_REGISTRY)}
+    by_key = {_normalize(x): x for x in sorted([*_REGISTRY, *_ALIASES])}
     query = _normalize(name)
     close = difflib.get_close_matches(query, list(by_key), n=n, cutoff=0.5)
     if not close:  # 'fasternet' alone should still point at the family
         close = [k for k in by_key if query in k][:n]
-    return [by_key[k] for k in close]
+    return list(dict.fromkeys(resolve_name(by_key[k]) for k in close))
 
 
 def get_spec(name: str) -> ModelSpec:
+    """The entry for a registered name or one of its aliases."""
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[resolve_name(name)]
     except KeyError:
         hint = suggest(name)
         msg = f"unknown model {name!r}"
@@ -84,7 +97,7 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def is_registered(name: str) -> bool:
-    return name in _REGISTRY
+    return resolve_name(name) in _REGISTRY
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
