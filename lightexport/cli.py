@@ -435,25 +435,34 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--profile", help="A CPU profile (mobile-1t, mobile-2t-128bit, ...); overrides --threads.")
 @click.option("--input-size", type=int, help="Square input side (default: the model's).")
+@click.option("--batch", type=int, default=1, show_default=True, help="Batch size (models are exported with it).")
 @click.option("--runs", type=int, default=30, show_default=True)
 @click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--naive/--no-naive", default=True, show_default=True,
+              help="Also time the paths without lightexport: torch.onnx.export defaults -> ONNX Runtime, "
+                   "ov.convert_model -> OpenVINO.")
+@click.option("--ov-precision", type=click.Choice(["f32", "default", "both"]), default="both", show_default=True,
+              help="OpenVINO's INFERENCE_PRECISION_HINT: f32, the device default (bf16 on CPUs with it), or both.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
 @handle_errors
-def bench_cmd(targets, model_name, weights, threads, profile, input_size, runs, warmup, json_out) -> None:
-    """Latency and throughput of artifacts or models vs PyTorch eager, interleaved, with the sgemm ceiling.
+def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch, runs, warmup, naive, ov_precision,
+              json_out) -> None:
+    """Latency and throughput of artifacts or models vs PyTorch eager and the naive export paths, interleaved.
 
     A model name is exported (fused) to ONNX and OpenVINO IR first; artifacts are used as they are.
+    "vs naive" is the naive path's median latency over the artifact's, same runtime, same precision setting.
 
     \b
     Examples:
       lightexport bench fasternet_t0 fasternet_s --threads 1
+      lightexport bench fasternet_t0 --threads 2 --batch 8 --ov-precision f32
       lightexport bench t0.onnx t0.xml --profile mobile-1t-128bit --json bench.json
     """
     import os
     import subprocess
     import tempfile
 
-    from lightexport.bench.compare import benchmark, group_targets
+    from lightexport.bench.compare import OV_PRECISION_CHOICES, benchmark, group_targets, naive_for
     from lightexport.bench.profiles import get_profile
 
     chosen = get_profile(profile) if profile else None
@@ -465,9 +474,11 @@ def bench_cmd(targets, model_name, weights, threads, profile, input_size, runs, 
     threads = chosen.threads if chosen else threads
     reports = []
     with tempfile.TemporaryDirectory(prefix="lightexport-bench-") as tmp:
-        for reference, artifacts in group_targets(targets, model_name, weights, Path(tmp), input_size):
-            report = benchmark(reference, artifacts, threads=threads, input_size=input_size, runs=runs,
-                               warmup=warmup, profile=profile)
+        for reference, artifacts in group_targets(targets, model_name, weights, Path(tmp), input_size, batch):
+            baselines = naive_for(reference, artifacts, Path(tmp), batch, input_size) if naive else []
+            report = benchmark(reference, artifacts, threads=threads, batch=batch, input_size=input_size, runs=runs,
+                               warmup=warmup, profile=profile, naive=baselines,
+                               ov_precisions=OV_PRECISION_CHOICES[ov_precision])
             report.render(console)
             reports.append(report.to_dict())
     _write_json(json_out, {"benchmarks": reports})

@@ -17,13 +17,30 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from lightexport.backends import BACKENDS
+from lightexport.backends import BACKENDS, backend_for_path
 from lightexport.bench.ceiling import matmul_gflops
-from lightexport.bench.timing import Timing, measure_interleaved
+from lightexport.bench.naive import NaiveArtifact
+from lightexport.bench.timing import RatioSpread, Timing, measure_interleaved, ratio_spread
 from lightexport.loading import LoadedModel
 from lightexport.model_defs.complexity import complexity
 
 BASELINE = "pytorch-eager"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One timed candidate: how to run it and what its ratio is taken against."""
+
+    label: str
+    path: Path | None
+    runtime: str  # "pytorch", "onnxruntime", "openvino", "tensorrt"
+    runner_kwargs: dict = field(default_factory=dict)
+    naive: bool = False
+
+    @property
+    def pair_key(self) -> tuple[str, object]:
+        """Entries with the same key are compared like with like (runtime and precision setting)."""
+        return self.runtime, self.runner_kwargs.get("inference_precision", "f32")
 
 
 @dataclass
@@ -36,9 +53,18 @@ class BenchReport:
     ceiling_gflops: float
     timings: dict[str, Timing] = field(default_factory=dict)
     profile: str | None = None
+    #: artifact label -> the naive baseline it is compared with (same runtime, same precision setting)
+    naive_of: dict[str, str] = field(default_factory=dict)
+    #: label -> the precision the runtime actually executed in, where it is not the artifact's own
+    runs_as: dict[str, str] = field(default_factory=dict)
 
     def speedup(self, name: str) -> float:
         return self.timings[BASELINE].p50 / self.timings[name].p50
+
+    def vs_naive(self, name: str) -> RatioSpread | None:
+        """How much faster ``name`` ran than its naive baseline (>1: lightexport is faster)."""
+        naive = self.naive_of.get(name)
+        return ratio_spread(self.timings[naive], self.timings[name]) if naive else None
 
     def effective_gflops(self, name: str) -> float:
         return 2 * self.gmacs * self.batch / (self.timings[name].p50 / 1000.0)
@@ -50,21 +76,31 @@ class BenchReport:
         profile = f", profile {self.profile}" if self.profile else ""
         title = (f"{self.model} @ {self.input_size}px, batch {self.batch}, {self.threads} thread(s){profile}; "
                  f"sgemm ceiling {self.ceiling_gflops:.1f} GFLOP/s")
-        table = Table("artifact", "p50 ms", "p90 ms", "img/s", "vs eager", "GFLOP/s", "of ceiling", title=title)
+        table = Table("artifact", "runs as", "p50 ms", "p90 ms", "img/s", "vs eager", "vs naive (IQR)", "GFLOP/s",
+                      "of ceiling", title=title)
         for name, t in self.timings.items():
-            table.add_row(name, f"{t.p50:.2f}", f"{t.p90:.2f}", f"{t.throughput:.1f}", f"{self.speedup(name):.2f}x",
+            naive = self.vs_naive(name)
+            table.add_row(name, self.runs_as.get(name, ""), f"{t.p50:.2f}", f"{t.p90:.2f}", f"{t.throughput:.1f}",
+                          f"{self.speedup(name):.2f}x",
+                          f"{naive.median_ratio:.2f}x ({naive.q25:.2f}-{naive.q75:.2f})" if naive else "",
                           f"{self.effective_gflops(name):.1f}", f"{self.ceiling_share(name):.1%}")
         console.print(table)
+        if self.naive_of:
+            console.print("vs naive: the naive path's median latency / this artifact's (>1: faster than the naive "
+                          "path); IQR of the per-round ratios")
 
     def to_dict(self) -> dict:
+        def row(name: str, t: Timing) -> dict:
+            naive = self.vs_naive(name)
+            return {**t.to_dict(), "speedup_vs_eager": self.speedup(name),
+                    "effective_gflops": self.effective_gflops(name), "ceiling_share": self.ceiling_share(name),
+                    "runs_as": self.runs_as.get(name),
+                    "naive_baseline": self.naive_of.get(name), "vs_naive": naive.to_dict() if naive else None}
+
         return {
             "model": self.model, "profile": self.profile, "threads": self.threads, "batch": self.batch,
             "input_size": self.input_size, "gmacs": self.gmacs, "ceiling_gflops": self.ceiling_gflops,
-            "results": [
-                {**t.to_dict(), "speedup_vs_eager": self.speedup(n), "effective_gflops": self.effective_gflops(n),
-                 "ceiling_share": self.ceiling_share(n)}
-                for n, t in self.timings.items()
-            ],
+            "results": [row(n, t) for n, t in self.timings.items()],
         }
 
 
@@ -86,6 +122,30 @@ def _eager(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return call
 
 
+#: OpenVINO precision settings: pinned f32 (like for like with fp32 everywhere else), and the
+#: device default (None), which on CPUs with bf16 or fp16 support runs an fp32 model in that precision.
+OV_F32, OV_DEFAULT = "f32", None
+
+
+def _entries(path: Path, label: str, ov_precisions: Sequence[str | None], naive: bool = False) -> list[Entry]:
+    runtime = backend_for_path(path).runtime
+    if runtime != "openvino":
+        return [Entry(label, path, runtime, naive=naive)]
+    return [Entry(f"{label} @{'f32' if p else 'default'}", path, runtime, {"inference_precision": p}, naive)
+            for p in ov_precisions]
+
+
+def _runs_as(runner: object, entry: Entry) -> str:
+    """The precision OpenVINO resolved for an entry (its INFERENCE_PRECISION_HINT after compiling)."""
+    if entry.runtime != "openvino":
+        return ""
+    try:
+        hint = runner.compiled.get_property("INFERENCE_PRECISION_HINT")
+        return hint.to_string() if hasattr(hint, "to_string") else str(hint)  # ov.Type: "f32", "bf16"
+    except Exception:  # a device without the property: say nothing rather than guess
+        return ""
+
+
 def benchmark(
     loaded: LoadedModel,
     artifacts: Sequence[Path],
@@ -97,22 +157,38 @@ def benchmark(
     runs: int = 30,
     profile: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    naive: Sequence[NaiveArtifact] = (),
+    ov_precisions: Sequence[str | None] = (OV_F32,),
+    eager: bool = True,
 ) -> BenchReport:
-    """Time eager PyTorch (the unfused model) and every artifact, interleaved, on ``threads`` threads."""
+    """Time eager PyTorch (the unfused model), every artifact and every naive baseline, interleaved.
+
+    OpenVINO IRs run once per entry of ``ov_precisions`` (``"f32"``, or None for the device
+    default); each artifact is paired with the naive baseline of the same runtime and setting.
+    """
     from lightexport.parity import runner_for
 
     size = input_size or loaded.spec.input_size
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
     _, gmacs = complexity(loaded.spec, size, **loaded.build_kwargs)
+    entries = [e for path in artifacts for e in _entries(Path(path), Path(path).name, ov_precisions)]
+    entries += [e for a in naive for e in _entries(a.path, a.label, ov_precisions, naive=True)]
+    naive_by_key = {e.pair_key: e.label for e in entries if e.naive}
+    naive_of = {e.label: naive_by_key[e.pair_key] for e in entries if not e.naive and e.pair_key in naive_by_key}
+    runs_as: dict[str, str] = {}
     with torch_threads(threads), contextlib.ExitStack() as stack:
-        candidates: dict[str, Callable[[], object]] = {BASELINE: _eager(loaded.module, torch.from_numpy(x))}
-        for path in artifacts:
-            runner = stack.enter_context(runner_for(path, threads=threads))
+        candidates: dict[str, Callable[[], object]] = {}
+        if eager:
+            candidates[BASELINE] = _eager(loaded.module, torch.from_numpy(x))
+        for entry in entries:
+            runner = stack.enter_context(runner_for(entry.path, threads=threads, **entry.runner_kwargs))
+            runs_as[entry.label] = _runs_as(runner, entry)
             feed = {runner.input_names[0]: x}
-            candidates[Path(path).name] = lambda r=runner, f=feed: r.infer(f)
+            candidates[entry.label] = lambda r=runner, f=feed: r.infer(f)
         timings = measure_interleaved(candidates, warmup=warmup, runs=runs, batch=batch, progress=progress)
         ceiling = matmul_gflops(threads)
-    return BenchReport(loaded.name, threads, batch, size, gmacs, ceiling, timings, profile)
+    runs_as = {k: v for k, v in runs_as.items() if v}
+    return BenchReport(loaded.name, threads, batch, size, gmacs, ceiling, timings, profile, naive_of, runs_as)
 
 
 ARTIFACT_SUFFIXES = tuple(suffix for b in BACKENDS.values() for suffix in b.suffixes)
@@ -121,7 +197,7 @@ CPU_FORMATS = ("onnx", "openvino")
 
 
 def group_targets(targets: Sequence[str], model: str | None, weights: str | None, workdir: Path,
-                  input_size: int | None = None) -> list[tuple[LoadedModel, list[Path]]]:
+                  input_size: int | None = None, batch: int = 1) -> list[tuple[LoadedModel, list[Path]]]:
     """Group bench targets by the model they come from; a model name brings its own fused ONNX and IR."""
     from lightexport import api
 
@@ -133,8 +209,23 @@ def group_targets(targets: Sequence[str], model: str | None, weights: str | None
             reference = api.load(target, weights)
             paths = [
                 api.export(reference, fmt, output=workdir / f"{reference.name}{BACKENDS[fmt].suffix}", fuse=True,
-                           input_size=input_size).path
+                           input_size=input_size, batch=batch).path
                 for fmt in CPU_FORMATS
             ]
         groups.setdefault(reference.name, (reference, []))[1].extend(paths)
     return list(groups.values())
+
+
+#: ``--ov-precision`` choices: which INFERENCE_PRECISION_HINT settings OpenVINO entries run with.
+OV_PRECISION_CHOICES: dict[str, tuple[str | None, ...]] = {"f32": (OV_F32,), "default": (OV_DEFAULT,),
+                                                            "both": (OV_F32, OV_DEFAULT)}
+
+
+def naive_for(loaded: LoadedModel, artifacts: Sequence[Path], workdir: Path, batch: int = 1,
+              input_size: int | None = None) -> list[NaiveArtifact]:
+    """The naive baselines for the runtimes among ``artifacts`` (ONNX Runtime, OpenVINO)."""
+    from lightexport.bench.naive import build_naive
+
+    present = {backend_for_path(p).runtime for p in artifacts}
+    runtimes = tuple(r for r in ("onnxruntime", "openvino") if r in present)
+    return build_naive(loaded, batch, input_size or loaded.spec.input_size, workdir, runtimes) if runtimes else []

@@ -60,3 +60,25 @@ def measure_interleaved(
         if progress:
             progress(round_ + 1, runs)
     return {name: Timing(name, samples[name], batch) for name in names}
+
+
+@dataclass(frozen=True)
+class RatioSpread:
+    """How much faster ``candidate`` ran than ``baseline``: the ratio of medians, and the spread of
+    the per-round ratios (each round times both back to back, so a round's ratio shares its noise)."""
+
+    median_ratio: float
+    q25: float
+    q75: float
+    low: float
+    high: float
+
+    def to_dict(self) -> dict:
+        return {"ratio": self.median_ratio, "q25": self.q25, "q75": self.q75, "min": self.low, "max": self.high}
+
+
+def ratio_spread(baseline: Timing, candidate: Timing) -> RatioSpread:
+    """``baseline / candidate`` latency: above 1 means ``candidate`` is faster."""
+    rounds = np.asarray(baseline.samples_ms) / np.asarray(candidate.samples_ms)
+    q25, q75 = np.percentile(rounds, [25, 75])
+    return RatioSpread(baseline.p50 / candidate.p50, float(q25), float(q75), float(rounds.min()), float(rounds.max()))

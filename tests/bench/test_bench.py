@@ -3,8 +3,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from lightexport.bench.naive import NAIVE_ONNX, NAIVE_OPENVINO, naive_onnx
 from lightexport.bench.profiles import PROFILES, get_profile
-from lightexport.bench.timing import measure_interleaved
+from lightexport.bench.timing import Timing, measure_interleaved, ratio_spread
 from lightexport.cli import cli
 from lightexport.errors import UsageError
 
@@ -28,13 +29,65 @@ def test_profiles_are_data():
         get_profile("iphone")
 
 
-def test_bench_cli_reports_ratios_and_ceiling(tmp_path):
+def test_ratio_spread_uses_per_round_ratios():
+    baseline = Timing("naive", [2.0, 4.0, 6.0, 8.0])
+    candidate = Timing("ours", [1.0, 4.0, 3.0, 2.0])
+    spread = ratio_spread(baseline, candidate)
+    assert spread.median_ratio == pytest.approx(5.0 / 2.5)
+    assert (spread.low, spread.high) == (1.0, 4.0) and spread.q25 <= spread.q75
+
+
+def test_bench_cli_times_naive_baselines_beside_lightexport(tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(cli, ["bench", "fasternet_t0", "--input-size", "64", "--runs", "3", "--warmup", "1",
                                       "--json", str(out)])
     assert result.exit_code == 0, result.output
     (report,) = json.loads(out.read_text())["benchmarks"]
+    rows = {r["name"]: r for r in report["results"]}
+    assert list(rows) == ["pytorch-eager", "fasternet_t0.onnx", "fasternet_t0.xml @f32", "fasternet_t0.xml @default",
+                          f"{NAIVE_ONNX}", f"{NAIVE_OPENVINO} @f32", f"{NAIVE_OPENVINO} @default"]
+    assert report["ceiling_gflops"] > 0 and rows["pytorch-eager"]["speedup_vs_eager"] == 1.0
+    assert all(0 < r["ceiling_share"] for r in rows.values())
+    # like with like: each lightexport artifact against the naive path of its runtime and precision setting
+    assert rows["fasternet_t0.onnx"]["naive_baseline"] == NAIVE_ONNX
+    assert rows["fasternet_t0.xml @f32"]["naive_baseline"] == f"{NAIVE_OPENVINO} @f32"
+    assert rows["fasternet_t0.xml @default"]["naive_baseline"] == f"{NAIVE_OPENVINO} @default"
+    # the precision OpenVINO actually ran is reported, not assumed: f32 when pinned, the device's choice otherwise
+    assert rows["fasternet_t0.xml @f32"]["runs_as"] == rows[f"{NAIVE_OPENVINO} @f32"]["runs_as"] == "f32"
+    assert rows["fasternet_t0.xml @default"]["runs_as"] == rows[f"{NAIVE_OPENVINO} @default"]["runs_as"]
+    assert rows["fasternet_t0.xml @default"]["runs_as"] in ("f32", "bf16", "f16")
+    onnx_row = rows["fasternet_t0.onnx"]
+    naive_row = rows[NAIVE_ONNX]
+    assert onnx_row["vs_naive"]["ratio"] == pytest.approx(naive_row["p50_ms"] / onnx_row["p50_ms"])
+    assert onnx_row["vs_naive"]["min"] <= onnx_row["vs_naive"]["q25"] <= onnx_row["vs_naive"]["q75"]
+    assert naive_row["vs_naive"] is None
+
+
+def test_naive_onnx_is_torchs_default_export(tmp_path):
+    """The baseline is what torch.onnx.export writes by default: the unfused module (BatchNorm still there
+    before any runtime optimizes it), not a lightexport artifact under another name."""
+    import onnx
+    import torch
+
+    from lightexport.loading import load_model
+
+    loaded = load_model("mobilenet_v3_small")
+    artifact = naive_onnx(loaded, torch.zeros(1, 3, 64, 64), tmp_path / "naive.onnx")
+    model = onnx.load(str(artifact.path))
+    assert artifact.runtime == "onnxruntime"
+    assert not any(p.key.startswith("lightexport.") for p in model.metadata_props)
+    assert model.opset_import[0].version >= 18  # the dynamo exporter's default, not lightexport's 17
+
+
+def test_bench_cli_batch_and_f32_only(tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", "mobilenet_v3_small", "--input-size", "64", "--batch", "2", "--runs",
+                                      "2", "--warmup", "0", "--ov-precision", "f32", "--threads", "2",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(out.read_text())["benchmarks"]
+    assert report["batch"] == 2 and report["threads"] == 2
     names = [r["name"] for r in report["results"]]
-    assert names == ["pytorch-eager", "fasternet_t0.onnx", "fasternet_t0.xml"]
-    assert report["ceiling_gflops"] > 0 and report["results"][0]["speedup_vs_eager"] == 1.0
-    assert all(0 < r["ceiling_share"] for r in report["results"])
+    assert names == ["pytorch-eager", "mobilenet_v3_small.onnx", "mobilenet_v3_small.xml @f32", NAIVE_ONNX,
+                     f"{NAIVE_OPENVINO} @f32"]
+    assert all(r["batch"] == 2 for r in report["results"])
