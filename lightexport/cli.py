@@ -355,6 +355,77 @@ def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, fea
         raise ParityFailure(f"{artifact} fails parity: {'; '.join(report.all_failures)}")
 
 
+@cli.command("triton")
+@click.argument("source")
+@click.option("-o", "--output", "repository", type=click.Path(file_okay=False),
+              help="Model repository to write (SOURCE may instead be an existing repository).")
+@click.option("--backend", type=click.Choice(["onnxruntime", "openvino", "tensorrt", "python-ort", "python-openvino"]),
+              default="python-ort", show_default=True,
+              help="Triton backend; python-* host ONNX Runtime/OpenVINO in Triton's Python backend.")
+@click.option("--name", help="Model name in the repository (default: the recorded model).")
+@click.option("--max-batch", type=int, default=8, show_default=True,
+              help="Triton's max_batch_size; > 0 needs a dynamic batch axis, 0 turns Triton's batching off.")
+@click.option("--instances", type=int, default=1, show_default=True, help="Model instances (instance_group count).")
+@click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True)
+@click.option("--queue-delay-us", type=int, default=500, show_default=True,
+              help="Dynamic batching's max_queue_delay_microseconds.")
+@click.option("--check", is_flag=True, help="Serve the repository on loopback and run parity through HTTP.")
+@click.option("--url", help="Reach this running server (HOST:PORT) instead of starting one.")
+@click.option("--load", "load_levels", help="Load check at these concurrencies, e.g. 1,4,8.")
+@click.option("--load-requests", type=int, default=64, show_default=True, help="Requests per concurrency level.")
+@click.option("--inputs", type=int, default=PARITY_INPUTS, show_default=True, help="Parity inputs for --check.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON.")
+@handle_errors
+def triton_cmd(source, repository, backend, name, max_batch, instances, dynamic_batching, queue_delay_us, check, url,
+               load_levels, load_requests, inputs, json_out) -> None:
+    """Write a Triton Inference Server model repository for SOURCE (a model name or an artifact).
+
+    A model name is exported first (fused, dynamic batch/height/width). --check and --load
+    start the tritonserver bundled with nvidia-pytriton on 127.0.0.1 (a free port), which
+    serves the python-* backends on a CPU, and stop it afterwards. Exits 4 if parity fails.
+
+    \b
+    Examples:
+      lightexport triton fasternet_t0 -o repo --check
+      lightexport triton t0.onnx -o repo --backend onnxruntime --max-batch 16 --instances 2
+      lightexport triton t0.xml -o repo --backend python-openvino --name t0_ov
+      lightexport triton repo --check --load 1,4,8
+    """
+    from lightexport.triton import build_repository, load_check, serve_parity
+
+    payload: dict[str, Any] = {}
+    if repository is None:
+        if not Path(source).is_dir():
+            raise UsageError(f"{source} is not a model repository; pass -o REPO to write one")
+        repository = source
+    else:
+        result = build_repository(source, repository, backend, name=name, max_batch=max_batch, instances=instances,
+                                  dynamic_batching=dynamic_batching, max_queue_delay_us=queue_delay_us)
+        name = result.name
+        console.print(f"[bold]repository[/] {result.repository}  [bold]model[/] {result.name}  "
+                      f"[bold]config[/] {result.config_path}  [bold]time[/] {result.seconds:.2f} s", highlight=False)
+        for note in result.notes:
+            console.print(f"  [dim]{escape(note)}[/]")
+        payload["repository"] = result.to_dict()
+    report = None
+    if check:
+        report = serve_parity(repository, name, url=url, inputs=inputs)
+        report.render(console)
+        payload["parity"] = report.to_dict()
+    if load_levels:
+        levels = tuple(int(c) for c in load_levels.split(",") if c.strip())
+        results = load_check(repository, name, url=url, concurrencies=levels, requests=load_requests)
+        table = Table("concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms", title="Triton load check")
+        for r in results:
+            table.add_row(str(r.concurrency), str(r.requests), str(r.errors), f"{r.throughput:.1f}",
+                          f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}")
+        console.print(table)
+        payload["load"] = [r.to_dict() for r in results]
+    _write_json(json_out, payload)
+    if report is not None and not report.passed:
+        raise ParityFailure(f"{repository} served by Triton fails parity: {'; '.join(report.failures)}")
+
+
 def _parse_weights(specs: tuple[str, ...]) -> dict[str, str]:
     weights: dict[str, str] = {}
     for spec in specs:

@@ -81,6 +81,7 @@ class LoadLevel:
     throughput: float  #: requests per second
     p50_ms: float
     p99_ms: float
+    first_error: str = ""  #: the first failed request's message, if any
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,41 +104,49 @@ def _level(url: str, model: str, feed: dict[str, np.ndarray], concurrency: int, 
             made.append(tensor)
         return made
 
-    def worker(client, deadline: float) -> None:
-        nonlocal issued
-        while True:
-            with lock:
-                if issued >= requests or time.perf_counter() > deadline:
-                    return
-                issued += 1
-            t0 = time.perf_counter()
-            try:
-                client.infer(model, inputs())
-            except Exception as exc:  # a failed request is counted and reported, not fatal to the level
-                with lock:
-                    errors.append(str(exc))
-                continue
-            with lock:
-                latencies.append(time.perf_counter() - t0)
+    # tritonclient's HTTP client runs on gevent: a client belongs to the thread that made it
+    ready = threading.Barrier(concurrency + 1)
+    deadline = [0.0]
 
-    clients = [http.InferenceServerClient(url, connection_timeout=30, network_timeout=30) for _ in range(concurrency)]
-    try:
-        for client in clients:  # connect and touch the model once, untimed
-            client.infer(model, inputs())
-        start = time.perf_counter()
-        threads = [threading.Thread(target=worker, args=(c, start + max_seconds)) for c in clients]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - start
-    finally:
-        for client in clients:
+    def worker() -> None:
+        nonlocal issued
+        client = http.InferenceServerClient(url, connection_timeout=30, network_timeout=30)
+        try:
+            client.infer(model, inputs())  # connect and touch the model once, untimed
+        finally:
+            ready.wait()
+        try:
+            while True:
+                with lock:
+                    if issued >= requests or time.perf_counter() > deadline[0]:
+                        return
+                    issued += 1
+                t0 = time.perf_counter()
+                try:
+                    client.infer(model, inputs())
+                except Exception as exc:  # a failed request is counted and reported, not fatal to the level
+                    with lock:
+                        errors.append(" ".join(str(exc).split()))
+                    continue
+                with lock:
+                    latencies.append(time.perf_counter() - t0)
+        finally:
             client.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    deadline[0] = time.perf_counter() + 60.0  # set properly below, once every client is connected
+    ready.wait(timeout=60)
+    start = time.perf_counter()
+    deadline[0] = start + max_seconds
+    for t in threads:
+        t.join(timeout=max_seconds + 60)
+    elapsed = time.perf_counter() - start
     ms = np.array(latencies) * 1e3
     return LoadLevel(concurrency, len(latencies), len(errors), elapsed, len(latencies) / elapsed if elapsed else 0.0,
                      float(np.percentile(ms, 50)) if len(ms) else float("nan"),
-                     float(np.percentile(ms, 99)) if len(ms) else float("nan"))
+                     float(np.percentile(ms, 99)) if len(ms) else float("nan"), errors[0] if errors else "")
 
 
 def load_check(repository: str | Path, name: str | None = None, *, url: str | None = None,

@@ -39,7 +39,7 @@ def _to_triton(name, array):
 
 
 class _OnnxRuntime:
-    def __init__(self, path, threads):
+    def __init__(self, path, threads, params):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -55,10 +55,13 @@ class _OnnxRuntime:
 
 
 class _OpenVINO:
-    def __init__(self, path, threads):
+    def __init__(self, path, threads, params):
         import openvino as ov
 
-        self.compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads})
+        config = {"INFERENCE_NUM_THREADS": threads}
+        if params.get("inference_precision"):  # pinned by lightexport: the CPU plugin may default to bf16
+            config["INFERENCE_PRECISION_HINT"] = params["inference_precision"]
+        self.compiled = ov.Core().compile_model(path, "CPU", config)
         self.inputs = [p.get_any_name() for p in self.compiled.inputs]
         self.outputs = [p.get_any_name() for p in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
@@ -81,7 +84,7 @@ class TritonPythonModel:
         path = os.path.join(args["model_repository"], args["model_version"], params["artifact"])
         instances = sum(g.get("count", 1) for g in config.get("instance_group", [])) or 1
         threads = max(1, (os.cpu_count() or 1) // instances)  # instances share the cores instead of oversubscribing
-        self.runtime = RUNTIMES[runtime](path, threads)
+        self.runtime = RUNTIMES[runtime](path, threads, params)
         self.batched = config.get("max_batch_size", 0) > 0
 
     def execute(self, requests):

@@ -139,6 +139,11 @@ def build_config(name: str, target: TritonBackend, artifact: Path, *, max_batch:
     parameters = {f"lightexport.{k}": v for k, v in sorted(meta.items())}
     if target.python_runtime:
         parameters.update({"runtime": target.python_runtime, "artifact": target.filename})
+    if target.python_runtime == "openvino":
+        from lightexport.parity.runners.openvino import HINTS
+
+        # OpenVINO's CPU plugin runs float layers in bf16 by default on CPUs that have it; run as exported
+        parameters["inference_precision"] = HINTS.get(meta.get("precision", "fp32"), "f32")
     return ModelConfig(
         name=name, inputs=io.inputs, outputs=io.outputs, max_batch_size=max_batch, platform=target.platform,
         backend=target.backend, default_model_filename=target.filename if target.python_runtime is None else None,
