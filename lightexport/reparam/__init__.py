@@ -1,6 +1,7 @@
 """Inference passes: each ``(module) -> (module, PassReport)``, output-preserving, for any nn.Module.
 
-``apply_passes`` runs them on a copy in a fixed order: drop stochastic layers, let modules fold
+``apply_passes`` runs them on a copy in a fixed order: drop stochastic layers and training-only
+branches (auxiliary classifiers), let modules fold
 themselves, pick the export-friendly PConv form, then remove every BatchNorm by the cheapest
 exact means available (fold into the producer, fold into the consumer, scale-and-shift).
 """
@@ -19,11 +20,13 @@ from lightexport.reparam.dropout import remove_dropout
 from lightexport.reparam.pconv import pconv_for_export, set_pconv_form
 from lightexport.reparam.protocol import reparameterize
 from lightexport.reparam.report import PassReport
+from lightexport.reparam.training_branches import remove_training_branches
 
 Pass = Callable[[nn.Module], tuple[nn.Module, PassReport]]
 
 PASSES: dict[str, Pass] = {
     "remove_dropout": remove_dropout,
+    "remove_training_branches": remove_training_branches,
     "reparameterize": reparameterize,
     "pconv_form": pconv_for_export,
     "fuse_conv_bn": fuse_conv_bn,

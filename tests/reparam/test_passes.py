@@ -17,7 +17,7 @@ from tests.conftest import randomize_bn
 
 def test_default_order():
     assert DEFAULT_PASSES == tuple(PASSES) == (
-        "remove_dropout", "reparameterize", "pconv_form", "fuse_conv_bn", "fuse_linear_bn",
+        "remove_dropout", "remove_training_branches", "reparameterize", "pconv_form", "fuse_conv_bn", "fuse_linear_bn",
         "fold_bn_into_next_conv", "bn_to_affine",
     )
 
