@@ -42,6 +42,23 @@ def export(source: LoadedModel | str | Path, format: str = "onnx", **options: An
     return backend.export_function()(source, **options)
 
 
+def _recorded_weights(artifact: Path, meta: dict[str, str]) -> Path:
+    """The checkpoint an artifact was exported from, found beside it or in the working directory by its hash."""
+    import warnings
+
+    from lightexport.artifacts import file_digest
+
+    name, digest = Path(meta["weights"]).name, meta.get("weights_sha256")
+    for folder in dict.fromkeys([artifact.parent, Path.cwd()]):
+        candidate = folder / name
+        if digest and candidate.is_file() and file_digest(candidate, len(digest)) == digest:
+            warnings.warn(f"using {candidate}, the checkpoint {artifact.name} records (sha256 {digest} matches)",
+                          stacklevel=3)
+            return candidate
+    raise UsageError(f"{artifact} was exported from weights {name} (sha256 {digest}), which is not beside it or in "
+                     "the working directory; pass --weights with that file")
+
+
 def recorded_input_size(meta: dict[str, str]) -> int | None:
     """The input size an artifact records, bounded like a requested one (a hostile file cannot ask for 100000)."""
     value = meta.get("input_size", "")
@@ -71,11 +88,16 @@ def reference_for(
     than a silent comparison against random weights.
     """
     meta = read_artifact_metadata(artifact)
+    if not meta:
+        if not (model and weights):
+            raise UsageError(f"{artifact} carries no lightexport provenance (it was not exported by lightexport): "
+                             "pass --model NAME and --weights CHECKPOINT, the weights it was exported from")
+        meta = {"model": model}
     name = model or meta.get("model")
     if not name:
         raise UsageError(f"{artifact} records no model name; pass --model NAME")
     if weights is None and meta.get("weights"):
-        raise UsageError(f"{artifact} was exported from weights {meta['weights']}; pass --weights with that file")
+        weights = _recorded_weights(Path(artifact), meta)
     recorded = meta.get("random_weights", "seed-0 with default BN statistics (lightexport 0.1)")
     if weights is None and recorded != RANDOM_WEIGHTS_SCHEME:
         raise UsageError(f"{artifact} was exported with random weights made as '{recorded}' (lightexport "

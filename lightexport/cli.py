@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -36,6 +37,14 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+class Terminated(BaseException):
+    """SIGTERM (timeout, docker stop, CI cancellation) unwinds like Ctrl-C, so staging folders are removed."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def _warn_one_line(message, category, filename, lineno, file=None, line=None) -> None:
     err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
@@ -48,6 +57,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         debug = click.get_current_context().find_root().params.get("debug", False)
         if not debug:
             warnings.showwarning = _warn_one_line
+        previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
         except LightExportError as exc:
@@ -56,6 +66,10 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(exc), int(exc.exit_code))
         except KeyboardInterrupt:
             _fail("interrupted; no partial output was kept", 130)
+        except Terminated:
+            _fail("terminated (SIGTERM); no partial output was kept", 143)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
@@ -73,25 +87,37 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def export_options(fp16_help: str, int8_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Options every exporting command shares; only what fp16/int8 mean differs per backend."""
+def export_options(fp16_help: str, int8_help: str,
+                   bf16_help: str = "bf16 compute.") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Options every exporting command shares; only what fp16/bf16/int8 mean differs per backend."""
     options = [
         click.option("--fuse", is_flag=True, help="Apply every reparameterization pass before export."),
-        click.option("--input-size", type=int, help="Square input side (default: the model's)."),
-        click.option("--batch", type=int, default=1, show_default=True),
+        click.option("--input-size", type=click.IntRange(32, 4096), help="Square input side (default: the model's)."),
+        click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True),
         click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width."),
-        click.option("--fp16", "precision", flag_value="fp16", help=fp16_help),
-        click.option("--int8", "precision", flag_value="int8", help=int8_help),
+        click.option("--fp16", is_flag=True, help=fp16_help),
+        click.option("--bf16", is_flag=True, help=bf16_help),
+        click.option("--int8", is_flag=True, help=int8_help),
         click.option("--calib", type=click.Path(file_okay=False), help="Folder of representative images for --int8."),
-        click.option("--calib-size", type=int, default=300, show_default=True, help="Number of calibration images."),
+        click.option("--calib-size", type=click.IntRange(1, 100000), default=300, show_default=True,
+                     help="Number of calibration images (fewer if the folder holds fewer)."),
         click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model after export."),
         click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON."),
     ]
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def with_precision(*args: Any, fp16: bool, bf16: bool, int8: bool, **kwargs: Any) -> Any:
+            chosen = [name for name, on in (("--fp16", fp16), ("--bf16", bf16), ("--int8", int8)) if on]
+            if len(chosen) > 1:
+                raise UsageError(f"{' and '.join(chosen)} conflict: an artifact has one precision")
+            kwargs["precision"] = chosen[0][2:] if chosen else "fp32"
+            return fn(*args, **kwargs)
+
+        wrapped = with_precision
         for option in reversed(options):
-            fn = option(fn)
-        return fn
+            wrapped = option(wrapped)
+        return wrapped
 
     return decorate
 
@@ -177,7 +203,7 @@ def list_cmd(family: str | None, json_out: str | None) -> None:
 @model_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default: MODEL.onnx).")
 @export_options("fp16 compute, explicit casts, sensitive ops fp32.", "Static int8 QDQ with ONNX Runtime.")
-@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--opset", type=click.IntRange(9, 20), default=17, show_default=True)
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True)
 @handle_errors
@@ -192,12 +218,12 @@ def onnx_cmd(source, weights, trust_checkpoint, num_classes, features, output, f
       lightexport onnx fasternet_t0 --features --dynamic
       lightexport onnx fasternet_t0 --fuse --int8 --calib photos/ --calib-size 200
     """
-    from lightexport.exporter.onnx import export_onnx
+    from lightexport import api
 
     loaded = _load(source, weights, trust_checkpoint, num_classes, features)
-    result = export_onnx(loaded, output, fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic, opset=opset,
-                         simplify_graph=not no_simplify, exporter=exporter, precision=precision or "fp32", calib=calib,
-                         calib_size=calib_size)
+    result = api.export(loaded, "onnx", output=output, fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
+                        opset=opset, simplify_graph=not no_simplify, exporter=exporter, precision=precision,
+                        calib=calib, calib_size=calib_size)
     _finish_export(result, loaded if check else None, json_out)
 
 
@@ -211,10 +237,11 @@ def _load_or_onnx(source: str, weights, trust_checkpoint, num_classes, features)
 
 
 def _run_parity(artifact: Path, reference, inputs: int = 8, precision: str | None = None, threads: int | None = None,
-                seed: int = 0):
+                seed: int = 0, images: int | None = None):
     from lightexport.api import verify
 
-    report = verify(artifact, reference, inputs=inputs, precision=precision, threads=threads, seed=seed)
+    report = verify(artifact, reference, inputs=inputs, images=images, precision=precision, threads=threads,
+                    seed=seed)
     report.render(console)
     return report
 
@@ -223,7 +250,8 @@ def _run_parity(artifact: Path, reference, inputs: int = 8, precision: str | Non
 @click.argument("source")
 @model_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output .xml (the .bin goes beside it).")
-@export_options("Compress weights to fp16.", "Post-training int8 with NNCF (needs --calib).")
+@export_options("Compress weights to fp16.", "Post-training int8 with NNCF (needs --calib).",
+                "Run float layers in bf16 (OpenVINO's default on CPUs with AMX/AVX512-BF16); fp32 weights.")
 @handle_errors
 def openvino_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic,
                  precision, calib, calib_size, check, json_out) -> None:
@@ -237,13 +265,12 @@ def openvino_cmd(source, weights, trust_checkpoint, num_classes, features, outpu
       lightexport openvino fasternet_t0.onnx --fp16 -o t0_fp16.xml
       lightexport openvino fasternet_t0 --fuse --int8 --calib photos/ --calib-size 200
     """
+    from lightexport import api
     from lightexport.api import reference_for
-    from lightexport.exporter.openvino import export_openvino
 
-    precision = precision or "fp32"
     loaded = _load_or_onnx(source, weights, trust_checkpoint, num_classes, features)
-    result = export_openvino(loaded, output, fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
-                             precision=precision, calib=calib, calib_size=calib_size)
+    result = api.export(loaded, "openvino", output=output, fuse=fuse, input_size=input_size, batch=batch,
+                        dynamic=dynamic, precision=precision, calib=calib, calib_size=calib_size)
     reference = None
     if check:
         reference = loaded if not isinstance(loaded, Path) else reference_for(loaded, weights=weights,
@@ -277,12 +304,13 @@ def trt_cmd(source, weights, trust_checkpoint, num_classes, features, output, fu
       lightexport trt fasternet_s --fuse --dynamic --min-shape input:1x3x224x224 \\
           --opt-shape input:8x3x224x224 --max-shape input:32x3x224x224 --dry-run
     """
+    from lightexport import api
     from lightexport.api import reference_for
-    from lightexport.exporter.tensorrt import export_tensorrt, plan_tensorrt
+    from lightexport.exporter.tensorrt import plan_tensorrt
     from lightexport.exporter.trt_preflight import make_profile
 
     loaded = _load_or_onnx(source, weights, trust_checkpoint, num_classes, features)
-    options = dict(fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic, precision=precision or "fp32",
+    options = dict(fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic, precision=precision,
                    calib=calib, calib_size=calib_size, profile=make_profile(min_shape, opt_shape, max_shape),
                    workspace_gib=workspace, timing_cache=timing_cache)
     if dry_run:
@@ -292,7 +320,7 @@ def trt_cmd(source, weights, trust_checkpoint, num_classes, features, output, fu
         _write_json(json_out, {"plan": plan.to_dict()})
         plan.report.raise_for_blockers()
         return
-    result = export_tensorrt(loaded, output, **options)
+    result = api.export(loaded, "tensorrt", output=output, **options)
     reference = None
     if check:
         reference = loaded if not isinstance(loaded, Path) else reference_for(loaded, weights=weights,
@@ -317,17 +345,20 @@ def _finish_export(result, reference, json_out: str | None) -> None:
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--model", "model_name", help="Reference model (default: recorded in the artifact).")
 @model_options
-@click.option("--inputs", type=int, default=PARITY_INPUTS, show_default=True,
+@click.option("--inputs", type=click.IntRange(1, 10000), default=PARITY_INPUTS, show_default=True,
               help="Number of inputs (real photos, then noise).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Tolerance set (default: recorded).")
-@click.option("--threads", type=int, help="Runtime threads (default: the runtime's choice).")
+@click.option("--images", type=click.IntRange(1, 5000),
+              help="Judge decisions on N augmented photo crops (the decision set) instead of --inputs.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+              help="Tolerance set (default: recorded).")
+@click.option("--threads", type=click.IntRange(1, 1024), help="Runtime threads (default: the runtime's choice).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--bisect", "do_bisect", is_flag=True,
               help="Find the first module where an ONNX artifact departs (int8: where its error grows most).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON.")
 @handle_errors
-def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, features, inputs, precision, threads, seed,
-               do_bisect, json_out) -> None:
+def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, features, inputs, images, precision,
+               threads, seed, do_bisect, json_out) -> None:
     """Compare ARTIFACT (.onnx, .xml, .engine) with the unfused PyTorch reference.
 
     Exits 4 when any output is outside the tolerance for its precision.
@@ -342,7 +373,7 @@ def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, fea
 
     reference = reference_for(artifact, model_name, weights, trust=trust_checkpoint, num_classes=num_classes,
                               features=features)
-    report = _run_parity(Path(artifact), reference, inputs, precision, threads, seed)
+    report = _run_parity(Path(artifact), reference, inputs, precision, threads, seed, images)
     payload = report.to_dict()
     if do_bisect:
         from lightexport.api import bisect
@@ -449,7 +480,7 @@ def _parse_weights(specs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--calib", type=click.Path(file_okay=False), help="int8 calibration images (default: scikit-image's).")
 @click.option("--weights", "weights_specs", multiple=True, metavar="MODEL=PATH",
               help="A checkpoint for one of --models (repeat per model); others get seeded random weights.")
-@click.option("--inputs", type=int, default=PARITY_INPUTS, show_default=True,
+@click.option("--inputs", type=click.IntRange(1, 10000), default=PARITY_INPUTS, show_default=True,
               help="Parity inputs per cell (real photos, then noise).")
 @click.option("--runs", type=int, default=10, show_default=True, help="Timed runs per cell.")
 @click.option("-o", "--out", type=click.Path(file_okay=False), default="reports/suite", show_default=True)
@@ -505,7 +536,7 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
 @click.option("--weights", type=click.Path(dir_okay=False))
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--profile", help="A CPU profile (mobile-1t, mobile-2t-128bit, ...); overrides --threads.")
-@click.option("--input-size", type=int, help="Square input side (default: the model's).")
+@click.option("--input-size", type=click.IntRange(32, 4096), help="Square input side (default: the model's).")
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size (models are exported with it).")
 @click.option("--runs", type=int, default=30, show_default=True)
 @click.option("--warmup", type=int, default=5, show_default=True)

@@ -97,9 +97,10 @@ class ImageFolder:
         if n < 1:
             raise UsageError(f"the calibration size must be at least 1 (got {n})")
         if n > len(self.paths):
-            raise CalibrationError(
-                f"calibration needs {n} images (--calib-size) but {self.root} holds only {len(self.paths)}"
-            )
+            # Asking for the default 300 from a folder of 64 is not a mistake worth stopping for: use them all.
+            warnings.warn(f"--calib-size asks for {n} images but {self.root} holds {len(self.paths)}; "
+                          f"calibrating on those {len(self.paths)}", CalibrationWarning, stacklevel=2)
+            n, want_all = len(self.paths), True
         chosen, newly_skipped = [], []
         for index in np.random.default_rng(self.seed).permutation(len(self.paths)):
             path = self.paths[index]

@@ -1,4 +1,4 @@
-"""PyTorch or ONNX -> OpenVINO IR (.xml + .bin) in fp32, fp16 (compressed weights) or int8 (NNCF PTQ).
+"""PyTorch or ONNX -> OpenVINO IR (.xml + .bin) in fp32, fp16 (compressed weights), bf16 or int8 (NNCF PTQ).
 
 ``openvino.save_model`` compresses weights to fp16 by default; an fp32 IR must be asked
 for explicitly, or "fp32" parity would silently measure an fp16 artifact.
@@ -16,7 +16,7 @@ from lightexport.artifacts import RT_SECTION
 from lightexport.backends import get_backend
 from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, UsageError
 from lightexport.exporter.base import ExportResult, artifact_metadata, preprocess_for
-from lightexport.fileio import atomic_outputs
+from lightexport.fileio import atomic_outputs, output_failure
 from lightexport.loading import LoadedModel
 from lightexport.onnxfile import INPUT_NAME, read_metadata
 from lightexport.options import ExportOptions
@@ -141,12 +141,21 @@ def export_openvino(source: LoadedModel | str | Path, output: str | Path | None 
         preprocess = preprocess or preprocess_for(metadata)
         model = _quantize(model, calib, calib_size, preprocess, progress)
         notes.append(f"int8 post-training quantization with NNCF on {calib_size} images from {calib}")
+    if precision == "bf16":
+        # An IR cannot pin its execution precision (OpenVINO ignores INFERENCE_PRECISION_HINT in rt_info);
+        # the precision is the compile-time hint. The IR keeps fp32 weights (bf16 rounding happens once, in
+        # the plugin) and records bf16, so parity pins the bf16 hint and judges by the bf16 limits.
+        notes.append("bf16: fp32 weights; run with INFERENCE_PRECISION_HINT=bf16 (OpenVINO's default on CPUs "
+                     "with AMX or AVX512-BF16)")
     _stamp(model, metadata)
     xml, binary = ir_paths(opts.output or f"{default_stem}{precision.tag}.xml")
     with atomic_outputs([xml, binary]) as (tmp_xml, _tmp_bin):
         try:
             ov.save_model(model, str(tmp_xml), compress_to_fp16=(precision == "fp16"))
         except Exception as exc:
+            failure = output_failure(exc, xml)  # a full disk surfaces as "basic_ios::clear: iostream error"
+            if failure is not None:
+                raise failure from exc
             raise ExportError(f"openvino.save_model failed: {str(exc).strip().splitlines()[-1]}") from exc
     histogram = Counter(op.get_type_name() for op in model.get_ops())
     return ExportResult(format="openvino", path=xml, seconds=time.perf_counter() - start, precision=precision.value,

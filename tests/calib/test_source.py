@@ -90,9 +90,11 @@ def test_folder_of_non_images_names_them(tmp_path):
         ImageFolder(tmp_path, recursive=False)
 
 
-def test_too_few_images_says_how_many(mixed):
-    with pytest.raises(CalibrationError, match=r"calibration needs 50 images \(--calib-size\) but .* holds only 6$"):
-        ImageFolder(mixed).select(50)
+def test_fewer_images_than_asked_uses_what_the_folder_holds(mixed):
+    folder = ImageFolder(mixed)
+    with pytest.warns(CalibrationWarning, match=r"asks for 50 images but .* holds 6; calibrating on those 6"):
+        chosen = folder.select(50)
+    assert len(chosen) == len(folder.select()) and len(chosen) <= 6
     with pytest.raises(UsageError, match="at least 1"):
         ImageFolder(mixed).select(0)
 

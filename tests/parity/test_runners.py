@@ -121,9 +121,10 @@ def test_runner_for_dispatches_by_suffix(monkeypatch, tmp_path):
     fake = types.ModuleType("lightexport.parity.runners.tensorrt")
     fake.TensorRTRunner = lambda path, **kw: ("trt", str(path), kw)
     monkeypatch.setitem(sys.modules, "lightexport.parity.runners.tensorrt", fake)
-    assert runner_for("m.engine", threads=1) == ("trt", "m.engine", {"threads": 1})
+    # threads= means nothing to a GPU engine: dropped, not passed (it crashed TensorRTRunner, issue #11 item 1)
+    assert runner_for("m.engine", threads=1) == ("trt", "m.engine", {})
     assert runner_for("m.plan")[0] == "trt"
-    with pytest.raises(UsageError, match=r"suffix '\.pt'; expected one of \.onnx, \.xml, \.engine, \.plan"):
+    with pytest.raises(UsageError, match=r"suffix '\.pt'; supported artifacts end in \.onnx, \.xml, \.engine, \.plan"):
         runner_for("model.pt")
 
 

@@ -12,7 +12,7 @@ def _stats(name="logits", **values) -> OutputStats:
 
 
 def test_every_precision_has_a_tolerance():
-    assert set(TOLERANCES) == {"fp32", "fp16", "int8"}
+    assert set(TOLERANCES) == {"fp32", "fp16", "bf16", "int8"}
     assert tolerance_for("fp32").max_rel == 1e-4
     with pytest.raises(UsageError, match="'bf16'.*fp32, fp16, int8"):
         tolerance_for("bf16")
@@ -66,5 +66,5 @@ def test_nan_metric_never_passes():
 
 def test_describe_lists_the_limits():
     assert tolerance_for("int8").describe() == (
-        "cosine >= 0.98, cosine_min >= 0.95, top1 >= 0.75 (near-tie flips agree), top5 >= 0.95")
+        "cosine >= 0.98, cosine_min >= 0.95, top1 >= 0.75 (near-tie flips agree), top1_confident >= 0.97, top5 >= 0.95")
     assert Tolerance("custom", max_rel=1e-3).describe() == "max_rel <= 0.001"

@@ -54,3 +54,12 @@ def test_runs_in_the_default_passes_on_a_training_mode_copy():
     fused, reports = apply_passes(model)
     assert reports[1].name == "remove_training_branches" and reports[1].changed == ["aux", "spare"]
     assert model.aux is not None and model.training  # the caller's model keeps its head
+
+
+def test_module_whose_buffers_become_trace_constants_is_kept_and_model_left_clean():
+    """torchvision's FrozenBatchNorm2d computes with its buffers eagerly; fx records constants, not reads."""
+    frozen = __import__("pytest").importorskip("torchvision.ops.misc").FrozenBatchNorm2d(4)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), frozen).eval()
+    fused, report = remove_training_branches(model)
+    assert report.changed == [] and fused[1] is frozen
+    assert not any("constant" in name for name in [*vars(fused), *fused._buffers])  # fx's leftovers removed
