@@ -136,7 +136,7 @@ def verify(
     """
     from lightexport.parity import check_parity, make_inputs
     from lightexport.parity.inputs import decision_inputs
-    from lightexport.parity.tolerances import coarser
+    from lightexport.parity.settings import run_settings
 
     meta = read_artifact_metadata(artifact)
     backend = backend_for_path(artifact)
@@ -147,25 +147,14 @@ def verify(
     else:
         feeds = make_inputs(reference.spec, inputs, seed=seed, input_size=size, batch=batch)
     made = Precision.parse(precision or meta.get("precision"))
-    options: dict[str, Any] = {"threads": threads}
-    pinned = None
-    if "inference_precision" in backend.runner_options:
-        from lightexport.parity.runners.openvino import HINTS, PRECISION_OF_HINT, default_execution_precision
-
-        pinned = HINTS[made.value]
-        options["inference_precision"] = pinned
-    report = check_parity(backend.make_runner(artifact, **options), reference.module, feeds, precision=made,
-                          progress=progress)
-    if pinned is None:
-        return report
-    report.execution = f"{pinned} pinned"
-    default = default_execution_precision()
-    if runtime_default and default != PRECISION_OF_HINT.get(pinned):
-        runner = backend.make_runner(artifact, threads=threads, inference_precision=None)
-        again = check_parity(runner, reference.module, feeds, precision=coarser(made, default), progress=progress)
-        again.execution = f"{default}: {backend.runtime}'s default on this CPU"
-        report.also.append(again)
-    return report
+    reports = []
+    for setting in run_settings(backend, made, threads=threads, runtime_default=runtime_default):
+        runner = backend.make_runner(artifact, **setting.runner_options)
+        report = check_parity(runner, reference.module, feeds, precision=setting.precision, progress=progress)
+        report.execution = setting.label
+        reports.append(report)
+    reports[0].also.extend(reports[1:])
+    return reports[0]
 
 
 def bisect(artifact: str | Path, reference: LoadedModel, *, precision: str | None = None, seed: int = 0):

@@ -110,7 +110,7 @@ def export_options(fp16_help: str, int8_help: str,
         def with_precision(*args: Any, fp16: bool, bf16: bool, int8: bool, **kwargs: Any) -> Any:
             chosen = [name for name, on in (("--fp16", fp16), ("--bf16", bf16), ("--int8", int8)) if on]
             if len(chosen) > 1:
-                raise UsageError(f"{' and '.join(chosen)} conflict: an artifact has one precision")
+                raise click.UsageError(f"{' and '.join(chosen)} conflict: an artifact has one precision")
             kwargs["precision"] = chosen[0][2:] if chosen else "fp32"
             return fn(*args, **kwargs)
 
@@ -482,10 +482,13 @@ def _parse_weights(specs: tuple[str, ...]) -> dict[str, str]:
               help="A checkpoint for one of --models (repeat per model); others get seeded random weights.")
 @click.option("--inputs", type=click.IntRange(1, 10000), default=PARITY_INPUTS, show_default=True,
               help="Parity inputs per cell (real photos, then noise).")
+@click.option("--images", type=click.IntRange(0, 5000), default=240, show_default=True,
+              help="Decision-set crops judging cells that have --weights (0: photos and noise like the rest).")
 @click.option("--runs", type=int, default=10, show_default=True, help="Timed runs per cell.")
 @click.option("-o", "--out", type=click.Path(file_okay=False), default="reports/suite", show_default=True)
 @handle_errors
-def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weights_specs, inputs, runs, out) -> None:
+def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weights_specs, inputs, images, runs,
+              out) -> None:
     """Run the parity matrix (models x backends x precisions x CPU profiles) and write a report directory.
 
     Exits 4 if any cell fails its tolerance.
@@ -501,6 +504,7 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
     from rich.progress import Progress
 
     from lightexport.calib import write_sample_photos
+    from lightexport.calib.crops import write_calibration_crops
     from lightexport.loading import load_model
     from lightexport.suite import build_matrix, run_suite, summary, write_report
     from lightexport.suite.report import HEADER, rows
@@ -512,9 +516,14 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
         load_model(model, path)  # a checkpoint that does not fit fails now, naming its keys, not in every cell
     with tempfile.TemporaryDirectory(prefix="lightexport-suite-") as tmp, Progress(console=console) as progress:
         task = progress.add_task("building artifacts, then running cells", total=len(cells))
-        calib_dir = Path(calib) if calib else write_sample_photos(Path(tmp) / "photos")
-        calib_size = min(16, sum(1 for _ in calib_dir.iterdir()))
-        results = run_suite(cells, Path(tmp), calib_dir, calib_size, inputs, runs,
+        if calib:
+            calib_dir, calib_size = Path(calib), 300
+        elif weights:  # trained weights: 300 augmented crops, disjoint from the decision set that judges them
+            calib_dir, calib_size = write_calibration_crops(Path(tmp) / "calib", 300), 300
+        else:
+            calib_dir = write_sample_photos(Path(tmp) / "photos")
+            calib_size = min(16, sum(1 for _ in calib_dir.iterdir()))
+        results = run_suite(cells, Path(tmp), calib_dir, calib_size, inputs, runs, images,
                             on_result=lambda r: progress.advance(task))
     files = write_report(results, Path(out), {"models": models, "backends": backends, "precisions": precisions,
                                               "profiles": profiles, "inputs_per_cell": inputs,

@@ -24,9 +24,13 @@ def run_suite(
     calib_size: int = 16,
     inputs: int = PARITY_INPUTS,
     runs: int = 10,
+    images: int = 0,
     on_result: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Return one result per cell: parity report and latency, or why it was skipped or failed."""
+    """Return one result per cell: parity report and latency, or why it was skipped or failed.
+
+    Cells with a checkpoint are judged on ``images`` crops of the decision set when ``images`` > 0.
+    """
     built = build_artifacts(cells, workdir, calib, calib_size)
     results: list[dict] = []
 
@@ -45,7 +49,7 @@ def run_suite(
                 {"cell": cell.to_dict(), "path": str(art.path) if art.path else None})
     for profile_name, items in runnable.items():
         profile = get_profile(profile_name)
-        job = {"threads": profile.threads, "inputs": inputs, "runs": runs, "cells": items}
+        job = {"threads": profile.threads, "inputs": inputs, "runs": runs, "images": images, "cells": items}
         with tempfile.NamedTemporaryFile("w", suffix=".json", dir=workdir, delete=False) as f:
             json.dump(job, f)
         env = {**os.environ, **profile.env}

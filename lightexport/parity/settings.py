@@ -1,0 +1,43 @@
+"""Which runtime settings an artifact is judged in: the one it was made for, and the one a user gets.
+
+OpenVINO's CPU plugin executes float layers in bf16 by default on CPUs with AMX or
+AVX512-BF16 (f16 on some ARM cores), whatever precision the IR was exported in, and an IR
+cannot pin f32 for its users. So an OpenVINO artifact is run twice where the two differ:
+pinned to the precision it was made for (does the file compute what PyTorch computes?) and
+with the runtime's defaults, judged by the limits of the coarser precision (does the
+deployment that compiles it with defaults still make the same decisions?). Runtimes without
+such a switch (ONNX Runtime, TensorRT) have one setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightexport.backends import Backend
+from lightexport.parity.tolerances import coarser
+from lightexport.precision import Precision
+
+
+@dataclass(frozen=True)
+class RunSetting:
+    label: str | None  #: e.g. "f32 pinned", "bf16: openvino's default on this CPU"; None when there is one setting
+    runner_options: dict[str, Any] = field(default_factory=dict)
+    precision: Precision = Precision.FP32  #: whose limits judge this setting
+
+
+def run_settings(backend: Backend, made: str | Precision, *, threads: int | None = None,
+                 runtime_default: bool = True) -> list[RunSetting]:
+    """The settings to judge an artifact of precision ``made`` in, on this machine, the pinned one first."""
+    made = Precision.parse(made)
+    if "inference_precision" not in backend.runner_options:
+        return [RunSetting(None, {"threads": threads}, made)]
+    from lightexport.parity.runners.openvino import HINTS, PRECISION_OF_HINT, default_execution_precision
+
+    pinned = HINTS[made.value]
+    settings = [RunSetting(f"{pinned} pinned", {"threads": threads, "inference_precision": pinned}, made)]
+    default = default_execution_precision()
+    if runtime_default and default != PRECISION_OF_HINT[pinned]:
+        settings.append(RunSetting(f"{default}: {backend.runtime}'s default on this CPU",
+                                   {"threads": threads, "inference_precision": None}, coarser(made, default)))
+    return settings
