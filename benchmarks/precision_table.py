@@ -131,7 +131,10 @@ def markdown(rows: list[dict], images: int, runs: int) -> str:
     return "\n".join(lines)
 
 
-def write_readme(table: str, readme: Path = Path(__file__).resolve().parents[1] / "README.md") -> None:
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def write_readme(table: str, readme: Path = README) -> None:
     text = readme.read_text()
     pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
     if not pattern.search(text):

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lightexport.bench.timing import measure_interleaved
 from lightexport.backends import backend_for_path
+from lightexport.bench.timing import measure_interleaved
 from lightexport.parity import check_parity, make_inputs
 from lightexport.parity.inputs import decision_inputs
+from lightexport.parity.runners.torch import TorchRunner
 from lightexport.parity.settings import RunSetting, run_settings
 from lightexport.precision import Precision
-from lightexport.parity.runners.torch import TorchRunner
 from lightexport.reparam import apply_passes
 from lightexport.suite.build import ModelCache
 
