@@ -24,23 +24,79 @@ _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module",
 _PREFIXES = ("module.", "model.", "_orig_mod.")
 
 
+#: How the files torch.load reads begin: a zip archive (torch >= 1.6, TorchScript) or a pickle
+#: (the legacy format; protocol 2 and later start with 0x80 and the protocol number).
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _sniff_format(path: Path) -> None:
+    """Refuse a file that is neither a zip archive nor a pickle before torch's unpickler sees it.
+
+    Fed a text file, the weights-only unpickler fails with whatever its first opcode breaks
+    (``KeyError: 101`` for "hello"), and random bytes get torch's advice to retry with
+    ``weights_only=False``: wrong advice for a file that is not a checkpoint at all.
+    """
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    if head.startswith(_ZIP_MAGIC) or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+        return
+    if head[257:262] == b"ustar":  # torch's pre-1.0 tar format
+        return
+    kind = "an empty file" if not head else ("a text file" if _is_text(head) else "unrecognised binary data")
+    raise CheckpointError(
+        f"{path}: not a readable PyTorch checkpoint ({kind}, neither a torch.save zip archive nor a pickle)"
+    )
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """The unpickler's own complaint, without torch's advice to load unsafely."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    if "weights_only" in reason or "Weights only" in reason:
+        reason = "corrupt pickle"
+    return reason[:200]
+
+
 def read_checkpoint(path: str | Path, trust: bool = False) -> StateDict:
     """Read a checkpoint file and return its bare state dict (wrappers and prefixes removed)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"checkpoint not found: {path}")
+    _sniff_format(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
         if trust or "unsupported global" not in str(exc).lower():
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+            raise CheckpointError(
+                f"{path}: not a readable PyTorch checkpoint (corrupt or truncated: {_unpickler_reason(exc)})"
+            ) from exc
         raise CheckpointError(
             f"{path}: refused to unpickle: it contains Python objects beyond tensors, and unpickling "
             "them can run arbitrary code. Re-save it as a plain state dict, or pass --trust-checkpoint "
             "if you trust its source"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_unpickler_reason(exc)})") from exc
+    except (KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError, MemoryError) as exc:
+        # What a damaged pickle stream makes the unpickler raise (opcodes naming missing memo
+        # entries, popping an empty stack); a checkpoint that decodes never raises these here.
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (corrupt pickle stream: {type(exc).__name__})"
+        ) from exc
     return unwrap_state_dict(obj, source=str(path))
 
 
