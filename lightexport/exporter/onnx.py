@@ -22,6 +22,7 @@ import torch.nn as nn
 from lightexport.backends import get_backend
 from lightexport.errors import ExportError, UsageError
 from lightexport.exporter.base import ExportResult, artifact_metadata
+from lightexport.exporter.onnx_cleanup import drop_noop_slices
 from lightexport.exporter.onnx_guard import Candidate, guarded_simplify
 from lightexport.loading import LoadedModel
 from lightexport.onnxfile import INPUT_NAME, check_model, op_histogram, save_onnx, stamp_metadata
@@ -88,15 +89,17 @@ def _onnxsim(model: onnx.ModelProto, **kwargs: Any) -> onnx.ModelProto:
 
 def simplify_candidates() -> list[Candidate]:
     """onnxsim in full, then with only constant folding and shape inference (its graph rewrites
-    are what can cost ONNX Runtime a fusion); onnxslim where onnxsim is unavailable."""
+    are what can cost ONNX Runtime a fusion), each followed by the removal of Slices that copy
+    their whole input (onnx_cleanup); onnxslim where onnxsim is unavailable."""
     try:
         import onnxsim  # noqa: F401
     except ImportError:
         import onnxslim
 
         return [Candidate("onnxslim", onnxslim.slim)]
-    return [Candidate("onnxsim", _onnxsim),
-            Candidate("onnxsim without graph rewrites", lambda m: _onnxsim(m, perform_optimization=False))]
+    return [Candidate("onnxsim", lambda m: drop_noop_slices(_onnxsim(m))[0]),
+            Candidate("onnxsim without graph rewrites",
+                      lambda m: drop_noop_slices(_onnxsim(m, perform_optimization=False))[0])]
 
 
 def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
