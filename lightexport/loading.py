@@ -145,6 +145,14 @@ def load_model(
         classes = num_classes if num_classes is not None else (_head_classes(spec, state_dict) if state_dict else None)
         if classes is not None:
             kwargs["num_classes"] = classes
+    if state_dict is not None:
+        # Fit the checkpoint's shapes against the architecture built on the meta device first:
+        # a head of the wrong size (or an absurd class count) is refused before anything is allocated.
+        with torch.device("meta"):
+            skeleton = spec.build(**kwargs)
+        report = compare_keys(state_dict, skeleton)
+        if not report.ok:
+            raise CheckpointError(f"{weights} does not fit {spec.name}: {report.describe()}")
     # Without weights, a fixed seed makes the random weights reproducible, so an artifact exported
     # in one process can still be checked against the same reference in another.
     with torch.random.fork_rng(devices=[]):

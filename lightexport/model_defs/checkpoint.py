@@ -118,7 +118,29 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> StateDict:
     for prefix in _PREFIXES:
         if all(k.startswith(prefix) for k in tensors):
             tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
+    _refuse_expanded(tensors, source)
     return tensors
+
+
+def _refuse_expanded(tensors: StateDict, source: str) -> None:
+    """Refuse tensors that claim more elements than the file stores (stride 0 or overlapping views).
+
+    ``torch.save`` keeps a view's strides, so a 10 MB file can hold a classifier of shape
+    [100000000, 1280] backed by one row; building a model from that shape asks for 512 GB.
+    A checkpoint written from a trained model stores every element, so such a tensor is
+    either hostile or broken, and is refused before any shape is used.
+    """
+    for key, value in tensors.items():
+        if value.numel() == 0 or value.layout != torch.strided:
+            continue
+        span = 1 + sum((size - 1) * abs(stride) for size, stride in zip(value.shape, value.stride()))
+        stored = value.untyped_storage().nbytes() // max(value.element_size(), 1)
+        if span < value.numel() or stored < value.numel():
+            raise CheckpointError(
+                f"{source}: tensor {key} claims shape {list(value.shape)} ({value.numel():,} elements) "
+                f"but the file stores {min(span, stored):,} of them (an expanded or overlapping view); "
+                "re-save it with tensor.clone()"
+            )
 
 
 @dataclass

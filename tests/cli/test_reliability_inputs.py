@@ -33,3 +33,48 @@ def test_garbage_weights_are_one_line_input_errors(tmp_path, content):  # item 4
     line = _one_line(result)
     assert "w.pth: not a readable PyTorch checkpoint" in line
     assert "weights_only" not in line and "--trust-checkpoint" not in line
+
+
+@pytest.mark.parametrize("rows,cols", [(100_000_000, 1280), (1_000_000, 1_000_000)])
+def test_expanded_tensors_are_refused_before_allocating(tmp_path, rows, cols):  # item 9
+    import torch
+
+    from lightexport.model_defs.registry import get_spec
+
+    sd = get_spec("fasternet_t0").build().state_dict()
+    sd["head.weight"] = torch.zeros(1, cols).expand(rows, cols)  # 10 MB on disk, 512 GB / 4 TB as shaped
+    sd["head.bias"] = torch.zeros(1).expand(rows)
+    path = tmp_path / "expanded.pth"
+    torch.save(sd, path)
+    result = run("onnx", "fasternet_t0", "--weights", path, "--input-size", "64", "-o", tmp_path / "x.onnx")
+    assert result.exit_code == ExitCode.INPUT, result.output
+    line = _one_line(result)
+    assert "head.weight" in line and "expanded" in line
+
+
+def test_a_head_that_does_not_fit_is_refused_on_the_meta_device(tmp_path, monkeypatch):  # item 9
+    """A wrong-width head is named from the meta-device skeleton; no real model is built for it."""
+    import torch
+
+    from lightexport.model_defs.registry import get_spec
+
+    sd = get_spec("fasternet_t0").build().state_dict()
+    sd["head.weight"] = torch.zeros(5000, 1000)  # 5000 classes but 1000 inputs where 1280 are needed
+    sd["head.bias"] = torch.zeros(5000)
+    path = tmp_path / "wide.pth"
+    torch.save(sd, path)
+    spec = get_spec("fasternet_t0")
+    real_builds = []
+    original = type(spec).build
+
+    def build(self, **kwargs):
+        if torch.empty(0).device.type != "meta":
+            real_builds.append(kwargs)
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(type(spec), "build", build)
+    result = run("onnx", "fasternet_t0", "--weights", path, "--input-size", "64", "-o", tmp_path / "x.onnx")
+    assert result.exit_code == ExitCode.INPUT and "head.weight checkpoint [5000, 1000] vs model [5000, 1280]" in (
+        _one_line(result)
+    )
+    assert real_builds == []
