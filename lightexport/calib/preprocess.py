@@ -56,10 +56,31 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+#: Bounds checked from the header, before a pixel is decoded: a 143-byte PNG can declare 20000x1
+#: pixels, which resizing to a 256-pixel shorter side turns into a 5120000x256 image (6 GB).
+#: 100 megapixels is above any camera's photos; 50:1 is beyond the widest panoramas.
+MAX_PIXELS = 100_000_000
+MAX_ASPECT = 50
+
+
+def check_dimensions(width: int, height: int) -> str | None:
+    """Why an image of this size cannot be preprocessed within bounded memory, or None when it can."""
+    if width < 1 or height < 1:
+        return f"it has no pixels ({width}x{height})"
+    if width * height > MAX_PIXELS:
+        return f"{width}x{height} is over {MAX_PIXELS // 1_000_000} megapixels"
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        return f"{width}x{height} is more than {MAX_ASPECT}:1, too thin to resize"
+    return None
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Decode ``path`` completely, so a truncated file fails here rather than halfway through calibration."""
     try:
         with Image.open(path) as image:
+            too_big = check_dimensions(*image.size)  # from the header: nothing decoded yet
+            if too_big:
+                raise UnreadableImageError(path, too_big)
             return to_rgb(image.copy())  # copy() decodes everything and outlives the closed file
     except UnidentifiedImageError as exc:
         raise UnreadableImageError(path, "not a recognizable image") from exc
@@ -108,6 +129,9 @@ class Preprocess:
             image = Image.fromarray(image)
         elif not isinstance(image, Image.Image):
             image = load_image(image)
+        too_big = check_dimensions(*image.size)
+        if too_big:
+            raise CalibrationError(f"cannot preprocess an image of {too_big}")
         image = to_rgb(image)
         w, h = image.size
         short, long = min(w, h), max(w, h)
