@@ -133,7 +133,8 @@ def load_model(
             raise InputFileError(f"no such model or file: {source}")
         state_dict = read_checkpoint(weights, trust=trust)
         source = identify_checkpoint(state_dict, weights)
-    spec = get_spec(source)
+    spec = get_spec(source)  # also builds specs for timm:NAME / torchvision:NAME (model_defs.hub)
+    features = features or spec.backbone_only  # a backbone-only model has no classifier to export
     if weights is not None:
         state_dict = _filtered(spec, state_dict if state_dict is not None else read_checkpoint(weights, trust=trust))
     kwargs: dict[str, Any] = {}

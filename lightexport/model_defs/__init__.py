@@ -11,6 +11,10 @@ from lightexport.model_defs import efficientnetv2 as _efficientnetv2  # noqa: F4
 from lightexport.model_defs import efficientnet_lite as _efficientnet_lite  # noqa: F401
 from lightexport.model_defs import ghostnetv2 as _ghostnetv2  # noqa: F401
 from lightexport.model_defs import inception as _inception  # noqa: F401
+from lightexport.model_defs import mobilenext as _mobilenext  # noqa: F401
+from lightexport.model_defs import shufflenetv1 as _shufflenetv1  # noqa: F401
+from lightexport.model_defs import xception as _xception  # noqa: F401
+from lightexport.model_defs import blazeface as _blazeface  # noqa: F401
 # isort: on
 from lightexport.model_defs.checkpoint import load_weights, read_checkpoint
 from lightexport.model_defs.registry import ModelSpec, create_model, get_spec, is_registered, list_models

@@ -259,5 +259,6 @@ for _name, _cfg in FASTERNET_CONFIGS.items():
             crop_pct=0.9,
             checkpoint_filter=checkpoint_filter_fn,
             config=_cfg,
+            checkpoints=("official (JierunChen/FasterNet)", "timm fasternet_*"),
         )
     )

@@ -166,4 +166,5 @@ for _name, _width in (("ghostnetv2_100", 1.0), ("ghostnetv2_130", 1.3), ("ghostn
     register(ModelSpec(name=_name, family="ghostnetv2", builder=GhostNetV2, input_size=224, crop_pct=0.875,
                        checkpoint_filter=checkpoint_filter_fn, config=dict(width=_width),
                        classifier_weight="classifier.weight",
-                       head_prefixes=(f"blocks.{len(STAGES)}.", "conv_head.", "classifier.")))
+                       head_prefixes=(f"blocks.{len(STAGES)}.", "conv_head.", "classifier."),
+                       checkpoints=("official (huawei-noah/Efficient-AI-Backbones)", f"timm {_name}")))

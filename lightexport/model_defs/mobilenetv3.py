@@ -78,4 +78,5 @@ for _layout in ("large", "small"):
     register(ModelSpec(name=f"mobilenet_v3_{_layout}", family="mobilenetv3", builder=MobileNetV3, input_size=224,
                        crop_pct=0.875, interpolation="bilinear", config=dict(layout=_layout),
                        classifier_weight="classifier.3.weight",
-                       head_prefixes=(f"features.{len(LARGE if _layout == 'large' else SMALL) + 1}.", "classifier.")))
+                       head_prefixes=(f"features.{len(LARGE if _layout == 'large' else SMALL) + 1}.", "classifier."),
+                       checkpoints=(f"torchvision mobilenet_v3_{_layout}",)))

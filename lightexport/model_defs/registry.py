@@ -18,6 +18,8 @@ from lightexport.errors import UnknownModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: prefixes that name a model of another library instead of a registered one
+LIBRARY_PREFIXES = ("timm", "torchvision")
 
 StateDict = dict[str, Any]
 CheckpointFilter = Callable[[StateDict, "nn.Module | None"], StateDict]
@@ -44,6 +46,10 @@ class ModelSpec:
     #: entry. Only where the computation is the same; a same-named variant that differs (BN epsilon,
     #: padding) is not an alias, because its weights would load without error and compute something else.
     aliases: tuple[str, ...] = ()
+    #: a feature extractor with no classifier: it always builds in backbone mode (``fork_feat=True``)
+    backbone_only: bool = False
+    #: the checkpoint layouts ``--weights`` accepts, as a user would name their source (the README's family table)
+    checkpoints: tuple[str, ...] = ()
 
     def build(self, **kwargs: Any) -> nn.Module:
         return self.builder(**{**self.config, **kwargs})
@@ -86,7 +92,11 @@ def suggest(name: str, n: int = 3) -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The entry for a registered name or one of its aliases."""
+    """The entry for a registered name or one of its aliases, or for ``timm:NAME`` / ``torchvision:NAME``."""
+    if is_library_name(name):
+        from lightexport.model_defs.hub import library_spec
+
+        return library_spec(name)
     try:
         return _REGISTRY[resolve_name(name)]
     except KeyError:
@@ -96,8 +106,15 @@ def get_spec(name: str) -> ModelSpec:
         raise UnknownModelError(msg) from None
 
 
+def is_library_name(name: str) -> bool:
+    """``timm:NAME`` or ``torchvision:NAME``: a model built by that library (see :mod:`lightexport.model_defs.hub`)."""
+    prefix, sep, _ = name.partition(":")
+    return bool(sep) and prefix in LIBRARY_PREFIXES
+
+
 def is_registered(name: str) -> bool:
-    return resolve_name(name) in _REGISTRY
+    """Whether ``name`` names a model (registered, an alias, or library-prefixed) rather than, say, a file."""
+    return resolve_name(name) in _REGISTRY or is_library_name(name)
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
