@@ -371,6 +371,10 @@ def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, fea
     """
     from lightexport.api import reference_for
 
+    if do_bisect and Path(artifact).suffix.lower() != ".onnx":
+        # said before the parity run, not after it (bisection replays the ONNX graph node by node)
+        raise UsageError(f"--bisect needs an ONNX artifact; {artifact} is not one (bisect the ONNX it was built "
+                         "from, or drop --bisect)")
     reference = reference_for(artifact, model_name, weights, trust=trust_checkpoint, num_classes=num_classes,
                               features=features)
     report = _run_parity(Path(artifact), reference, inputs, precision, threads, seed, images)

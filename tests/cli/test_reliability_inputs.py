@@ -78,3 +78,18 @@ def test_a_head_that_does_not_fit_is_refused_on_the_meta_device(tmp_path, monkey
         _one_line(result)
     )
     assert real_builds == []
+
+
+@pytest.mark.parametrize("name", ["t0_int8.xml", "t0.engine"])
+def test_bisect_of_a_non_onnx_artifact_is_refused_up_front(tmp_path, monkeypatch, name):  # item 19
+    from lightexport import api
+
+    def no_parity(*_args, **_kwargs):
+        raise AssertionError("the parity run started before --bisect was checked")
+
+    monkeypatch.setattr(api, "reference_for", no_parity)
+    artifact = tmp_path / name
+    artifact.write_text("<net/>")
+    result = run("parity", artifact, "--bisect")
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "--bisect needs an ONNX artifact" in _one_line(result)
