@@ -289,10 +289,12 @@ def openvino_cmd(source, weights, trust_checkpoint, num_classes, features, outpu
 @click.option("--workspace", type=float, default=4.0, show_default=True, help="Builder workspace in GiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="Persistent timing cache file (read + updated).")
 @click.option("--dry-run", is_flag=True, help="Preflight only (no TensorRT needed): blockers and the trtexec line.")
+@click.option("--write-onnx", is_flag=True,
+              help="With --dry-run: write the ONNX trtexec builds from as ENGINE.trtexec.onnx (never over a file).")
 @handle_errors
 def trt_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic,
-            precision, calib, calib_size, min_shape, opt_shape, max_shape, workspace, timing_cache, dry_run, check,
-            json_out) -> None:
+            precision, calib, calib_size, min_shape, opt_shape, max_shape, workspace, timing_cache, dry_run, write_onnx,
+            check, json_out) -> None:
     """Build a TensorRT engine from MODEL (exported to ONNX first) or from an ONNX file.
 
     A preflight checks the ONNX against TensorRT's ONNX parser first, on any machine.
@@ -313,10 +315,13 @@ def trt_cmd(source, weights, trust_checkpoint, num_classes, features, output, fu
     options = dict(fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic, precision=precision,
                    calib=calib, calib_size=calib_size, profile=make_profile(min_shape, opt_shape, max_shape),
                    workspace_gib=workspace, timing_cache=timing_cache)
+    if write_onnx and not dry_run:
+        raise UsageError("--write-onnx goes with --dry-run (a build keeps its intermediate ONNX in a temporary folder)")
     if dry_run:
-        plan = plan_tensorrt(loaded, output, **options)
+        plan = plan_tensorrt(loaded, output, write_onnx=write_onnx, **options)
         for line in plan.lines():
-            console.print(line, markup=False, highlight=False)
+            # soft_wrap: never break a line at the terminal's width, so the trtexec command copies whole
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
         _write_json(json_out, {"plan": plan.to_dict()})
         plan.report.raise_for_blockers()
         return

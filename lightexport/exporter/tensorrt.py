@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from lightexport.artifacts import META_PREFIX, sidecar_path
-from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, UsageError
+from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, OutputError, UsageError
 from lightexport.exporter.base import ExportResult, preprocess_for
 from lightexport.exporter.onnx import export_onnx
 from lightexport.exporter.onnx_fp16 import export_onnx_fp16, is_fp16_model
@@ -355,7 +355,7 @@ def export_tensorrt(source: LoadedModel | str | Path, output: str | Path | None 
 class TrtPlan:
     """What ``--dry-run`` found: the preflight, and how to build the same engine with trtexec."""
 
-    onnx: Path  # the file trtexec builds from (written beside the engine path when exported here)
+    onnx: Path  # the file trtexec builds from (ENGINE_STEM.trtexec.onnx when exported here; written if asked)
     engine: Path
     precision: str
     strongly_typed: bool
@@ -373,14 +373,23 @@ class TrtPlan:
                 "notes": self.notes}
 
 
+def trtexec_onnx_path(engine: str | Path) -> Path:
+    """Where ``--dry-run --write-onnx`` writes the ONNX trtexec builds from: named after the engine."""
+    engine = Path(engine)
+    return engine.with_name(f"{engine.stem}.trtexec.onnx")
+
+
 def plan_tensorrt(source: LoadedModel | str | Path, output: str | Path | None = None, *,
-                  strongly_typed: bool | None = None, **options: Any) -> TrtPlan:
+                  strongly_typed: bool | None = None, write_onnx: bool = False, **options: Any) -> TrtPlan:
     """``--dry-run`` on any machine: preflight the ONNX and give the equivalent trtexec command.
 
-    trtexec needs the ONNX it builds from, so one exported from a PyTorch model (and its
-    QDQ or fp16 form) is written beside the engine path; no engine is. ``strongly_typed``
-    defaults to the installed TensorRT's typing, or strongly typed (valid for 10.x and 11)
-    where there is none.
+    A dry run writes nothing by default: an ONNX exported from a PyTorch model (and its QDQ
+    or fp16 form) is made and checked in a temporary folder. With ``write_onnx`` the one
+    trtexec builds from is kept as ``ENGINE_STEM.trtexec.onnx`` beside the engine path,
+    never over an existing file (an earlier export of the same name is the user's, and a
+    dry run once replaced a fused export with an unfused one). An ONNX given as the source
+    and used as it is, is not copied. ``strongly_typed`` defaults to the installed
+    TensorRT's typing, or strongly typed (valid for 10.x and 11) where there is none.
     """
     opts = _options(source, output, options)
     fuse, input_size, batch, dynamic = opts.fuse, opts.input_size, opts.batch, opts.dynamic
@@ -389,12 +398,26 @@ def plan_tensorrt(source: LoadedModel | str | Path, output: str | Path | None = 
     workspace_gib = opts.extra.get("workspace_gib", DEFAULT_WORKSPACE_GIB)
     engine = opts.output or default_engine_path(source, precision)
     strongly_typed = installed_strongly_typed() if strongly_typed is None else strongly_typed
-    src = _source_onnx(source, engine.parent, fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
-                       precision=precision, calib=calib, calib_size=calib_size)
-    onnx_path, notes = src.onnx, [f"wrote {path}" for path in src.written]
-    if precision == "fp16" and strongly_typed and not is_fp16_model(load_onnx(onnx_path)):
-        converted = export_onnx_fp16(onnx_path, engine.parent / f"{onnx_path.stem}_fp16.onnx")
-        onnx_path, notes = converted.path, [*notes, f"wrote {converted.path}", *converted.notes]
-    report = preflight(onnx_path, profile, precision=precision)
+    target = trtexec_onnx_path(engine)
+    with tempfile.TemporaryDirectory(prefix="lightexport-trt-") as work:
+        src = _source_onnx(source, Path(work), fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
+                           precision=precision, calib=calib, calib_size=calib_size)
+        onnx_path, notes = src.onnx, []
+        if precision == "fp16" and strongly_typed and not is_fp16_model(load_onnx(onnx_path)):
+            converted = export_onnx_fp16(onnx_path, Path(work) / f"{onnx_path.stem}_fp16.onnx")
+            onnx_path, notes = converted.path, [*converted.notes]
+        report = preflight(onnx_path, profile, precision=precision)
+        made_here = Path(work) in onnx_path.parents
+        if made_here:
+            if write_onnx:
+                if target.exists():
+                    raise OutputError(f"{target} exists; a dry run does not overwrite files "
+                                      "(remove it, or pass -o to name the engine differently)")
+                save_onnx(load_onnx(onnx_path), target)
+                notes.append(f"wrote {target}")
+            else:
+                notes.append(f"wrote nothing; add --write-onnx to write the ONNX it builds from as {target}")
+            onnx_path = target
+            report.source = str(target)  # not the temporary folder's path, gone when this returns
     line = trtexec_command(onnx_path, engine, precision, report.profile, workspace_gib, timing_cache, strongly_typed)
     return TrtPlan(onnx_path, engine, precision, strongly_typed, report, line, notes)

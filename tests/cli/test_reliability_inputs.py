@@ -93,3 +93,20 @@ def test_bisect_of_a_non_onnx_artifact_is_refused_up_front(tmp_path, monkeypatch
     result = run("parity", artifact, "--bisect")
     assert result.exit_code == ExitCode.USAGE, result.output
     assert "--bisect needs an ONNX artifact" in _one_line(result)
+
+
+def test_trt_dry_run_prints_the_trtexec_line_whole(tmp_path, monkeypatch):  # items 15 and 16
+    import shlex
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.chdir(tmp_path)
+    result = run("trt", "fasternet_t0", "--input-size", "64", "--fp16", "--dynamic", "--dry-run",
+                 "--min-shape", "input:1x3x64x64", "--opt-shape", "input:8x3x64x64", "--max-shape", "input:16x3x64x64",
+                 "-o", tmp_path / "a folder with a long name" / "dyn.engine", "--timing-cache", tmp_path / "t.cache")
+    assert result.exit_code == 0, result.output
+    line = next(x.strip() for x in result.output.splitlines() if x.strip().startswith("trtexec "))
+    args = shlex.split(line)  # one line that parses whole: nothing wrapped into the next
+    assert len(line) > 80 and args[-1].startswith("--") and any(a.startswith("--maxShapes=") for a in args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # a dry run writes nothing unless asked
+    assert run("trt", "fasternet_t0", "--write-onnx").exit_code == ExitCode.USAGE

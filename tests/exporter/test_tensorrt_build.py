@@ -20,7 +20,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from lightexport.artifacts import read_artifact_metadata
-from lightexport.errors import BackendUnavailableError, ExitCode, ExportError, InputFileError, UsageError
+from lightexport.errors import BackendUnavailableError, ExitCode, ExportError, InputFileError, OutputError, UsageError
 from lightexport.exporter.onnx_fp16 import is_fp16_model
 from lightexport.exporter.tensorrt import build_engine, export_tensorrt, plan_tensorrt
 from lightexport.exporter.trt_preflight import PreflightError, make_profile
@@ -362,15 +362,17 @@ def test_dry_run_without_tensorrt_writes_the_fp16_onnx_and_the_trtexec_line(monk
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     (tmp_path / "in").mkdir()
     source = _onnx(tmp_path / "in")
-    plan = plan_tensorrt(source, tmp_path / "out dir" / "m.engine", precision="fp16", timing_cache="t.cache")
+    plan = plan_tensorrt(source, tmp_path / "out dir" / "m.engine", precision="fp16", timing_cache="t.cache",
+                         write_onnx=True)
     assert plan.strongly_typed and plan.report.ok
-    assert plan.onnx == tmp_path / "out dir" / "m_fp16.onnx" and is_fp16_model(onnx.load(plan.onnx))
+    assert plan.onnx == tmp_path / "out dir" / "m.trtexec.onnx" and is_fp16_model(onnx.load(plan.onnx))
+    assert plan.report.source == str(plan.onnx)
     args = shlex.split(plan.trtexec)
     assert args[:4] == ["trtexec", f"--onnx={plan.onnx}", f"--saveEngine={tmp_path / 'out dir' / 'm.engine'}",
                         "--stronglyTyped"]
     assert "--timingCacheFile=t.cache" in args and "--fp16" not in args
     assert plan.lines()[-1].strip() == plan.trtexec
-    assert _listing(tmp_path) == ["in", "in/m.onnx", "out dir", "out dir/m_fp16.onnx"]  # no engine
+    assert _listing(tmp_path) == ["in", "in/m.onnx", "out dir", "out dir/m.trtexec.onnx"]  # no engine
 
 
 def test_dry_run_weakly_typed_keeps_the_fp32_onnx(monkeypatch, tmp_path):
@@ -390,6 +392,24 @@ def test_dry_run_int8_quantizes_from_calibration_images(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     photos = write_sample_photos(tmp_path / "photos")
     plan = plan_tensorrt(load_model("fasternet_t0"), tmp_path / "t0.engine", fuse=True, input_size=64,
-                         precision="int8", calib=photos, calib_size=4)
-    assert plan.onnx == tmp_path / "fasternet_t0_int8.onnx"
+                         precision="int8", calib=photos, calib_size=4, write_onnx=True)
+    assert plan.onnx == tmp_path / "t0.trtexec.onnx"
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(plan.onnx).graph.node)
     assert plan.report.ok, plan.report.lines()
+
+
+def test_dry_run_writes_nothing_unless_asked_and_never_over_a_file(monkeypatch, tmp_path):  # issue #11 item 15
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.chdir(tmp_path)
+    users = tmp_path / "fasternet_t0.onnx"
+    users.write_bytes(b"the user's fused export")
+    plan = plan_tensorrt(load_model("fasternet_t0"), input_size=64, precision="fp16")
+    assert plan.report.ok and plan.onnx == Path("fasternet_t0_fp16.trtexec.onnx")
+    assert "add --write-onnx" in plan.notes[-1] and f"--onnx={plan.onnx}" in plan.trtexec
+    assert _listing(tmp_path) == ["fasternet_t0.onnx"] and users.read_bytes() == b"the user's fused export"
+    (tmp_path / "dyn.trtexec.onnx").write_bytes(b"mine")
+    with pytest.raises(OutputError, match="dyn.trtexec.onnx exists; a dry run does not overwrite"):
+        plan_tensorrt(load_model("fasternet_t0"), "dyn.engine", input_size=64, write_onnx=True)
+    assert (tmp_path / "dyn.trtexec.onnx").read_bytes() == b"mine"
+    plan_tensorrt(load_model("fasternet_t0"), "out.engine", input_size=64, write_onnx=True)
+    assert _listing(tmp_path) == ["dyn.trtexec.onnx", "fasternet_t0.onnx", "out.trtexec.onnx"]
