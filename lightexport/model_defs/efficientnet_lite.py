@@ -195,5 +195,5 @@ for _variant, (_, _, _size, _) in VARIANTS.items():
         interpolation="bicubic", config=dict(variant=_variant),
         checkpoint_filter=partial(checkpoint_filter, variant=_variant), classifier_weight="classifier.weight",
         head_prefixes=("conv_head.", "bn2.", "classifier."), aliases=(f"tf_efficientnet_{_variant}",),
-        checkpoints=(f"timm tf_efficientnet_{_variant}", "efficientnet_pytorch (lukemelas layout)"),
+        checkpoints=("timm tf_efficientnet_lite*", "efficientnet_pytorch layout"),
     ))

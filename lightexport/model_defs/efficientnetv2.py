@@ -88,4 +88,4 @@ for _variant, _cfg in VARIANTS.items():
                        input_size=_cfg["input_size"], crop_pct=1.0, interpolation="bilinear",
                        config=dict(variant=_variant, dropout=_cfg["dropout"]), classifier_weight="classifier.1.weight",
                        head_prefixes=(f"features.{len(STAGES[_variant]) + 1}.", "classifier."),
-                       checkpoints=(f"torchvision efficientnet_v2_{_variant}",)))
+                       checkpoints=("torchvision",)))

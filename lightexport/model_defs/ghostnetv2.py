@@ -167,4 +167,4 @@ for _name, _width in (("ghostnetv2_100", 1.0), ("ghostnetv2_130", 1.3), ("ghostn
                        checkpoint_filter=checkpoint_filter_fn, config=dict(width=_width),
                        classifier_weight="classifier.weight",
                        head_prefixes=(f"blocks.{len(STAGES)}.", "conv_head.", "classifier."),
-                       checkpoints=("official (huawei-noah/Efficient-AI-Backbones)", f"timm {_name}")))
+                       checkpoints=("official (huawei-noah/Efficient-AI-Backbones)", "timm ghostnetv2_*")))

@@ -325,8 +325,8 @@ class InceptionV3(_Trunk):
 
 register(ModelSpec(name="googlenet", family="inception", builder=GoogLeNet, input_size=224, mean=(0.5, 0.5, 0.5),
                    std=(0.5, 0.5, 0.5), crop_pct=0.875, interpolation="bilinear", classifier_weight="fc.weight",
-                   head_prefixes=("aux1.", "aux2.", "fc."), checkpoints=("torchvision googlenet",)))
+                   head_prefixes=("aux1.", "aux2.", "fc."), checkpoints=("torchvision",)))
 register(ModelSpec(name="inception_v3", family="inception", builder=InceptionV3, input_size=299,
                    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.8742,  # torchvision: resize 342, crop 299
                    interpolation="bilinear", classifier_weight="fc.weight", head_prefixes=("AuxLogits.", "fc."),
-                   checkpoints=("torchvision inception_v3",)))
+                   checkpoints=("torchvision",)))

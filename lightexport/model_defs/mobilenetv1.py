@@ -76,4 +76,4 @@ for _name, _width in (("mobilenetv1_100", 1.0), ("mobilenetv1_125", 1.25)):
                        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), config=dict(width=_width),
                        classifier_weight="classifier.weight", head_prefixes=("classifier.",),
                        aliases=("mobilenet_v1",) if _width == 1.0 else (),
-                       checkpoints=(f"timm {_name}",)))
+                       checkpoints=("timm mobilenetv1_*",)))

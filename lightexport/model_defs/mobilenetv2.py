@@ -96,4 +96,4 @@ def timm_checkpoint_filter(state_dict: StateDict, model: nn.Module | None = None
 register(ModelSpec(name="mobilenet_v2", family="mobilenetv2", builder=MobileNetV2, input_size=224, crop_pct=0.875,
                    interpolation="bilinear", config=dict(width_mult=1.0), checkpoint_filter=timm_checkpoint_filter,
                    classifier_weight="classifier.1.weight", head_prefixes=("features.18.", "classifier."),
-                   aliases=("mobilenetv2_100",), checkpoints=("torchvision mobilenet_v2", "timm mobilenetv2_100")))
+                   aliases=("mobilenetv2_100",), checkpoints=("torchvision", "timm mobilenetv2_100")))

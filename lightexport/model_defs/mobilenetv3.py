@@ -79,4 +79,4 @@ for _layout in ("large", "small"):
                        crop_pct=0.875, interpolation="bilinear", config=dict(layout=_layout),
                        classifier_weight="classifier.3.weight",
                        head_prefixes=(f"features.{len(LARGE if _layout == 'large' else SMALL) + 1}.", "classifier."),
-                       checkpoints=(f"torchvision mobilenet_v3_{_layout}",)))
+                       checkpoints=("torchvision",)))

@@ -94,4 +94,4 @@ for _width in WIDTHS:
     register(ModelSpec(name=f"shufflenet_v2_{_width}", family="shufflenetv2", builder=ShuffleNetV2, input_size=224,
                        crop_pct=0.875, interpolation="bilinear", config=dict(width=_width),
                        classifier_weight="fc.weight", head_prefixes=("conv5.", "fc."),
-                       checkpoints=(f"torchvision shufflenet_v2_{_width}",)))
+                       checkpoints=("torchvision",)))
