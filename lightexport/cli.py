@@ -186,15 +186,17 @@ def list_cmd(family: str | None, json_out: str | None) -> None:
     from lightexport.model_defs import get_spec, list_models
     from lightexport.model_defs.complexity import complexity
 
-    table = Table("model", "family", "params (M)", "GMACs", "input", title="registered models")
+    table = Table("model", "also named", "family", "params (M)", "GMACs", "input", title="registered models")
     rows = []
     for name in list_models(family):
         spec = get_spec(name)
         params, gmacs = complexity(spec)
-        rows.append({"name": name, "family": spec.family, "params": params, "gmacs": gmacs,
-                     "input_size": spec.input_size})
-        table.add_row(name, spec.family, f"{params / 1e6:.2f}", f"{gmacs:.3f}", f"{spec.input_size}x{spec.input_size}")
+        rows.append({"name": name, "aliases": list(spec.aliases), "family": spec.family, "params": params,
+                     "gmacs": gmacs, "input_size": spec.input_size})
+        table.add_row(name, ", ".join(spec.aliases), spec.family, f"{params / 1e6:.2f}", f"{gmacs:.3f}",
+                      f"{spec.input_size}x{spec.input_size}")
     console.print(table)
+    console.print("Any timm or torchvision classifier also works as timm:NAME or torchvision:NAME (when installed).")
     _write_json(json_out, {"models": rows})
 
 
