@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,8 +125,33 @@ def backend_for_path(path: str | Path) -> Backend:
                      f"supported artifacts end in {', '.join(known)}")
 
 
+def disable_openvino_telemetry() -> None:
+    """Keep OpenVINO's and NNCF's usage telemetry from phoning home on our users' behalf.
+
+    ``openvino.convert_model`` and NNCF report usage through ``openvino_telemetry``, which,
+    with no consent file (``opt_in_out``'s choice in ``~/intel``), counts as consent: a plain
+    FasterNet-T0 export forked 21 processes that each called ``urlopen`` on Google Analytics,
+    and wrote ``~/intel/openvino_ga_cid``. Both libraries fall back to a silent stub when
+    ``openvino_telemetry`` cannot be imported (as when it is not installed), so marking it
+    unimportable before either loads switches telemetry off for this process without
+    touching the user's settings. Called when lightexport is imported; harmless to repeat.
+    Where the caller imported ``openvino_telemetry`` first, its singleton is declined instead.
+    """
+    loaded = sys.modules.get("openvino_telemetry")
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import now raises ImportError
+    elif loaded is not None:
+        try:
+            telemetry = loaded.Telemetry()
+            telemetry.consent = False
+        except Exception:  # noqa: BLE001  # never configured: nothing of ours will configure it with consent
+            pass
+    os.environ.setdefault("NNCF_CI", "1")  # NNCF's documented switch to its telemetry stub (read at import)
+
+
 def require(module: str) -> Any:
     """Import a backend's runtime module, or say in one line how to install it."""
+    disable_openvino_telemetry()
     try:
         return importlib.import_module(module)
     except ImportError as exc:
