@@ -48,11 +48,28 @@ def read_onnx_provenance(path: Path) -> dict[str, str]:
     return read_metadata(path)
 
 
+def _check_ir_xml(xml: Path) -> None:
+    """Refuse a file whose root element is not an IR's ``<net>`` before OpenVINO sees it.
+
+    ``read_model`` tries every frontend on a file its IR reader rejects, and TensorFlow's
+    prints ``text_format.cc`` parse errors from C++ to stderr ahead of our one-line error.
+    """
+    from xml.etree.ElementTree import ParseError, parse
+
+    try:
+        root = parse(str(xml)).getroot()  # the weights are in the .bin: an IR's XML is small
+    except (ParseError, OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{xml} is not a readable OpenVINO IR (not XML: {exc})") from exc
+    if root.tag != "net":
+        raise InputFileError(f"{xml} is not an OpenVINO IR (its root element is <{root.tag}>, not <net>)")
+
+
 def read_ir_provenance(xml: Path) -> dict[str, str]:
     """The provenance an IR carries in ``rt_info``, keyed like ONNX metadata (``lightexport.*``)."""
     from lightexport.backends import require
 
     ov = require("openvino")
+    _check_ir_xml(xml)
     try:
         model = ov.Core().read_model(str(xml))
     except Exception as exc:

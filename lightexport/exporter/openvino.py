@@ -18,7 +18,7 @@ from lightexport.errors import BackendUnavailableError, ExportError, InputFileEr
 from lightexport.exporter.base import ExportResult, artifact_metadata, preprocess_for
 from lightexport.fileio import atomic_outputs, output_failure
 from lightexport.loading import LoadedModel
-from lightexport.onnxfile import INPUT_NAME, read_metadata
+from lightexport.onnxfile import INPUT_NAME, load_onnx, read_metadata
 from lightexport.options import ExportOptions
 
 
@@ -66,8 +66,9 @@ def _convert_module(loaded: LoadedModel, fuse: bool, passes: tuple[str, ...] | N
 
 def _convert_onnx(path: Path):
     ov = _openvino()
-    if not path.is_file():
-        raise InputFileError(f"ONNX file not found: {path}")
+    # Checked as ONNX first: convert_model tries every frontend on a file it cannot place, and
+    # TensorFlow's prints its text_format.cc parse errors from C++ before our one-line error.
+    load_onnx(path, load_weights=False)
     try:
         return ov.convert_model(str(path))
     except Exception as exc:

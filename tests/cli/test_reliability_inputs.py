@@ -110,3 +110,24 @@ def test_trt_dry_run_prints_the_trtexec_line_whole(tmp_path, monkeypatch):  # it
     assert len(line) > 80 and args[-1].startswith("--") and any(a.startswith("--maxShapes=") for a in args)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # a dry run writes nothing unless asked
     assert run("trt", "fasternet_t0", "--write-onnx").exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize("args,name,content", [
+    (["openvino"], "junk.onnx", b"hello world\n"),
+    (["openvino"], "noise.onnx", bytes(range(256)) * 12),
+    (["parity"], "junk.xml", b"<net>\n"),
+    (["parity"], "page.xml", b"<html></html>\n"),
+])
+def test_non_model_files_print_only_our_line(tmp_path, args, name, content):  # item 22
+    """OpenVINO's TensorFlow frontend wrote text_format.cc parse errors to fd 2 before our line."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("openvino")
+    (tmp_path / name).write_bytes(content)
+    extra = ["-o", str(tmp_path / "x.xml")] if args == ["openvino"] else ["--model", "fasternet_t0"]
+    done = subprocess.run([sys.executable, "-m", "lightexport.cli", *args, str(tmp_path / name), *extra],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == ExitCode.INPUT, done.stderr
+    lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / name}"), lines
