@@ -7,6 +7,7 @@ no time): exactly one must fit, otherwise the user is asked to name the model.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,19 @@ RANDOM_WEIGHTS_SEED = 0
 RANDOM_WEIGHTS_SCHEME = "seed-0, layer-wise BN statistics from the bundled photos, preprocessed as in 0.2"
 
 
+class FeatureNormWarning(UserWarning):
+    """Backbone mode started feature norms a classification checkpoint does not have."""
+
+
 @dataclass
 class LoadedModel:
     spec: ModelSpec
     module: nn.Module
     weights: Path | None = None
     build_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: modules the checkpoint did not hold and were freshly initialized (a classification
+    #: checkpoint's missing feature norms in backbone mode); recorded in an artifact's provenance
+    initialized: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -96,23 +104,61 @@ def _head_classes(spec: ModelSpec, state_dict: StateDict) -> int | None:
     return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
 
 
-def identify_checkpoint(state_dict: StateDict, path: Path) -> str:
-    """Name the registered model whose parameters a checkpoint fits exactly."""
-    fits = []
-    for name in list_models():
-        spec = get_spec(name)
-        sd = _filtered(spec, state_dict)
+def _fits(spec: ModelSpec, state_dict: StateDict, features: bool) -> bool:
+    sd = _filtered(spec, state_dict)
+    if features:
+        kwargs: dict[str, Any] = {"fork_feat": True}
+        sd = {k: v for k, v in sd.items() if not k.startswith(spec.head_prefixes)}
+    else:
         classes = _head_classes(spec, sd)
+        kwargs = {"num_classes": classes} if classes is not None else {}
+    try:
         with torch.device("meta"):
-            model = spec.build(**({"num_classes": classes} if classes is not None else {}))
-        if compare_keys(sd, model).ok:
-            fits.append(name)
+            model = spec.build(**kwargs)
+    except TypeError:  # a builder without a backbone mode
+        return False
+    return compare_keys(sd, model).ok
+
+
+def identify_checkpoint(state_dict: StateDict, path: Path, features: bool = False) -> str:
+    """Name the registered model whose parameters a checkpoint fits exactly.
+
+    A backbone checkpoint (a detector's, with the feature norms and no classifier) fits a
+    model's backbone mode: it is identified with ``features``, and without it the error says
+    to pass ``--features``.
+    """
+    names = list_models()
+    fits = [n for n in names if _fits(get_spec(n), state_dict, features)]
     if len(fits) != 1:
+        if not fits and not features:
+            backbones = [n for n in names if _fits(get_spec(n), state_dict, True)]
+            if backbones:
+                raise CheckpointError(f"{path} holds a backbone (it fits {', '.join(backbones)} in backbone mode "
+                                      "and has no classifier); pass --features")
         found = f"it fits {', '.join(fits)}" if fits else "it fits no registered model"
         raise CheckpointError(
             f"cannot tell which architecture {path} holds ({found}); name the model and pass --weights"
         )
     return fits[0]
+
+
+#: Layers a backbone-mode build adds that a classification checkpoint cannot hold and that are
+#: safe to start fresh: a new norm starts as the identity (weight 1, bias 0, mean 0, var 1),
+#: which is also how the official detection configs start them before fine-tuning.
+_FRESH_OK = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
+def _fresh_feature_norms(spec: ModelSpec, skeleton: nn.Module, missing: list[str]) -> tuple[str, ...] | None:
+    """The feature-only norm modules ``missing`` keys belong to, or None when something else is missing."""
+    with torch.device("meta"):
+        classifier_keys = set(spec.build().state_dict())
+    modules = dict(skeleton.named_modules())
+    owners = sorted({key.rsplit(".", 1)[0] for key in missing})
+    if any(k in classifier_keys for k in missing):
+        return None
+    if not all(isinstance(modules.get(owner), _FRESH_OK) for owner in owners):
+        return None
+    return tuple(owners)
 
 
 def load_model(
@@ -132,7 +178,7 @@ def load_model(
         if not weights.is_file():
             raise InputFileError(f"no such model or file: {source}")
         state_dict = read_checkpoint(weights, trust=trust)
-        source = identify_checkpoint(state_dict, weights)
+        source = identify_checkpoint(state_dict, weights, features=features)
     spec = get_spec(source)  # also builds specs for timm:NAME / torchvision:NAME (model_defs.hub)
     features = features or spec.backbone_only  # a backbone-only model has no classifier to export
     if weights is not None:
@@ -146,21 +192,36 @@ def load_model(
         classes = num_classes if num_classes is not None else (_head_classes(spec, state_dict) if state_dict else None)
         if classes is not None:
             kwargs["num_classes"] = classes
+    initialized: tuple[str, ...] = ()
     if state_dict is not None:
         # Fit the checkpoint's shapes against the architecture built on the meta device first:
         # a head of the wrong size (or an absurd class count) is refused before anything is allocated.
         with torch.device("meta"):
             skeleton = spec.build(**kwargs)
         report = compare_keys(state_dict, skeleton)
-        if not report.ok:
+        if features and report.missing and not (report.unexpected or report.mismatched):
+            initialized = _fresh_feature_norms(spec, skeleton, report.missing) or ()
+        if not report.ok and not initialized:
             raise CheckpointError(f"{weights} does not fit {spec.name}: {report.describe()}")
     # Without weights, a fixed seed makes the random weights reproducible, so an artifact exported
     # in one process can still be checked against the same reference in another.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
         module = spec.build(**kwargs)
-    if state_dict is not None:
+    if initialized:
+        modules = dict(module.named_modules())
+        for owner in initialized:
+            fresh = modules[owner]
+            fresh.reset_parameters()  # the identity, whatever the builder's own init did
+            if isinstance(fresh, nn.modules.batchnorm._BatchNorm):
+                fresh.reset_running_stats()
+        module.load_state_dict(state_dict, strict=False)
+        warnings.warn(f"{Path(weights).name} is a classification checkpoint: the {len(initialized)} feature norms "
+                      f"backbone mode adds ({', '.join(initialized)}) start as the identity", FeatureNormWarning,
+                      stacklevel=2)
+    elif state_dict is not None:
         load_state_dict_strict(module, state_dict, spec.name, weights)
     else:
         measure_batchnorm_statistics(module, spec)
-    return LoadedModel(spec=spec, module=module.eval(), weights=Path(weights) if weights else None, build_kwargs=kwargs)
+    return LoadedModel(spec=spec, module=module.eval(), weights=Path(weights) if weights else None, build_kwargs=kwargs,
+                       initialized=initialized)

@@ -79,6 +79,8 @@ def artifact_metadata(
     if loaded.weights is not None:
         meta["weights"] = loaded.weights.name
         meta["weights_sha256"] = file_digest(loaded.weights)
+    if loaded.initialized:  # modules the checkpoint lacked, started fresh (backbone mode's feature norms)
+        meta["initialized"] = json.dumps(list(loaded.initialized))
     else:
         meta["random_weights"] = RANDOM_WEIGHTS_SCHEME
     return {META_PREFIX + k: v for k, v in meta.items()}

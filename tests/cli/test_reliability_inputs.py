@@ -131,3 +131,55 @@ def test_non_model_files_print_only_our_line(tmp_path, args, name, content):  # 
     assert done.returncode == ExitCode.INPUT, done.stderr
     lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / name}"), lines
+
+
+@pytest.fixture(scope="module")
+def t0_checkpoints(tmp_path_factory):
+    """A classification checkpoint with randomized BN statistics, and the backbone checkpoint a detector saves."""
+    import torch
+
+    from lightexport.model_defs.registry import get_spec
+    from tests.conftest import randomize_bn
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    classifier = randomize_bn(get_spec("fasternet_t0").build(), seed=5)
+    torch.save({"model": classifier.state_dict()}, folder / "t0.pth")
+    backbone = randomize_bn(get_spec("fasternet_t0").build(fork_feat=True), seed=6)
+    torch.save({"state_dict": backbone.state_dict()}, folder / "t0_det.pth")
+    return folder / "t0.pth", folder / "t0_det.pth", classifier.state_dict()
+
+
+def test_backbone_from_a_classification_checkpoint_starts_identity_norms(t0_checkpoints, tmp_path):  # item 17
+    import onnx
+    import torch
+
+    from lightexport import api
+
+    cls_path, _, cls_sd = t0_checkpoints
+    result = run("onnx", "fasternet_t0", "--features", "--weights", cls_path, "--input-size", "64",
+                 "-o", tmp_path / "f.onnx")
+    assert result.exit_code == 0, result.output
+    assert "warning: t0.pth is a classification checkpoint: the 4 feature norms backbone mode adds " \
+           "(norm0, norm2, norm4, norm6) start as the identity" in result.output
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "f.onnx")).metadata_props}
+    assert meta["lightexport.initialized"] == '["norm0", "norm2", "norm4", "norm6"]'
+    with pytest.warns(UserWarning, match="feature norms"):
+        loaded = api.load("fasternet_t0", weights=cls_path, features=True)
+    sd = loaded.module.state_dict()
+    for key, value in cls_sd.items():  # every checkpoint tensor the backbone has, loaded as saved
+        if not key.startswith(("head.", "avgpool_pre_head.")):
+            assert torch.equal(sd[key], value), key
+    for norm in ("norm0", "norm2", "norm4", "norm6"):
+        assert torch.equal(sd[f"{norm}.weight"], torch.ones_like(sd[f"{norm}.weight"]))
+        assert torch.equal(sd[f"{norm}.running_var"], torch.ones_like(sd[f"{norm}.running_var"]))
+        assert not sd[f"{norm}.bias"].any() and not sd[f"{norm}.running_mean"].any()
+
+
+def test_a_backbone_checkpoint_alone_is_identified(t0_checkpoints, tmp_path):  # item 17
+    _, det_path, _ = t0_checkpoints
+    result = run("onnx", det_path, "--features", "--input-size", "64", "-o", tmp_path / "f.onnx")
+    assert result.exit_code == 0, result.output
+    without = run("onnx", det_path, "--input-size", "64", "-o", tmp_path / "g.onnx")
+    assert without.exit_code == ExitCode.INPUT
+    assert "holds a backbone (it fits fasternet_t0 in backbone mode" in _one_line(without)
+    assert "pass --features" in without.output
