@@ -35,42 +35,81 @@ def _judged_error(precision: str) -> tuple[str, float | None, object]:
 
 
 def _cell_label(cell: dict) -> str:
-    return f"{cell['model']} @{cell['input_size']}  {cell['profile']}"
+    return f"{cell['model']} @{cell['input_size']} {cell['profile']} · {cell['backend']}"
+
+
+FAIL_HATCH = "////"
 
 
 def plot_errors(results: list[dict], path: Path) -> Path:
-    """One panel per precision: each cell's worst output on the judged metric, log scale, limit as a red line."""
+    """One panel per precision: each cell's worst output on the judged metric, log scale, limit as a red line.
+
+    Rows name the backend as well as the cell (two backends' rows differ only there); a cell
+    that fails parity is hatched, outlined in red and labelled FAIL, and the x axis reaches
+    past the worst bar so nothing is cut at the limit. Legends sit above the panels, off the bars.
+    """
     precisions = [p for p in TOLERANCES if any(r["cell"]["precision"] == p for r in results)] or ["fp32"]
     rows = max(1, max(sum(r["cell"]["precision"] == p for r in results) for p in precisions))
-    fig, axes = plt.subplots(1, len(precisions), figsize=(5.2 * len(precisions), 1.2 + 0.24 * rows), squeeze=False)
+    height = 1.6 + 0.26 * rows
+    fig, axes = plt.subplots(1, len(precisions), figsize=(5.6 * len(precisions), height), squeeze=False)
     for ax, precision in zip(axes[0], precisions):
         title, limit, metric = _judged_error(precision)
         cells = sorted((r for r in results if r["cell"]["precision"] == precision),
-                       key=lambda r: (r["cell"]["backend"], r["cell"]["model"], r["cell"]["profile"],
-                                      r["cell"]["input_size"]))
+                       key=lambda r: (r["cell"]["model"], r["cell"]["input_size"], r["cell"]["profile"],
+                                      r["cell"]["backend"]))
         floor = limit * 1e-3 if limit else 1e-12  # every panel spans three decades under its limit
         values = [max(max(metric(o) for o in r["parity"]["outputs"]), floor) for r in cells]
-        ax.barh(range(len(cells)), values, color=[COLORS.get(r["cell"]["backend"], "black") for r in cells])
+        failed = [not r["parity"]["passed"] for r in cells]
+        bars = ax.barh(range(len(cells)), values, color=[COLORS.get(r["cell"]["backend"], "black") for r in cells])
+        top = max([limit * 3 if limit else floor * 10, *(v * 4 for v in values)])
+        for bar, value, bad in zip(bars, values, failed):
+            if bad:
+                bar.set_hatch(FAIL_HATCH)
+                bar.set_edgecolor("#d62728")
+                bar.set_linewidth(1.2)
+                ax.text(value * 1.15, bar.get_y() + bar.get_height() / 2, "FAIL", va="center", fontsize=7,
+                        color="#d62728", fontweight="bold")
         ax.set_yticks(range(len(cells)), [_cell_label(r["cell"]) for r in cells], fontsize=7)
+        for tick, bad in zip(ax.get_yticklabels(), failed):
+            if bad:
+                tick.set_color("#d62728")
         ax.invert_yaxis()
         ax.set_xscale("log")
+        ax.set_xlim(floor, top)
         if limit:
-            ax.axvline(limit, color="red", linestyle="--", linewidth=1.2, label=f"limit {limit:g}")
-            ax.set_xlim(floor, limit * 3)
-            ax.legend(loc="lower right", fontsize=8)
-        ax.set_title(f"{precision}: {title}", fontsize=10)
+            ax.axvline(limit, color="red", linestyle="--", linewidth=1.2)
+        limit_text = f", limit {limit:g}" if limit else ""
+        ax.set_title(f"{precision}: {title}{limit_text}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     present = [b for b in COLORS if any(r["cell"]["backend"] == b for r in results)]
     handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[b]) for b in present]
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (1.2 + 0.24 * rows)))
-    fig.legend(handles, present, loc="upper center", ncol=len(present))
+    labels = list(present)
+    handles.append(plt.Line2D([0], [0], color="red", linestyle="--", linewidth=1.2))
+    labels.append("limit")
+    if any(not r["parity"]["passed"] for r in results):
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="#d62728", hatch=FAIL_HATCH))
+        labels.append("fails parity")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / height))
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
     return _save(fig, path)
+
+
+#: How a precision is drawn in a backend's colour: solid, lighter, and hatched so fp16 and int8
+#: stay apart even where their shades are close (in print, or for colour-blind readers).
+PRECISION_STYLE = {
+    "fp32": {"alpha": 1.0, "hatch": None},
+    "bf16": {"alpha": 0.75, "hatch": ".."},
+    "fp16": {"alpha": 0.6, "hatch": "//"},
+    "int8": {"alpha": 0.3, "hatch": "xx"},
+}
 
 
 def plot_latency(results: list[dict], path: Path) -> Path:
     """One panel per model (their scales differ tenfold): p50 per backend/precision, eager PyTorch for scale."""
     models = sorted({r["cell"]["model"] for r in results})
-    series = sorted({(r["cell"]["backend"], r["cell"]["precision"]) for r in results})
+    order = list(PRECISION_STYLE)
+    series = sorted({(r["cell"]["backend"], r["cell"]["precision"]) for r in results},
+                    key=lambda bp: (bp[0], order.index(bp[1]) if bp[1] in order else len(order)))
     width = 0.8 / (len(series) + 1)
     groups_per_model = {m: sorted({(r["cell"]["input_size"], r["cell"]["profile"]) for r in results
                                    if r["cell"]["model"] == m}) for m in models}
@@ -87,8 +126,10 @@ def plot_latency(results: list[dict], path: Path) -> Path:
             for s, (backend, precision) in enumerate(series):
                 hit = [r for r in match if (r["cell"]["backend"], r["cell"]["precision"]) == (backend, precision)]
                 if hit:
-                    alpha = {"fp32": 1.0, "fp16": 0.7, "int8": 0.45}[precision]
-                    ax.bar(g + (s + 1) * width, hit[0]["latency_ms"], width, color=COLORS.get(backend), alpha=alpha,
+                    style = PRECISION_STYLE.get(precision, {"alpha": 1.0, "hatch": None})
+                    color = COLORS.get(backend, "black")
+                    ax.bar(g + (s + 1) * width, hit[0]["latency_ms"], width, facecolor=color, alpha=style["alpha"],
+                           hatch=style["hatch"], edgecolor=color, linewidth=0.8,
                            label=f"{backend} {precision}" if g == 0 else None)
         ax.set_xticks([g + 0.4 for g in range(len(groups))], [f"@{s}\n{p}" for s, p in groups], fontsize=8)
         ax.set_ylabel("p50 latency (ms)")
