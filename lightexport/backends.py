@@ -73,14 +73,15 @@ BACKENDS: dict[str, Backend] = {
         Backend(
             name="onnx", runtime="onnxruntime", suffixes=(".onnx",), precisions=(F32, F16, I8),
             exporter="lightexport.exporter.onnx:export_onnx",
-            options=("passes", "opset", "simplify_graph", "exporter"),
+            options=("passes", "opset", "simplify_graph", "exporter", "int8_keep", "int8_symmetric"),
             runner="lightexport.parity.runners.onnxruntime:OnnxRuntimeRunner", runner_options=("threads",),
             metadata="lightexport.artifacts:read_onnx_provenance", module="onnxruntime",
             install_hint="pip install onnxruntime",
         ),
         Backend(
             name="openvino", runtime="openvino", suffixes=(".xml",), precisions=(F32, F16, BF16, I8),
-            exporter="lightexport.exporter.openvino:export_openvino", options=("passes", "preprocess", "progress"),
+            exporter="lightexport.exporter.openvino:export_openvino",
+            options=("passes", "preprocess", "progress", "int8_keep"),
             runner="lightexport.parity.runners.openvino:OpenVINORunner",
             runner_options=("threads", "inference_precision"),
             metadata="lightexport.artifacts:read_ir_provenance", module="openvino",
@@ -89,7 +90,7 @@ BACKENDS: dict[str, Backend] = {
         Backend(
             name="tensorrt", runtime="tensorrt", suffixes=(".engine", ".plan"), precisions=(F32, F16, BF16, I8),
             exporter="lightexport.exporter.tensorrt:export_tensorrt",
-            options=("passes", "profile", "workspace_gib", "timing_cache", "opset"),
+            options=("passes", "profile", "workspace_gib", "timing_cache", "opset", "int8_keep"),
             runner="lightexport.parity.runners.tensorrt:TensorRTRunner", runner_options=(),
             metadata="lightexport.artifacts:read_sidecar_provenance", module="tensorrt",
             install_hint="pip install tensorrt (on a machine with an NVIDIA GPU)", accepts_onnx=True,

@@ -149,7 +149,8 @@ def export_onnx(loaded: LoadedModel, output: str | Path | None = None, **options
     if simplify_graph:
         model, simplify_note = simplify(model)
         notes.append(simplify_note)
-    model, precision_notes = _lower_precision(model, precision, loaded, input_size, batch, calib, calib_size)
+    model, precision_notes = _lower_precision(model, precision, loaded, input_size, batch, calib, calib_size,
+                                              {k: v for k, v in opts.extra.items() if k.startswith("int8_")})
     notes += precision_notes
     applied = [r.name for r in reports]
     stamp_metadata(model, artifact_metadata(loaded, applied, input_size, batch, dynamic, precision))
@@ -172,7 +173,7 @@ def export_onnx(loaded: LoadedModel, output: str | Path | None = None, **options
 
 
 def _lower_precision(model: onnx.ModelProto, precision: str, loaded: LoadedModel, input_size: int, batch: int,
-                     calib: str | Path | None, calib_size: int) -> tuple[onnx.ModelProto, list[str]]:
+                     calib: str | Path | None, calib_size: int, int8: dict) -> tuple[onnx.ModelProto, list[str]]:
     if precision == "fp16":
         from lightexport.exporter.onnx_fp16 import convert_to_fp16
 
@@ -180,9 +181,12 @@ def _lower_precision(model: onnx.ModelProto, precision: str, loaded: LoadedModel
         return model, report.notes()
     if precision == "int8":
         from lightexport.calib import ImageFolder, OrtCalibrationReader, Preprocess
-        from lightexport.exporter.onnx_int8 import quantize_qdq
+        from lightexport.exporter.onnx_int8 import DEFAULT_KEEP, quantize_qdq
 
         source = ImageFolder(calib, Preprocess.from_spec(loaded.spec, input_size))
-        model = quantize_qdq(model, OrtCalibrationReader(source, INPUT_NAME, calib_size, batch_size=batch))
-        return model, [f"int8 QDQ (symmetric, per-channel weights) calibrated on {calib_size} images from {calib}"]
+        reader = OrtCalibrationReader(source, INPUT_NAME, calib_size, batch_size=batch)
+        model, report = quantize_qdq(model, reader, symmetric_activations=bool(int8.get("int8_symmetric")),
+                                     keep=int8.get("int8_keep", DEFAULT_KEEP))
+        stamp_metadata(model, {"lightexport.int8": report.metadata()})
+        return model, report.notes(min(calib_size, len(source)), str(calib))
     return model, []

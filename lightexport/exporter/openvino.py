@@ -6,6 +6,7 @@ for explicitly, or "fp32" parity would silently measure an fp16 artifact.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections import Counter
@@ -76,7 +77,31 @@ def _convert_onnx(path: Path):
         raise InputFileError(f"OpenVINO cannot read {path}: {lines[-1] if lines else type(exc).__name__}") from exc
 
 
-def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progress: bool):
+#: OpenVINO op types ``keep=N`` counts, in execution order (the stem and first block carry most int8 error).
+KEEPABLE_OPS = ("Convolution", "GroupConvolution")
+
+
+def keep_scope(model, keep: int | list[str] | tuple[str, ...] | str) -> list[str]:
+    """Friendly names of the ops to leave in float: the first ``keep`` convolutions, or those of named modules."""
+    ops = [op for op in model.get_ordered_ops() if op.get_type_name() in KEEPABLE_OPS]
+    if isinstance(keep, int) and not isinstance(keep, bool):
+        if keep < 0:
+            raise UsageError(f"int8 keep must be >= 0 layers, got {keep}")
+        return [op.get_friendly_name() for op in ops[:keep]]
+    if keep == "auto":
+        raise UsageError("--int8-keep auto searches with ONNX Runtime; for OpenVINO give a count or module names")
+    chosen = []
+    for name in [keep] if isinstance(keep, str) else keep:
+        # the PyTorch frontend names ops "__module.features.0.0/aten::_convolution/...", ONNX ones "/features/..."
+        scopes = (f"__module.{name}/", f"__module.{name}.", "/" + name.replace(".", "/") + "/", f"/{name}/")
+        hits = [op.get_friendly_name() for op in ops if any(sc in op.get_friendly_name() for sc in scopes)]
+        if not hits:
+            raise UsageError(f"int8 keep: no convolution of module {name!r} in the model")
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+
+
+def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progress: bool, keep=3):
     """Post-training int8 quantization with NNCF on images preprocessed exactly as the model expects.
 
     Activation ranges are the global min/max over the calibration images (as ONNX Runtime's
@@ -84,6 +109,12 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
     images a calibration folder usually holds, that mean clips every image brighter or darker
     than the average. Measured at 224 px on 15 photos, logit cosine (worst image): FasterNet-T0
     0.9959 (0.973) -> 0.9980 (0.996), FasterNet-S 0.9979 (0.993) -> 0.9984 (0.997).
+
+    On trained networks two more settings keep decisions (MobileNetV2, 240 decision crops,
+    300 calibration crops, agreement confident/all): full bias correction instead of the fast
+    one (98.3/82.5 -> 98.3/86.2 %) and the first ``keep`` convolutions left in float, the
+    layers whose int8 error every later layer inherits (EfficientNet-Lite0: 90.8 -> 92.5 % on
+    all crops). int8 stays 1.3x faster than OpenVINO's own bf16 default and 3x faster than f32.
     """
     try:
         import nncf
@@ -96,11 +127,15 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
     source = ImageFolder(calib_dir, preprocess=preprocess)
     dataset = to_nncf_dataset(source, calib_size)
     ranges = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+    kept = keep_scope(model, keep)
     try:
-        return nncf.quantize(model, dataset, subset_size=calib_size, preset=nncf.QuantizationPreset.MIXED,
-                             model_type=None, fast_bias_correction=True, advanced_parameters=ranges)
+        quantized = nncf.quantize(model, dataset, subset_size=min(calib_size, len(source)),
+                                  preset=nncf.QuantizationPreset.MIXED, model_type=None, fast_bias_correction=False,
+                                  ignored_scope=nncf.IgnoredScope(names=kept) if kept else None,
+                                  advanced_parameters=ranges)
     except Exception as exc:
         raise ExportError(f"NNCF quantization failed: {str(exc).strip().splitlines()[-1]}") from exc
+    return quantized, kept
 
 
 def _stamp(model, metadata: dict[str, str]) -> None:
@@ -140,8 +175,12 @@ def export_openvino(source: LoadedModel | str | Path, output: str | Path | None 
         default_stem = path.stem
     if precision == "int8":
         preprocess = preprocess or preprocess_for(metadata)
-        model = _quantize(model, calib, calib_size, preprocess, progress)
-        notes.append(f"int8 post-training quantization with NNCF on {calib_size} images from {calib}")
+        model, kept = _quantize(model, calib, calib_size, preprocess, progress, opts.extra.get("int8_keep", 3))
+        notes.append(f"int8 post-training quantization with NNCF (full bias correction) on up to {calib_size} "
+                     f"images from {calib}")
+        if kept:
+            notes.append(f"kept in float: {', '.join(kept)}")
+        metadata["lightexport.int8"] = json.dumps({"activations": "nncf mixed", "kept_float": kept})
     if precision == "bf16":
         # An IR cannot pin its execution precision (OpenVINO ignores INFERENCE_PRECISION_HINT in rt_info);
         # the precision is the compile-time hint. The IR keeps fp32 weights (bf16 rounding happens once, in

@@ -270,8 +270,9 @@ def default_engine_path(source: LoadedModel | str | Path, precision: str) -> Pat
     return Path(f"{_stem(source)}{Precision.parse(precision).tag}.engine")
 
 
-def _quantize(onnx_path: Path, output: Path, calib: str | Path, calib_size: int, preprocess) -> Path:
-    """fp32 ONNX -> QDQ ONNX calibrated on ``calib``: TensorRT's explicit int8, on both generations."""
+def _quantize(onnx_path: Path, output: Path, calib: str | Path, calib_size: int, preprocess,
+              keep: int | str | list[str] = 3) -> Path:
+    """fp32 ONNX -> QDQ ONNX calibrated on ``calib``: TensorRT's explicit int8 (symmetric), on both generations."""
     from lightexport.calib import ImageFolder, OrtCalibrationReader
     from lightexport.exporter.onnx_int8 import quantize_qdq
 
@@ -279,8 +280,8 @@ def _quantize(onnx_path: Path, output: Path, calib: str | Path, calib_size: int,
     metadata = read_metadata(model)
     reader = OrtCalibrationReader(ImageFolder(calib, preprocess=preprocess or preprocess_for(metadata)),
                                   model.graph.input[0].name, n=calib_size)
-    quantized = quantize_qdq(model, reader)
-    stamp_metadata(quantized, {**metadata, META_PREFIX + "precision": "int8"})
+    quantized, report = quantize_qdq(model, reader, symmetric_activations=True, keep=keep)
+    stamp_metadata(quantized, {**metadata, META_PREFIX + "precision": "int8", META_PREFIX + "int8": report.metadata()})
     save_onnx(quantized, output)
     return output
 
@@ -293,7 +294,8 @@ class _Source:
 
 
 def _source_onnx(source: LoadedModel | str | Path, folder: Path, *, fuse: bool, input_size: int | None, batch: int,
-                 dynamic: bool, precision: str, calib: str | Path | None, calib_size: int) -> _Source:
+                 dynamic: bool, precision: str, calib: str | Path | None, calib_size: int,
+                 keep: int | str | list[str] = 3) -> _Source:
     """The ONNX TensorRT parses: the file given, or one exported (and for int8 quantized) into ``folder``."""
     stem, preprocess = _stem(source), None
     if isinstance(source, LoadedModel):
@@ -314,7 +316,7 @@ def _source_onnx(source: LoadedModel | str | Path, folder: Path, *, fuse: bool, 
     if calib is None:
         raise UsageError(f"{result.onnx} is fp32: --int8 needs --calib DIR, or a QDQ ONNX from "
                          "`lightexport onnx MODEL --int8 --calib DIR`")
-    result.onnx = _quantize(result.onnx, folder / f"{stem}_int8.onnx", calib, calib_size, preprocess)
+    result.onnx = _quantize(result.onnx, folder / f"{stem}_int8.onnx", calib, calib_size, preprocess, keep)
     result.written.append(result.onnx)
     return result
 
@@ -336,7 +338,8 @@ def export_tensorrt(source: LoadedModel | str | Path, output: str | Path | None 
     engine = opts.output or default_engine_path(source, precision)
     with tempfile.TemporaryDirectory(prefix="lightexport-trt-") as work:
         src = _source_onnx(source, Path(work), fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
-                           precision=precision, calib=calib, calib_size=calib_size)
+                           precision=precision, calib=calib, calib_size=calib_size,
+                           keep=opts.extra.get("int8_keep", 3))
         result = build_engine(src.onnx, engine, precision, profile=profile, workspace_gib=workspace_gib,
                               timing_cache=timing_cache)
     if src.exported is not None:
@@ -401,7 +404,8 @@ def plan_tensorrt(source: LoadedModel | str | Path, output: str | Path | None = 
     target = trtexec_onnx_path(engine)
     with tempfile.TemporaryDirectory(prefix="lightexport-trt-") as work:
         src = _source_onnx(source, Path(work), fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
-                           precision=precision, calib=calib, calib_size=calib_size)
+                           precision=precision, calib=calib, calib_size=calib_size,
+                           keep=opts.extra.get("int8_keep", 3))
         onnx_path, notes = src.onnx, []
         if precision == "fp16" and strongly_typed and not is_fp16_model(load_onnx(onnx_path)):
             converted = export_onnx_fp16(onnx_path, Path(work) / f"{onnx_path.stem}_fp16.onnx")
