@@ -88,7 +88,7 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def export_options(fp16_help: str, int8_help: str,
-                   bf16_help: str = "bf16 compute.") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+                   bf16_help: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Options every exporting command shares; only what fp16/bf16/int8 mean differs per backend."""
     options = [
         click.option("--fuse", is_flag=True, help="Apply every reparameterization pass before export."),
@@ -96,22 +96,29 @@ def export_options(fp16_help: str, int8_help: str,
         click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True),
         click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width."),
         click.option("--fp16", is_flag=True, help=fp16_help),
-        click.option("--bf16", is_flag=True, help=bf16_help),
+        *([click.option("--bf16", is_flag=True, help=bf16_help)] if bf16_help else []),
         click.option("--int8", is_flag=True, help=int8_help),
         click.option("--calib", type=click.Path(file_okay=False), help="Folder of representative images for --int8."),
         click.option("--calib-size", type=click.IntRange(1, 100000), default=300, show_default=True,
                      help="Number of calibration images (fewer if the folder holds fewer)."),
+        click.option("--int8-keep", metavar="N|auto|MODULES", default="3", show_default=True,
+                     help="Layers int8 leaves in float: the first N convs, 'auto' (fewest reaching a calibration "
+                          "cosine of 0.995; ONNX Runtime/TensorRT) or comma-separated module names."),
         click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model after export."),
         click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON."),
     ]
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
-        def with_precision(*args: Any, fp16: bool, bf16: bool, int8: bool, **kwargs: Any) -> Any:
+        def with_precision(*args: Any, fp16: bool, int8: bool, bf16: bool = False, **kwargs: Any) -> Any:
             chosen = [name for name, on in (("--fp16", fp16), ("--bf16", bf16), ("--int8", int8)) if on]
             if len(chosen) > 1:
                 raise click.UsageError(f"{' and '.join(chosen)} conflict: an artifact has one precision")
             kwargs["precision"] = chosen[0][2:] if chosen else "fp32"
+            keep = kwargs.pop("int8_keep")
+            if keep != "3" and kwargs["precision"] != "int8":
+                raise click.UsageError("--int8-keep goes with --int8")
+            kwargs["int8_keep"] = int(keep) if keep.isdigit() else keep if keep == "auto" else keep.split(",")
             return fn(*args, **kwargs)
 
         wrapped = with_precision
@@ -208,9 +215,11 @@ def list_cmd(family: str | None, json_out: str | None) -> None:
 @click.option("--opset", type=click.IntRange(9, 20), default=17, show_default=True)
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True)
+@click.option("--int8-symmetric", is_flag=True,
+              help="int8 with symmetric activations (what TensorRT needs; ONNX Runtime runs uint8 faster).")
 @handle_errors
 def onnx_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic, opset,
-             no_simplify, exporter, precision, calib, calib_size, check, json_out) -> None:
+             no_simplify, exporter, int8_symmetric, precision, calib, calib_size, int8_keep, check, json_out) -> None:
     """Export MODEL (a registered name or a checkpoint file) to ONNX.
 
     \b
@@ -225,7 +234,7 @@ def onnx_cmd(source, weights, trust_checkpoint, num_classes, features, output, f
     loaded = _load(source, weights, trust_checkpoint, num_classes, features)
     result = api.export(loaded, "onnx", output=output, fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
                         opset=opset, simplify_graph=not no_simplify, exporter=exporter, precision=precision,
-                        calib=calib, calib_size=calib_size)
+                        calib=calib, calib_size=calib_size, int8_keep=int8_keep, int8_symmetric=int8_symmetric)
     _finish_export(result, loaded if check else None, json_out)
 
 
@@ -256,7 +265,7 @@ def _run_parity(artifact: Path, reference, inputs: int = 8, precision: str | Non
                 "Run float layers in bf16 (OpenVINO's default on CPUs with AMX/AVX512-BF16); fp32 weights.")
 @handle_errors
 def openvino_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic,
-                 precision, calib, calib_size, check, json_out) -> None:
+                 precision, calib, calib_size, int8_keep, check, json_out) -> None:
     """Convert MODEL (registered name or checkpoint) or an ONNX file to OpenVINO IR.
 
     The IR is fp32 unless --fp16 or --int8 is given.
@@ -272,7 +281,7 @@ def openvino_cmd(source, weights, trust_checkpoint, num_classes, features, outpu
 
     loaded = _load_or_onnx(source, weights, trust_checkpoint, num_classes, features)
     result = api.export(loaded, "openvino", output=output, fuse=fuse, input_size=input_size, batch=batch,
-                        dynamic=dynamic, precision=precision, calib=calib, calib_size=calib_size)
+                        dynamic=dynamic, precision=precision, calib=calib, calib_size=calib_size, int8_keep=int8_keep)
     reference = None
     if check:
         reference = loaded if not isinstance(loaded, Path) else reference_for(loaded, weights=weights,
@@ -295,8 +304,8 @@ def openvino_cmd(source, weights, trust_checkpoint, num_classes, features, outpu
               help="With --dry-run: write the ONNX trtexec builds from as ENGINE.trtexec.onnx (never over a file).")
 @handle_errors
 def trt_cmd(source, weights, trust_checkpoint, num_classes, features, output, fuse, input_size, batch, dynamic,
-            precision, calib, calib_size, min_shape, opt_shape, max_shape, workspace, timing_cache, dry_run, write_onnx,
-            check, json_out) -> None:
+            precision, calib, calib_size, int8_keep, min_shape, opt_shape, max_shape, workspace, timing_cache, dry_run,
+            write_onnx, check, json_out) -> None:
     """Build a TensorRT engine from MODEL (exported to ONNX first) or from an ONNX file.
 
     A preflight checks the ONNX against TensorRT's ONNX parser first, on any machine.
@@ -315,7 +324,8 @@ def trt_cmd(source, weights, trust_checkpoint, num_classes, features, output, fu
 
     loaded = _load_or_onnx(source, weights, trust_checkpoint, num_classes, features)
     options = dict(fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic, precision=precision,
-                   calib=calib, calib_size=calib_size, profile=make_profile(min_shape, opt_shape, max_shape),
+                   calib=calib, calib_size=calib_size, int8_keep=int8_keep,
+                   profile=make_profile(min_shape, opt_shape, max_shape),
                    workspace_gib=workspace, timing_cache=timing_cache)
     if write_onnx and not dry_run:
         raise UsageError("--write-onnx goes with --dry-run (a build keeps its intermediate ONNX in a temporary folder)")
