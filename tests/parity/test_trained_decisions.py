@@ -1,0 +1,100 @@
+"""Trained networks in the precisions users deploy: the artifacts must keep the model's decisions.
+
+Random weights hide quantization damage (their decisions are near-ties anyway), so these
+tests use the hash-pinned trained checkpoints (tests/trained.py) and judge on the decision
+set: 240 augmented photo crops, disjoint from the crops int8 calibrates on.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lightexport import api
+from lightexport.calib.crops import write_calibration_crops
+from lightexport.parity.runners.openvino import default_execution_precision
+from tests.trained import trained_checkpoint
+
+pytest.importorskip("openvino")
+IMAGES = 240
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v2():
+    return api.load("mobilenet_v2", weights=trained_checkpoint("mobilenet_v2"))
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory):
+    return write_calibration_crops(tmp_path_factory.mktemp("calib"), 300)
+
+
+def _top1(report):
+    return report.outputs[0].top1, report.outputs[0].top1_confident
+
+
+def test_openvino_is_judged_in_the_precision_it_runs_by_default(mobilenet_v2, tmp_path):
+    ir = api.export(mobilenet_v2, "openvino", output=tmp_path / "m.xml", fuse=True).path
+    report = api.verify(ir, mobilenet_v2, images=IMAGES, progress=False)
+    assert report.execution == "f32 pinned" and report.outputs[0].top1 == 1.0
+    if default_execution_precision() == "fp32":
+        assert report.also == []  # nothing else runs by default on this CPU
+    else:  # bf16 (AMX / AVX512-BF16): judged by the bf16 limits, and it must keep the confident decisions
+        (default,) = report.also
+        assert default.precision == "bf16" and "default" in default.execution
+        assert default.passed, default.failures
+        assert default.outputs[0].cosine < 0.99999  # really bf16, not a second f32 run
+    assert report.passed
+
+
+def test_bf16_ir_keeps_the_decisions(mobilenet_v2, tmp_path):
+    result = api.export(mobilenet_v2, "openvino", output=tmp_path / "m_bf16.xml", fuse=True, precision="bf16")
+    report = api.verify(result.path, mobilenet_v2, images=IMAGES, progress=False)
+    assert report.precision == "bf16" and report.execution == "bf16 pinned"
+    assert report.passed, report.all_failures
+    top1, confident = _top1(report)
+    assert confident >= 0.97 and top1 >= 0.9
+
+
+def _optimized_ops(path, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+
+
+def test_onnxruntime_int8_keeps_decisions_and_fuses_every_quantized_conv(mobilenet_v2, calib, tmp_path):
+    result = api.export(mobilenet_v2, "onnx", output=tmp_path / "m_int8.onnx", fuse=True, precision="int8",
+                        calib=calib, calib_size=300)
+    report = api.verify(result.path, mobilenet_v2, images=IMAGES, progress=False)
+    assert report.passed, report.all_failures
+    stats = report.outputs[0]
+    assert stats.top1_confident == 1.0 and stats.top1 >= 0.85 and stats.cosine >= 0.985
+    ops = _optimized_ops(result.path, tmp_path)
+    # uint8 activations let ORT fuse Conv+ReLU6 into QLinearConv (symmetric ones left 15 float convs and
+    # 35 Clip nodes, and int8 ran 1.19x slower than fp32): all 52 convs but the 3 kept float are int8
+    assert ops.count("QLinearConv") == 52 - 3, sorted(set(ops))
+
+
+def test_openvino_int8_keeps_decisions_in_every_setting(mobilenet_v2, calib, tmp_path):
+    result = api.export(mobilenet_v2, "openvino", output=tmp_path / "m_int8.xml", fuse=True, precision="int8",
+                        calib=calib, calib_size=300)
+    report = api.verify(result.path, mobilenet_v2, images=IMAGES, progress=False)
+    assert report.passed, report.all_failures
+    for setting in (report, *report.also):
+        assert setting.outputs[0].top1_confident >= 0.98 and setting.outputs[0].cosine >= 0.98
+
+
+def test_int8_calibrated_on_a_single_image_is_rejected(mobilenet_v2, calib, tmp_path):
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "crop.png").write_bytes((calib / "crop_0000.png").read_bytes())
+    result = api.export(mobilenet_v2, "openvino", output=tmp_path / "bad.xml", fuse=True, precision="int8",
+                        calib=one, calib_size=1)
+    report = api.verify(result.path, mobilenet_v2, images=IMAGES, progress=False)
+    assert not report.passed
+    failed = " ".join(report.failures)
+    assert "cosine" in failed and "top1_confident" in failed and "more flips than chance allows" in failed
