@@ -27,17 +27,28 @@ def _row(r: dict) -> list[str]:
     c = r["cell"]
     base = [c["model"], c["backend"], c["precision"], c["profile"], str(c["input_size"]), verdict(r).upper()]
     if "parity" not in r:
-        return base + ["", "", "", "", "", r.get("skipped") or r.get("error") or ""]
+        return base + ["", "", "", "", "", "", r.get("skipped") or r.get("error") or ""]
     worst = max(r["parity"]["outputs"], key=lambda o: o["max_rel"])
     top1 = "" if worst.get("top1") is None else f"{worst['top1']:.0%}"
     if worst.get("top1_near_ties"):
         top1 += f" (+{worst['top1_near_ties']:.0%} ties)"
-    return base + [f"{worst['max_rel']:.2e}", f"{worst['cosine']:.5f}", top1, f"{r['latency_ms']:.2f}",
-                   f"{r['eager_ms'] / r['latency_ms']:.2f}x", "; ".join(r["parity"]["failures"])]
+    return base + [f"{worst['max_rel']:.2e}", f"{worst['cosine']:.5f}", top1, _default_run(r["parity"]),
+                   f"{r['latency_ms']:.2f}", f"{r['eager_ms'] / r['latency_ms']:.2f}x",
+                   "; ".join(r["parity"]["failures"])]
+
+
+def _default_run(parity: dict) -> str:
+    """How the runtime's default setting fared, where it differs from the pinned one (OpenVINO's bf16)."""
+    if not parity.get("also"):
+        return "same"
+    other = parity["also"][0]
+    worst = min(other["outputs"], key=lambda o: o["cosine"] if o["cosine"] is not None else -1)
+    ran = (other.get("execution") or "").split(":")[0]
+    return f"{ran} {'pass' if other['passed'] else 'FAIL'} (cos {worst['cosine']:.5f})"
 
 
 HEADER = ["model", "backend", "precision", "profile", "size", "verdict", "max err / range", "cosine (mean)", "top-1",
-          "p50 ms", "vs eager", "notes"]
+          "runtime default", "p50 ms", "vs eager", "notes"]
 
 
 def write_report(results: list[dict], directory: Path, meta: dict) -> list[Path]:
