@@ -13,16 +13,25 @@ Which runtime honours which cap (checked on this project's x86-64 CI machine):
   kernels in builds that honour it, so both are set.
 - ONNX Runtime CPU: MLAS picks kernels from CPUID and has no cap; its numbers under a capped
   profile are those of the full ISA, and reports say so.
+
+The arm64 profiles run ARM's own kernels instead: their worker starts in an aarch64 Python under
+user-mode emulation (``launcher``, see :mod:`lightexport.bench.arm64`), which has the runtimes but
+no PyTorch, so the parent computes the reference outputs and the worker judges against them.
+Their latency is the emulator's and is reported as such, never as a device's.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lightexport.errors import UsageError
 
 SSE_128BIT = {"ONEDNN_MAX_CPU_ISA": "SSE41", "OV_CPU_MAX_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"}
 UNCAPPED_RUNTIMES = ("onnxruntime",)
+ARM64 = "lightexport.bench.arm64:launcher"
 
 
 @dataclass(frozen=True)
@@ -33,10 +42,32 @@ class Profile:
     batch: int = 1
     env: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    #: "module:function" giving (interpreter command, extra env) for the worker; None: this Python
+    launcher: str | None = None
+    #: runtimes the worker's Python has; None: all (PyTorch included)
+    runtimes: tuple[str, ...] | None = None
+    #: cap on timed runs per cell (an emulated run takes seconds and measures the emulator)
+    max_runs: int | None = None
 
     @property
     def isa_capped(self) -> bool:
         return bool(self.env)
+
+    @property
+    def emulated(self) -> bool:
+        return self.launcher is not None
+
+    def runs(self, backend: str) -> bool:
+        """Whether this profile's Python can run ``backend`` (a runtime name, or torch-fused)."""
+        return self.runtimes is None or backend in self.runtimes
+
+    def interpreter(self, on_step: Callable[[str], None] | None = None) -> tuple[list[str], dict[str, str]]:
+        """The command starting this profile's Python and the environment it adds (set up on first use)."""
+        if self.launcher is None:
+            return [sys.executable], dict(self.env)
+        module, _, function = self.launcher.partition(":")
+        command, env = getattr(importlib.import_module(module), function)(on_step)
+        return command, {**self.env, **env}
 
 
 PROFILES: dict[str, Profile] = {
@@ -46,6 +77,9 @@ PROFILES: dict[str, Profile] = {
         Profile("mobile-2t", 2, description="two big cores: 2 threads, batch 1"),
         Profile("mobile-1t-128bit", 1, env=SSE_128BIT, description="1 thread, SIMD capped at 128 bits like NEON"),
         Profile("mobile-2t-128bit", 2, env=SSE_128BIT, description="2 threads, SIMD capped at 128 bits like NEON"),
+        *(Profile(f"arm64-{n}t", n, input_sizes=(224,), launcher=ARM64, runtimes=("onnxruntime", "openvino"),
+                  max_runs=3, description=f"ARM kernels: aarch64 Cortex-A76 emulated by qemu, {n} thread(s); "
+                                          "numerics judged, latency only the emulator's") for n in (1, 2)),
     ]
 }
 

@@ -6,12 +6,23 @@ report that is printed, saved and asserted on. Importing this package imports no
 optional backend.
 """
 
-from lightexport.parity.check import check_parity
-from lightexport.parity.inputs import make_inputs
-from lightexport.parity.metrics import OutputStats, compare, topk_agreement
-from lightexport.parity.report import ParityReport
-from lightexport.parity.runners import OnnxRuntimeRunner, OpenVINORunner, Runner, TorchRunner, runner_for
-from lightexport.parity.tolerances import TOLERANCES, Tolerance, tolerance_for
+import importlib
+
+#: Public names and the module defining each, imported on first use (PEP 562): the numpy-only parts
+#: (metrics, tolerances, reports) then load without PyTorch, as in the emulated arm64 worker.
+_WHERE = {
+    "check_parity": "check", "make_inputs": "inputs", "OutputStats": "metrics", "compare": "metrics",
+    "topk_agreement": "metrics", "ParityReport": "report", "OnnxRuntimeRunner": "runners",
+    "OpenVINORunner": "runners", "Runner": "runners", "TorchRunner": "runners", "runner_for": "runners",
+    "TOLERANCES": "tolerances", "Tolerance": "tolerances", "tolerance_for": "tolerances",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"lightexport.parity.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'lightexport.parity' has no attribute {name!r}")
+
 
 __all__ = [
     "TOLERANCES",

@@ -1,7 +1,19 @@
-"""The parity suite: models x backends x precisions x CPU profiles, with a report directory."""
+"""The parity suite: models x backends x precisions x CPU profiles, with a report directory.
 
-from lightexport.suite.matrix import BACKENDS, PRECISIONS, Cell, build_matrix
-from lightexport.suite.report import summary, write_report
-from lightexport.suite.run import run_suite
+Names are imported on first use (PEP 562), so ``python -m lightexport.suite.worker`` loads no more
+than the worker needs: in an emulated arm64 profile there is no PyTorch to load.
+"""
+
+import importlib
+
+_WHERE = {"BACKENDS": "matrix", "PRECISIONS": "matrix", "Cell": "matrix", "build_matrix": "matrix",
+          "summary": "report", "write_report": "report", "run_suite": "run"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"lightexport.suite.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'lightexport.suite' has no attribute {name!r}")
+
 
 __all__ = ["BACKENDS", "PRECISIONS", "Cell", "build_matrix", "run_suite", "summary", "write_report"]

@@ -33,7 +33,8 @@ def _row(r: dict) -> list[str]:
     if worst.get("top1_near_ties"):
         top1 += f" (+{worst['top1_near_ties']:.0%} ties)"
     return base + [f"{worst['max_rel']:.2e}", f"{worst['cosine']:.5f}", top1, _default_run(r["parity"]),
-                   f"{r['latency_ms']:.2f}", f"{r['eager_ms'] / r['latency_ms']:.2f}x",
+                   f"{r['latency_ms']:.2f}" + (" (emulated)" if r.get("emulated") else ""),
+                   f"{r['eager_ms'] / r['latency_ms']:.2f}x" if r.get("eager_ms") else "-",
                    "; ".join(r["parity"]["failures"])]
 
 
@@ -67,7 +68,7 @@ def write_report(results: list[dict], directory: Path, meta: dict) -> list[Path]
         tmp.write_text("\n".join(lines))
     done = [r for r in results if "parity" in r]
     return [directory / "report.json", directory / "report.md", plot_errors(done, directory / "errors.png"),
-            plot_latency(done, directory / "latency.png")]
+            plot_latency([r for r in done if not r.get("emulated")], directory / "latency.png")]  # emulator speed
 
 
 def rows(results: list[dict]) -> list[list[str]]:

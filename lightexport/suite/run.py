@@ -26,12 +26,23 @@ def run_suite(
     runs: int = 10,
     images: int = 0,
     on_result: Callable[[dict], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Return one result per cell: parity report and latency, or why it was skipped or failed.
 
     Cells with a checkpoint are judged on ``images`` crops of the decision set when ``images`` > 0.
+    ``on_step`` hears what starts next, one line each: every artifact build, then every cell.
     """
-    built = build_artifacts(cells, workdir, calib, calib_size)
+
+    def step(text: str) -> None:
+        if on_step:
+            on_step(text)
+
+    def building(index: int, count: int, cell: Cell) -> None:
+        calibrating = f", calibrating on {calib_size} images" if cell.precision == "int8" else ""
+        step(f"build {index}/{count}: {cell.model} @{cell.input_size} -> {cell.backend} {cell.precision}{calibrating}")
+
+    built = build_artifacts(cells, workdir, calib, calib_size, on_build=building)
     results: list[dict] = []
 
     def record(result: dict) -> None:
@@ -53,13 +64,41 @@ def run_suite(
         with tempfile.NamedTemporaryFile("w", suffix=".json", dir=workdir, delete=False) as f:
             json.dump(job, f)
         env = {**os.environ, **profile.env}
-        proc = subprocess.Popen([sys.executable, "-m", "lightexport.suite.worker", f.name], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for line in proc.stdout:
-            if line.startswith("{"):
-                record(json.loads(line))
-        stderr = proc.stderr.read()
-        if proc.wait() != 0:
+        with tempfile.TemporaryFile("w+", dir=workdir) as errors:
+            # stderr to a file, not a pipe: a worker writing more than a pipe holds would block forever
+            proc = subprocess.Popen([sys.executable, "-m", "lightexport.suite.worker", f.name], env=env,
+                                    stdout=subprocess.PIPE, stderr=errors, text=True)
+            try:
+                for line in proc.stdout:
+                    if not line.startswith("{"):
+                        continue
+                    message = json.loads(line)
+                    if message.get("event") == "start":
+                        c = message["cell"]
+                        done = len(results) + 1
+                        step(f"cell {done}/{len(cells)}: {c['model']} @{c['input_size']} {c['backend']} "
+                             f"{c['precision']} on {profile_name}")
+                    else:
+                        record(message)
+                proc.wait()
+            finally:
+                _stop(proc)  # interrupted (Ctrl-C, SIGTERM to this process only): no worker outlives us
+            errors.seek(0)
+            stderr = errors.read()
+        if proc.returncode != 0:
             last = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
             raise ExportError(f"suite worker for profile {profile_name} failed: {last[0]}")
     return results
+
+
+def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Wait for a worker that finished; end one that is still running (SIGTERM, then SIGKILL after ``grace``)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()

@@ -14,9 +14,17 @@ from lightexport.backends import BACKENDS, backend_for_path
 from lightexport.parity.runners.base import Feed, Outputs, Runner
 from lightexport.parity.runners.onnxruntime import OnnxRuntimeRunner
 from lightexport.parity.runners.openvino import OpenVINORunner
-from lightexport.parity.runners.torch import TorchRunner
 
 SUFFIXES = {suffix: b.runtime for b in BACKENDS.values() for suffix in b.suffixes}
+
+
+def __getattr__(name: str) -> object:
+    """``TorchRunner`` on first use: its module imports PyTorch, which the emulated arm64 worker lacks."""
+    if name == "TorchRunner":
+        from lightexport.parity.runners.torch import TorchRunner
+
+        return TorchRunner
+    raise AttributeError(f"module 'lightexport.parity.runners' has no attribute {name!r}")
 
 
 def runner_for(path: str | os.PathLike, **kwargs: Any) -> Runner:

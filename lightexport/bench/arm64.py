@@ -1,0 +1,199 @@
+"""An aarch64 Python under user-mode emulation, so the suite can judge ARM kernels on an x86 machine.
+
+ONNX Runtime's MLAS and OpenVINO's CPU plugin run other kernels on ARM (NEON, dot-product int8,
+fp16 arithmetic), with other rounding and fusion; their numerics are what an arm64 profile checks.
+The environment is built once and cached (``LIGHTEXPORT_ARM64_DIR``, default
+``~/.cache/lightexport/arm64``) from what this project can reach: Debian's arm64 packages
+(a sysroot holding python3.11 and its libraries, unpacked with ``dpkg-deb -x`` and fetched with
+an apt state private to the cache, so the system's apt configuration is never changed) and the
+aarch64 wheels of the runtimes, installed on the host by pip for another platform. The emulator
+is Debian's ``qemu-aarch64-static``, called directly (no binfmt registration needed).
+
+Two files in the sysroot make recent runtimes start under qemu 7.2, whose linux-user mode passes
+the x86 host's ``/proc/cpuinfo`` through to the guest: pytorch/cpuinfo (inside ONNX Runtime >= 1.20)
+finds no ARM processor there and dereferences NULL on import (the SIGSEGV), and OpenVINO >= 2025
+reads ``/sys/devices/system/cpu/cpu*/regs/identification/midr_el1`` and stops with SIGILL without
+it. qemu resolves absolute paths inside the ``-L`` root first, so an ARM ``/proc/cpuinfo`` and MIDR
+files there, describing the emulated core (a Cortex-A76: NEON, dot-product, fp16 arithmetic), fix
+both; the ISA features themselves come from the emulated CPU model's HWCAPs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightexport
+from lightexport.errors import BackendUnavailableError
+
+#: Debian arm64 packages making a sysroot in which python3.11 and the runtimes' wheels load.
+DEBIAN_PACKAGES = (
+    "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "libc6", "zlib1g", "libexpat1", "libffi8",
+    "libssl3", "libbz2-1.0", "liblzma5", "libstdc++6", "libgcc-s1", "libgomp1", "libuuid1", "libsqlite3-0",
+    "libncursesw6", "libtinfo6", "libreadline8", "libcrypt1",
+)
+#: The emulated core: a Cortex-A76 (Raspberry Pi 5, Snapdragon 855-class big cores), ARMv8.2 with dot-product.
+CPU_MODEL = "cortex-a76"
+MIDR = "0x00000000414fd0b1"  # implementer 0x41 (Arm), variant 4, part 0xd0b (Cortex-A76), revision 1
+CPU_FEATURES = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
+#: Runtimes installed as aarch64 wheels, at the host's versions (so x86 vs ARM differ in kernels only).
+RUNTIMES = ("onnxruntime", "openvino")
+#: Other wheels the worker imports (numpy for arrays, rich for parity reports), also at the host's versions.
+SUPPORT = ("numpy", "rich")
+PLATFORMS = tuple(f"manylinux_2_{v}_aarch64" for v in (17, 28, 31, 34, 35, 36)) + ("manylinux2014_aarch64",)
+PYTHON = "usr/bin/python3.11"
+
+
+@dataclass(frozen=True)
+class Emulator:
+    """How to start a Python in the emulated environment: a command prefix and environment variables."""
+
+    command: list[str]
+    env: dict[str, str]
+    versions: dict[str, str]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LIGHTEXPORT_ARM64_DIR") or Path.home() / ".cache" / "lightexport" / "arm64")
+
+
+def find_qemu() -> str:
+    """The user-mode emulator (``LIGHTEXPORT_QEMU`` overrides); a one-line install hint when there is none."""
+    given = os.environ.get("LIGHTEXPORT_QEMU")
+    found = given if given and shutil.which(given) else shutil.which("qemu-aarch64-static") or shutil.which(
+        "qemu-aarch64")
+    if not found:
+        raise BackendUnavailableError("the arm64 profiles need qemu-aarch64-static; install it with: "
+                                      "apt-get install qemu-user-static (Debian/Ubuntu)")
+    return found
+
+
+def wanted_versions() -> dict[str, str]:
+    """Each wheel at the version installed on the host; a runtime the host lacks is left out."""
+    versions = {}
+    for name in (*RUNTIMES, *SUPPORT):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            if name in SUPPORT:
+                raise BackendUnavailableError(f"the arm64 profiles need {name} on the host: pip install {name}") \
+                    from None
+    return versions
+
+
+def _run(args: list[str], what: str, cwd: Path | None = None) -> None:
+    try:
+        done = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise BackendUnavailableError(f"cannot set up the arm64 environment: {args[0]} not found ({what})") from None
+    if done.returncode != 0:
+        lines = [ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip() and "WARNING" not in ln]
+        raise BackendUnavailableError(f"cannot set up the arm64 environment ({what}): "
+                                      f"{lines[-1].strip() if lines else f'exit {done.returncode}'}")
+
+
+def _build_sysroot(root: Path, step: Callable[[str], None]) -> None:
+    """Debian's arm64 packages, fetched with a private apt state and unpacked into ``root``."""
+    work = Path(tempfile.mkdtemp(prefix="sysroot-", dir=root.parent))
+    try:
+        state = work / "apt"
+        for d in ("lists/partial", "cache/archives/partial"):
+            (state / d).mkdir(parents=True)
+        (state / "status").touch()
+        apt = ["apt-get", "-q", "-o", "APT::Architecture=arm64", "-o", "APT::Architectures::=arm64",
+               "-o", f"Dir::State::Lists={state / 'lists'}", "-o", f"Dir::State::status={state / 'status'}",
+               "-o", f"Dir::Cache={state / 'cache'}", "-o", "Debug::NoLocking=1"]
+        step("arm64 set-up 1/3: reading Debian's arm64 package lists (apt-get update, private state)")
+        _run([*apt, "update"], "apt-get update for arm64")
+        debs = work / "debs"
+        debs.mkdir()
+        step(f"arm64 set-up 2/3: downloading and unpacking {len(DEBIAN_PACKAGES)} Debian arm64 packages")
+        _run([*apt, "download", *(f"{p}:arm64" for p in DEBIAN_PACKAGES)], "apt-get download", cwd=debs)
+        staged = work / "root"
+        for deb in sorted(debs.glob("*.deb")):
+            _run(["dpkg-deb", "-x", str(deb), str(staged)], f"dpkg-deb -x {deb.name}")
+        if not (staged / PYTHON).is_file():
+            raise BackendUnavailableError(f"cannot set up the arm64 environment: no {PYTHON} in Debian's packages")
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(staged, root)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _install_wheels(site: Path, versions: dict[str, str], step: Callable[[str], None]) -> None:
+    pins = [f"{name}=={version}" for name, version in versions.items()]
+    step(f"arm64 set-up 3/3: installing aarch64 wheels {', '.join(pins)}")
+    staged = Path(tempfile.mkdtemp(prefix="site-", dir=site.parent))
+    try:
+        platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
+        _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-warn-conflicts",
+              "--target", str(staged), *platforms, "--python-version", "3.11", "--implementation", "cp",
+              "--only-binary=:all:", *pins], "pip install of aarch64 wheels")
+        if site.exists():
+            shutil.rmtree(site)
+        os.replace(staged, site)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _describe_cpu(root: Path) -> None:
+    """ARM ``/proc/cpuinfo`` and MIDR files inside the sysroot, one entry per host CPU (see the module doc)."""
+    count = os.cpu_count() or 1
+    possible = Path("/sys/devices/system/cpu/possible")
+    if possible.is_file():  # cpuinfo sizes its tables by the highest possible CPU, which may exceed the online ones
+        count = max(count, int(possible.read_text().strip().split(",")[-1].split("-")[-1]) + 1)
+    midr = int(MIDR, 16)
+    entry = (f"processor\t: {{i}}\nBogoMIPS\t: 50.00\nFeatures\t: {CPU_FEATURES}\nCPU implementer\t: "
+             f"{midr >> 24:#x}\nCPU architecture: 8\nCPU variant\t: {(midr >> 20) & 0xF:#x}\n"
+             f"CPU part\t: {(midr >> 4) & 0xFFF:#x}\nCPU revision\t: {midr & 0xF}\n\n")
+    _write_if_changed(root / "proc" / "cpuinfo", "".join(entry.format(i=i) for i in range(count)))
+    for i in range(count):
+        _write_if_changed(root / f"sys/devices/system/cpu/cpu{i}/regs/identification/midr_el1", MIDR + "\n")
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if path.is_file() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # concurrent suites may describe the CPU at once: each sees a whole file
+
+
+def emulator(on_step: Callable[[str], None] | None = None) -> Emulator:
+    """The emulated aarch64 Python, setting it up on first use (a few minutes, then cached)."""
+    step = on_step or (lambda text: None)
+    qemu = find_qemu()
+    base = cache_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    root = base / "sysroot"
+    packages_marker = root / ".lightexport-packages"
+    if not (packages_marker.is_file() and packages_marker.read_text() == " ".join(DEBIAN_PACKAGES)):
+        _build_sysroot(root, step)
+        _write_if_changed(packages_marker, " ".join(DEBIAN_PACKAGES))
+    versions = wanted_versions()
+    key = hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:12]
+    site = base / f"site-{key}"
+    if not (site / ".lightexport-versions").is_file():
+        _install_wheels(site, versions, step)
+        _write_if_changed(site / ".lightexport-versions", json.dumps(versions, sort_keys=True))
+    _describe_cpu(root)
+    source = Path(lightexport.__file__).resolve().parent.parent
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(source)]), "PYTHONNOUSERSITE": "1"}
+    return Emulator([qemu, "-cpu", CPU_MODEL, "-L", str(root), str(root / PYTHON)], env, versions)
+
+
+def launcher(on_step: Callable[[str], None] | None = None) -> tuple[list[str], dict[str, str]]:
+    """What a profile record names: the interpreter command and environment its worker starts with."""
+    emu = emulator(on_step)
+    return emu.command, {**emu.env, "LIGHTEXPORT_EMULATED": f"aarch64 ({CPU_MODEL}) under {Path(emu.command[0]).name}"}
