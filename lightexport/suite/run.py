@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +12,9 @@ from pathlib import Path
 from lightexport.bench.profiles import get_profile
 from lightexport.errors import ExportError
 from lightexport.parity.inputs import PARITY_INPUTS
-from lightexport.suite.build import artifact_key, build_artifacts
-from lightexport.suite.matrix import Cell
+from lightexport.suite.build import ModelCache, artifact_key, build_artifacts
+from lightexport.suite.matrix import TORCH_FUSED, Cell
+from lightexport.suite.worker import reference_for, save_reference
 
 
 def run_suite(
@@ -32,6 +32,9 @@ def run_suite(
 
     Cells with a checkpoint are judged on ``images`` crops of the decision set when ``images`` > 0.
     ``on_step`` hears what starts next, one line each: every artifact build, then every cell.
+    Every profile's worker is the same module, started by the profile's interpreter (an emulated
+    one sets itself up first, telling ``on_step``); where that Python has no PyTorch, the
+    reference outputs are computed here and handed to the worker in the job.
     """
 
     def step(text: str) -> None:
@@ -42,7 +45,6 @@ def run_suite(
         calibrating = f", calibrating on {calib_size} images" if cell.precision == "int8" else ""
         step(f"build {index}/{count}: {cell.model} @{cell.input_size} -> {cell.backend} {cell.precision}{calibrating}")
 
-    built = build_artifacts(cells, workdir, calib, calib_size, on_build=building)
     results: list[dict] = []
 
     def record(result: dict) -> None:
@@ -50,23 +52,39 @@ def run_suite(
         if on_result:
             on_result(result)
 
+    # Interpreters first: an emulator that cannot be had fails in seconds, before any export.
+    interpreters = {name: get_profile(name).interpreter(on_step) for name in dict.fromkeys(c.profile for c in cells)}
+    unrunnable = [c for c in cells if not get_profile(c.profile).runs(c.backend)]
+    for cell in unrunnable:
+        record({"cell": cell.to_dict(), "skipped": f"profile {cell.profile} runs "
+                f"{', '.join(get_profile(cell.profile).runtimes or ())} only (its Python has no {cell.backend})"})
+    built = build_artifacts([c for c in cells if c not in unrunnable], workdir, calib, calib_size, on_build=building)
+
     runnable: dict[str, list[dict]] = {}
     for cell in cells:
+        if cell in unrunnable:
+            continue
         art = built[artifact_key(cell)]
         if art.skipped or art.error:
             record({"cell": cell.to_dict(), "skipped": art.skipped, "error": art.error})
         else:
             runnable.setdefault(cell.profile, []).append(
                 {"cell": cell.to_dict(), "path": str(art.path) if art.path else None})
+    references = _References(workdir, inputs, images)
     for profile_name, items in runnable.items():
         profile = get_profile(profile_name)
-        job = {"threads": profile.threads, "inputs": inputs, "runs": runs, "images": images, "cells": items}
+        if not profile.runs(TORCH_FUSED):
+            for item in items:  # this profile's Python has no PyTorch: the reference is computed here
+                item["reference"] = references.path(item["cell"])
+        command, profile_env = interpreters[profile_name]
+        job = {"threads": profile.threads, "inputs": inputs, "images": images, "cells": items,
+               "runs": min(runs, profile.max_runs) if profile.max_runs else runs}
         with tempfile.NamedTemporaryFile("w", suffix=".json", dir=workdir, delete=False) as f:
             json.dump(job, f)
-        env = {**os.environ, **profile.env}
+        env = {**os.environ, **profile_env}
         with tempfile.TemporaryFile("w+", dir=workdir) as errors:
             # stderr to a file, not a pipe: a worker writing more than a pipe holds would block forever
-            proc = subprocess.Popen([sys.executable, "-m", "lightexport.suite.worker", f.name], env=env,
+            proc = subprocess.Popen([*command, "-m", "lightexport.suite.worker", f.name], env=env,
                                     stdout=subprocess.PIPE, stderr=errors, text=True)
             try:
                 for line in proc.stdout:
@@ -102,3 +120,20 @@ def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
             proc.wait()
     if proc.stdout is not None:
         proc.stdout.close()
+
+
+class _References:
+    """Reference outputs computed in this process, one .npz per (model, weights, size), for workers without PyTorch."""
+
+    def __init__(self, workdir: Path, inputs: int, images: int) -> None:
+        self.workdir, self.inputs, self.images = workdir, inputs, images
+        self.models = ModelCache()
+        self.saved: dict[tuple, str] = {}
+
+    def path(self, cell: dict) -> str:
+        key = (cell["model"], cell.get("weights"), cell["input_size"])
+        if key not in self.saved:
+            path = self.workdir / f"reference_{cell['model']}_{cell['input_size']}_{len(self.saved)}.npz"
+            save_reference(path, *reference_for(cell, self.models, self.inputs, self.images))
+            self.saved[key] = str(path)
+        return self.saved[key]
