@@ -490,6 +490,55 @@ def _parse_weights(specs: tuple[str, ...]) -> dict[str, str]:
     return weights
 
 
+class _SuiteProgress:
+    """What the suite is doing now: one line per artifact build, then a bar over the cells naming the current one.
+
+    The bar is live only while the profile workers run (their output is piped, so nothing else
+    writes to the terminal then); during the builds NNCF draws its own rich bars, which would
+    fight a live bar of ours, so each build is announced by a plain line above them instead.
+    Piped, there is no bar at all: a line per build and per cell, and NNCF's bars are dropped.
+    """
+
+    def __init__(self, cells: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.tty = err_console.is_terminal
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=err_console, transient=True, disable=not self.tty)
+        self.cells, self.done, self.task = cells, 0, None
+
+    def __enter__(self) -> _SuiteProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def step(self, text: str) -> None:
+        if text.startswith("cell") and self.tty:
+            if self.task is None:
+                self.task = self.progress.add_task(text, total=self.cells, completed=self.done)
+                self.progress.start()
+            self.progress.update(self.task, description=text)
+        else:
+            err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def result(self, _result: dict) -> None:
+        self.done += 1
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.done)
+
+    def quiet_third_party(self):
+        """Piped output gets no bars: NNCF's (drawn on stdout by rich) go to /dev/null."""
+        import contextlib
+        import os
+
+        if self.tty and console.is_terminal:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+        return stack
+
+
 @cli.command("suite")
 @click.option("--models", default="fasternet_t0,fasternet_s", show_default=True)
 @click.option("--backends", default="torch-fused,onnxruntime,openvino", show_default=True,
@@ -522,8 +571,6 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
     """
     import tempfile
 
-    from rich.progress import Progress
-
     from lightexport.calib import write_sample_photos
     from lightexport.calib.crops import write_calibration_crops
     from lightexport.loading import load_model
@@ -535,8 +582,7 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
     cells = build_matrix(models, backends, precisions, profiles, sizes, weights)
     for model, path in weights.items():
         load_model(model, path)  # a checkpoint that does not fit fails now, naming its keys, not in every cell
-    with tempfile.TemporaryDirectory(prefix="lightexport-suite-") as tmp, Progress(console=console) as progress:
-        task = progress.add_task("building artifacts, then running cells", total=len(cells))
+    with tempfile.TemporaryDirectory(prefix="lightexport-suite-") as tmp, _SuiteProgress(len(cells)) as progress:
         if calib:
             calib_dir, calib_size = Path(calib), 300
         elif weights:  # trained weights: 300 augmented crops, disjoint from the decision set that judges them
@@ -544,8 +590,9 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
         else:
             calib_dir = write_sample_photos(Path(tmp) / "photos")
             calib_size = min(16, sum(1 for _ in calib_dir.iterdir()))
-        results = run_suite(cells, Path(tmp), calib_dir, calib_size, inputs, runs, images,
-                            on_result=lambda r: progress.advance(task))
+        with progress.quiet_third_party():
+            results = run_suite(cells, Path(tmp), calib_dir, calib_size, inputs, runs, images,
+                                on_result=progress.result, on_step=progress.step)
     files = write_report(results, Path(out), {"models": models, "backends": backends, "precisions": precisions,
                                               "profiles": profiles, "inputs_per_cell": inputs,
                                               "weights": weights or "seeded random weights",

@@ -6,6 +6,7 @@ that cannot happen here (TensorRT without a GPU) marks its cells skipped, with t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +44,14 @@ def artifact_key(cell: Cell) -> tuple:
     return (cell.model, cell.weights, cell.backend, cell.precision, cell.input_size)
 
 
-def build_artifacts(cells: list[Cell], workdir: Path, calib: Path | None, calib_size: int) -> dict[tuple, Built]:
+def build_artifacts(cells: list[Cell], workdir: Path, calib: Path | None, calib_size: int,
+                    on_build: Callable[[int, int, Cell], None] | None = None) -> dict[tuple, Built]:
+    """Export each artifact once; ``on_build(index, count, cell)`` is told before each export starts."""
     from lightexport import api
 
     built: dict[tuple, Built] = {}
     models = ModelCache()
+    todo = list(dict.fromkeys(artifact_key(c) for c in cells if c.backend != "torch-fused"))
     for cell in cells:
         key = artifact_key(cell)
         if key in built:
@@ -55,6 +59,8 @@ def build_artifacts(cells: list[Cell], workdir: Path, calib: Path | None, calib_
         if cell.backend == "torch-fused":
             built[key] = Built()
             continue
+        if on_build:
+            on_build(todo.index(key) + 1, len(todo), cell)
         backend = get_backend(cell.backend)
         path = workdir / f"{cell.model}_{cell.input_size}_{cell.precision}{backend.suffix}"
         options = dict(fuse=True, input_size=cell.input_size, precision=cell.precision)

@@ -44,6 +44,11 @@ def test_suite_writes_report_with_plots(tmp_path):
     assert "| fasternet_t0 | onnxruntime | fp16 |" in (out / "report.md").read_text()
     for png in ("errors.png", "latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # issue #11 item 21: piped output names each step and cell, and holds no progress-bar line
+    assert "build 1/2: fasternet_t0 @64 -> onnxruntime fp32" in result.output
+    assert "cell 6/6: fasternet_t0 @64 onnxruntime fp16 on mobile-2t-128bit" in result.output
+    before_table = result.output.split("parity suite")[0]
+    assert "━" not in before_table and "%" not in before_table
 
 
 def test_suite_runs_a_given_checkpoint_and_rejects_one_that_does_not_fit(tmp_path):
@@ -71,3 +76,48 @@ def test_suite_runs_a_given_checkpoint_and_rejects_one_that_does_not_fit(tmp_pat
     assert result.exit_code == ExitCode.INPUT and "head.weight" in result.output, result.output
     result = CliRunner().invoke(cli, [*args, "--weights", f"fasternet_s={checkpoint}"])
     assert result.exit_code == ExitCode.USAGE and "fasternet_s" in result.output
+
+
+@pytest.mark.slow
+def test_an_interrupted_suite_leaves_no_worker_running(tmp_path):  # issue #11 item 12
+    """SIGINT to the suite's process alone (``kill -INT PID``, or SIGTERM from ``timeout``): its worker goes too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def default_sigint():  # a shell's background jobs start with SIGINT ignored; a terminal's do not
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    args = [sys.executable, "-m", "lightexport.cli", "suite", "--models", "fasternet_t0", "--backends", "onnxruntime",
+            "--precisions", "fp32", "--profiles", "mobile-1t", "--input-sizes", "32", "--inputs", "1",
+            "--runs", "1000000", "-o", str(tmp_path / "report")]
+    suite = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=default_sigint)
+
+    def workers() -> list[int]:
+        listing = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(suite.pid)], capture_output=True,
+                                 text=True).stdout
+        return [int(line.split()[0]) for line in listing.splitlines() if "suite.worker" in line]
+
+    try:
+        deadline = time.monotonic() + 120
+        while not workers() and suite.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        started = workers()
+        assert started, "the worker never started"
+        time.sleep(3.0)  # into its timing loop (a million runs): it would go on for minutes
+        assert workers() == started, "the worker ended before the interrupt"
+        os.kill(suite.pid, signal.SIGINT)
+        output, _ = suite.communicate(timeout=30)
+        assert suite.returncode == 130, output
+        time.sleep(1.0)
+        alive = [pid for pid in started if os.path.exists(f"/proc/{pid}")
+                 and open(f"/proc/{pid}/stat").read().split()[2] != "Z"]
+        assert not alive, f"worker(s) {alive} outlived the interrupted suite"
+    finally:
+        if suite.poll() is None:
+            suite.kill()
+        for pid in workers():
+            os.kill(pid, signal.SIGKILL)
