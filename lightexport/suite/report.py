@@ -63,12 +63,13 @@ def write_report(results: list[dict], directory: Path, meta: dict) -> list[Path]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
     lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(_row(r)) + " |" for r in results]
-    lines += ["", "![errors](errors.png)", "", "![latency](latency.png)", ""]
+    done = [r for r in results if "parity" in r]
+    timed = [r for r in done if not r.get("emulated")]  # an emulated run times the emulator: no latency plot
+    lines += ["", "![errors](errors.png)", ""] + (["![latency](latency.png)", ""] if timed else [])
     with atomic_output(directory / "report.md") as tmp:
         tmp.write_text("\n".join(lines))
-    done = [r for r in results if "parity" in r]
-    return [directory / "report.json", directory / "report.md", plot_errors(done, directory / "errors.png"),
-            plot_latency([r for r in done if not r.get("emulated")], directory / "latency.png")]  # emulator speed
+    files = [directory / "report.json", directory / "report.md", plot_errors(done, directory / "errors.png")]
+    return files + ([plot_latency(timed, directory / "latency.png")] if timed else [])
 
 
 def rows(results: list[dict]) -> list[list[str]]:

@@ -1,0 +1,89 @@
+"""The arm64 profiles: ARM kernels run in an emulated aarch64 Python, judged against references computed here.
+
+The end-to-end test sets the emulated environment up on first use (Debian's arm64 packages and
+aarch64 wheels, about 15 s and 400 MB, then cached in LIGHTEXPORT_ARM64_DIR or ~/.cache/lightexport/arm64)
+and runs real cells under qemu-aarch64-static; it skips, saying why, where the emulator is not installed.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lightexport.bench.profiles import get_profile
+from lightexport.cli import cli
+from lightexport.errors import BackendUnavailableError
+from lightexport.exporter.onnx import export_onnx
+from lightexport.loading import load_model
+from lightexport.parity import check_parity, make_inputs, runner_for
+from lightexport.parity.judge import judge
+from lightexport.parity.runners.torch import TorchRunner
+from lightexport.suite import build_matrix, run_suite
+from lightexport.suite.worker import load_reference, save_reference
+
+needs_qemu = pytest.mark.skipif(not (shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")),
+                                reason="qemu-aarch64-static is not installed (apt-get install qemu-user-static)")
+
+
+def test_arm64_profiles_run_only_the_runtimes_their_python_has():
+    arm = get_profile("arm64-1t")
+    assert arm.emulated and arm.runs("onnxruntime") and arm.runs("openvino") and not arm.runs("torch-fused")
+    host = get_profile("mobile-1t")
+    assert not host.emulated and host.runs("torch-fused")
+    cells = build_matrix("fasternet_t0", "torch-fused,onnxruntime", "fp32", "arm64-1t")
+    assert {c.input_size for c in cells} == {224}
+
+
+def test_stored_reference_judges_like_check_parity(tmp_path):
+    """The emulated worker's judge, fed saved outputs, finds what check_parity finds with PyTorch beside it."""
+    loaded = load_model("fasternet_t0")
+    path = export_onnx(loaded, tmp_path / "t0.onnx", input_size=64, precision="fp16").path
+    feeds = make_inputs(loaded.spec, 3, input_size=64)
+    with TorchRunner(loaded.module) as ref:
+        outputs = [ref.infer({"input": x}) for x in feeds]
+    save_reference(tmp_path / "ref.npz", feeds, outputs)
+    stored_feeds, stored = load_reference(str(tmp_path / "ref.npz"))
+    assert all(np.array_equal(a, b) for a, b in zip(feeds, stored_feeds))
+    ours = judge(runner_for(path), stored_feeds, stored, precision="fp16")
+    theirs = check_parity(runner_for(path), loaded.module, feeds, precision="fp16", progress=False)
+    assert ours.outputs[0].max_abs == theirs.outputs[0].max_abs > 0  # fp16 differs from fp32: a real comparison
+    assert ours.outputs[0].cosine == theirs.outputs[0].cosine and ours.passed == theirs.passed
+    shuffled = [stored[1], stored[0], stored[2]]  # a reference for other inputs must not pass
+    assert not judge(runner_for(path), stored_feeds, shuffled, precision="fp16").passed
+
+
+def test_missing_emulator_is_one_line_exit_7(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no qemu-aarch64-static on it
+    monkeypatch.setenv("LIGHTEXPORT_ARM64_DIR", str(tmp_path / "cache"))
+    cells = build_matrix("fasternet_t0", "onnxruntime", "fp32", "arm64-1t", [64])
+    with pytest.raises(BackendUnavailableError, match="qemu-user-static"):
+        run_suite(cells, tmp_path)
+    assert not list(tmp_path.glob("*.onnx"))  # refused before any export
+    result = CliRunner().invoke(cli, ["suite", "--models", "fasternet_t0", "--backends", "onnxruntime",
+                                      "--precisions", "fp32", "--profiles", "arm64-1t", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 7 and "qemu-user-static" in result.output
+
+
+@pytest.mark.slow
+@needs_qemu
+def test_arm64_cells_run_arm_kernels_under_emulation(tmp_path):
+    """fp32 and fp16 in ONNX Runtime's aarch64 build (set-up included, cached between runs): parity holds, and
+    the worker really ran on aarch64, without PyTorch, and reported its latency as emulated."""
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["suite", "--models", "mobilenet_v2", "--backends", "torch-fused,onnxruntime",
+                                      "--precisions", "fp32,fp16", "--profiles", "arm64-1t", "--input-sizes", "64",
+                                      "--inputs", "2", "--runs", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    cells = json.loads((out / "report.json").read_text())["cells"]
+    ran = [c for c in cells if "parity" in c]
+    assert {c["cell"]["precision"] for c in ran} == {"fp32", "fp16"}
+    for c in ran:
+        assert c["parity"]["passed"], c["parity"]["failures"]
+        assert c["cpu_capability"] == "aarch64" and "qemu" in c["emulated"] and c["eager_ms"] is None
+    fp32 = next(c for c in ran if c["cell"]["precision"] == "fp32")
+    assert fp32["parity"]["outputs"][0]["max_rel"] < 1e-4
+    skipped = [c for c in cells if c.get("skipped")]
+    assert [c["cell"]["backend"] for c in skipped] == ["torch-fused"]  # no PyTorch in the emulated Python
+    assert "(emulated)" in (out / "report.md").read_text()
