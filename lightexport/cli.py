@@ -545,7 +545,8 @@ class _SuiteProgress:
               help="Any of torch-fused, onnxruntime, openvino, tensorrt.")
 @click.option("--precisions", default="fp32,fp16,int8", show_default=True)
 @click.option("--profiles", default="mobile-1t,mobile-2t", show_default=True,
-              help="CPU profiles: mobile-1t, mobile-2t, mobile-1t-128bit, mobile-2t-128bit.")
+              help="CPU profiles: mobile-1t, mobile-2t, mobile-1t-128bit, mobile-2t-128bit, arm64-1t, arm64-2t "
+                   "(ARM kernels under qemu emulation; set up on first use, see arm64-setup).")
 @click.option("--input-sizes", help="Comma-separated sizes (default: each profile's, 160 and 224).")
 @click.option("--calib", type=click.Path(file_okay=False), help="int8 calibration images (default: scikit-image's).")
 @click.option("--weights", "weights_specs", multiple=True, metavar="MODEL=PATH",
@@ -605,6 +606,32 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
     console.print(", ".join(f"{v} {k}" for k, v in counts.items()) + f"; report: {', '.join(map(str, files))}")
     if counts["fail"] or counts["error"]:
         raise ParityFailure(f"{counts['fail']} cell(s) failed and {counts['error']} errored; see {files[1]}")
+
+
+@cli.command("arm64-setup")
+@handle_errors
+def arm64_setup_cmd() -> None:
+    """Set up (once) and check the emulated aarch64 Python the arm64 profiles run in.
+
+    Needs qemu-aarch64-static (apt-get install qemu-user-static); fetches Debian's arm64 packages and the
+    runtimes' aarch64 wheels into ~/.cache/lightexport/arm64 (LIGHTEXPORT_ARM64_DIR moves it).
+
+    \b
+    Example:
+      lightexport arm64-setup
+    """
+    import os
+    import subprocess
+
+    from lightexport.bench.arm64 import emulator
+    from lightexport.errors import BackendUnavailableError
+
+    emu = emulator(on_step=console.print)
+    probe = "import platform, onnxruntime; print(platform.machine(), 'onnxruntime', onnxruntime.__version__)"
+    done = subprocess.run([*emu.command, "-c", probe], env={**os.environ, **emu.env}, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BackendUnavailableError(f"the emulated Python does not start: {(done.stderr.strip() or 'no output')}")
+    console.print(f"ready: {done.stdout.strip()} under {emu.command[0]}; wheels {emu.versions}")
 
 
 @cli.command("bench")

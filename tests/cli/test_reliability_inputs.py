@@ -196,7 +196,7 @@ def test_sigterm_mid_export_exits_143_and_leaves_nothing(tmp_path):  # item 11, 
 
     out = tmp_path / "out"
     out.mkdir()
-    export = subprocess.Popen([sys.executable, "-m", "lightexport.cli", "onnx", "fasternet_t0", "--input-size", "64",
+    export = subprocess.Popen([sys.executable, "-m", "lightexport.cli", "onnx", "fasternet_t0",
                                "-o", str(out / "s.onnx")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -64,6 +64,8 @@ def test_missing_emulator_is_one_line_exit_7(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["suite", "--models", "fasternet_t0", "--backends", "onnxruntime",
                                       "--precisions", "fp32", "--profiles", "arm64-1t", "-o", str(tmp_path / "r")])
     assert result.exit_code == 7 and "qemu-user-static" in result.output
+    setup = CliRunner().invoke(cli, ["arm64-setup"])
+    assert setup.exit_code == 7 and "apt-get install qemu-user-static" in setup.output
 
 
 @pytest.mark.slow
