@@ -184,30 +184,3 @@ def test_a_backbone_checkpoint_alone_is_identified(t0_checkpoints, tmp_path):  #
     assert "holds a backbone (it fits fasternet_t0 in backbone mode" in _one_line(without)
     assert "pass --features" in without.output
 
-
-@pytest.mark.slow
-def test_sigterm_mid_export_exits_143_and_leaves_nothing(tmp_path):  # item 11, from outside the process
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from lightexport.fileio import STAGING_PREFIX
-
-    out = tmp_path / "out"
-    out.mkdir()
-    export = subprocess.Popen([sys.executable, "-m", "lightexport.cli", "onnx", "fasternet_t0",
-                               "-o", str(out / "s.onnx")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not any(p.name.startswith(STAGING_PREFIX) for p in out.iterdir()):  # the export is writing now
-            assert export.poll() is None and time.monotonic() < deadline, export.stdout.read()
-            time.sleep(0.05)
-        export.send_signal(signal.SIGTERM)  # what timeout, docker stop and CI cancellation send
-        output, _ = export.communicate(timeout=60)
-    finally:
-        if export.poll() is None:
-            export.kill()
-    assert export.returncode == 143, output
-    assert "Traceback" not in output
-    assert list(out.iterdir()) == []  # no staging folder, no partial file
