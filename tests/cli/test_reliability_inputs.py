@@ -184,3 +184,52 @@ def test_a_backbone_checkpoint_alone_is_identified(t0_checkpoints, tmp_path):  #
     assert "holds a backbone (it fits fasternet_t0 in backbone mode" in _one_line(without)
     assert "pass --features" in without.output
 
+
+
+DRIVER = """
+import sys, time
+import onnx
+
+MARKER = sys.argv[1]
+
+
+def slow_save(model, path, *args, **kwargs):  # a partial file in the staging folder, then a long write
+    with open(path, "wb") as fh:
+        fh.write(b"partial")
+    open(MARKER, "w").close()  # tells the test the export is mid-write now
+    time.sleep(60)
+
+
+onnx.save = slow_save
+from lightexport.cli import main
+sys.argv = ["lightexport", *sys.argv[2:]]
+main()
+"""
+
+
+def test_sigterm_mid_export_exits_143_and_leaves_nothing(tmp_path):  # item 11, from outside the process
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, marker = tmp_path / "out", tmp_path / "writing"
+    out.mkdir()
+    export = subprocess.Popen([sys.executable, "-c", DRIVER, str(marker), "onnx", "fasternet_t0", "--input-size", "64",
+                               "-o", str(out / "t0.onnx")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 90
+        while not marker.exists():
+            assert export.poll() is None and time.monotonic() < deadline, "the export never reached its write"
+            time.sleep(0.05)
+        assert any(p.name.startswith(".lightexport-") for p in out.iterdir())  # the partial file is staged
+        export.send_signal(signal.SIGTERM)  # what timeout, docker stop and CI cancellation send
+        output, _ = export.communicate(timeout=60)
+    finally:
+        if export.poll() is None:
+            export.kill()
+            export.communicate()
+    assert export.returncode == 143, output
+    assert "Traceback" not in output
+    assert list(out.iterdir()) == []  # no staging folder, no partial file
