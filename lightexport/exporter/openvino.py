@@ -7,6 +7,7 @@ for explicitly, or "fp32" parity would silently measure an fp16 artifact.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from collections import Counter
@@ -124,6 +125,7 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
         raise BackendUnavailableError("int8 needs NNCF; install it with: pip install 'lightexport[openvino]'") from exc
     from lightexport.calib import ImageFolder, to_nncf_dataset
 
+    nncf.set_log_level(logging.WARNING)  # its INFO lines ("Not adding activation input quantizer ...") drown ours
     source = ImageFolder(calib_dir, preprocess=preprocess)
     dataset = to_nncf_dataset(source, calib_size)
     ranges = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)

@@ -15,7 +15,7 @@ from lightexport.parity.runners.openvino import default_execution_precision
 from tests.trained import trained_checkpoint
 
 pytest.importorskip("openvino")
-IMAGES = 240
+IMAGES = 160
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def mobilenet_v2():
 
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory):
-    return write_calibration_crops(tmp_path_factory.mktemp("calib"), 300)
+    return write_calibration_crops(tmp_path_factory.mktemp("calib"), 160)
 
 
 def _top1(report):
@@ -68,7 +68,7 @@ def _optimized_ops(path, tmp_path):
 
 def test_onnxruntime_int8_keeps_decisions_and_fuses_every_quantized_conv(mobilenet_v2, calib, tmp_path):
     result = api.export(mobilenet_v2, "onnx", output=tmp_path / "m_int8.onnx", fuse=True, precision="int8",
-                        calib=calib, calib_size=300)
+                        calib=calib, calib_size=160)
     report = api.verify(result.path, mobilenet_v2, images=IMAGES, progress=False)
     assert report.passed, report.all_failures
     stats = report.outputs[0]
@@ -81,7 +81,7 @@ def test_onnxruntime_int8_keeps_decisions_and_fuses_every_quantized_conv(mobilen
 
 def test_openvino_int8_keeps_decisions_in_every_setting(mobilenet_v2, calib, tmp_path):
     result = api.export(mobilenet_v2, "openvino", output=tmp_path / "m_int8.xml", fuse=True, precision="int8",
-                        calib=calib, calib_size=300)
+                        calib=calib, calib_size=160)
     report = api.verify(result.path, mobilenet_v2, images=IMAGES, progress=False)
     assert report.passed, report.all_failures
     for setting in (report, *report.also):
