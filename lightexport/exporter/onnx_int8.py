@@ -132,7 +132,8 @@ def _quantize(model: onnx.ModelProto, reader, exclude: list[str], symmetric: boo
         try:
             # The graph is already simplified; pre-processing only adds the shape information the quantizer needs.
             quant_pre_process(str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
-            reader.rewind()
+            if hasattr(reader, "rewind"):
+                reader.rewind()
             quantize_static(
                 prepared,
                 quantized,
@@ -171,6 +172,8 @@ def _quantize_auto(model: onnx.ModelProto, reader, report: Int8Report, symmetric
                    per_channel: bool) -> tuple[onnx.ModelProto, Int8Report]:
     """Keep the fewest leading convs float whose int8 model reaches AUTO_TARGET cosine on calibration images."""
     input_name = model.graph.input[0].name
+    if not hasattr(reader, "rewind"):
+        raise UsageError("int8 keep 'auto' needs a calibration reader that can rewind")
     reader.rewind()
     batches = []
     for feed in iter(reader.get_next, None):

@@ -29,7 +29,7 @@ were measured on the bundled photos (see ``loading``), fused, 8 photos at 160-22
   Top-1 is judged two ways. A trained head (one with confident decisions) is judged on raw
   agreement, failing only when chance cannot explain the flips (``CHANCE_ALPHA``, one-sided
   binomial at the limit's flip rate): 0.75 passes 26 flips in 240 and fails the 104 of
-  0.2's artifact, while 8 inputs may flip 4. Confident decisions (softmax >= 0.5) must agree
+  0.2's artifact, while 8 inputs may flip 5. Confident decisions (softmax >= 0.5) must agree
   at 0.97 by the same rule: a confident flip is what a deployment notices. A random head
   (no confident decision) counts flips between classes the reference nearly tied as
   agreement (``metrics.near_tie_flips``): it decides by a quarter of a logit deviation, and

@@ -15,7 +15,7 @@ from lightexport.parity.runners.openvino import default_execution_precision
 from tests.trained import trained_checkpoint
 
 pytest.importorskip("openvino")
-IMAGES = 160
+IMAGES = 96
 
 
 @pytest.fixture(scope="module")
@@ -97,4 +97,5 @@ def test_int8_calibrated_on_a_single_image_is_rejected(mobilenet_v2, calib, tmp_
     report = api.verify(result.path, mobilenet_v2, images=IMAGES, progress=False)
     assert not report.passed
     failed = " ".join(report.failures)
-    assert "cosine" in failed and "top1_confident" in failed and "more flips than chance allows" in failed
+    # cosine 0.93 (good: >= 0.988), 5th percentile 0.86, worst crop 0.74: named, each with its shortfall
+    assert "logits: cosine 0.9" in failed and "cosine_p05" in failed and "cosine_min" in failed
