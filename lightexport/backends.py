@@ -88,7 +88,7 @@ BACKENDS: dict[str, Backend] = {
             install_hint="pip install 'lightexport[openvino]'", accepts_onnx=True,
         ),
         Backend(
-            name="tensorrt", runtime="tensorrt", suffixes=(".engine", ".plan"), precisions=(F32, F16, BF16, I8),
+            name="tensorrt", runtime="tensorrt", suffixes=(".engine", ".plan"), precisions=(F32, F16, I8),
             exporter="lightexport.exporter.tensorrt:export_tensorrt",
             options=("passes", "profile", "workspace_gib", "timing_cache", "opset", "int8_keep"),
             runner="lightexport.parity.runners.tensorrt:TensorRTRunner", runner_options=(),

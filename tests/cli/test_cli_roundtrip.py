@@ -26,10 +26,13 @@ def test_export_check_then_parity_from_recorded_provenance(tmp_path):
     export = json.loads((tmp_path / "export.json").read_text())
     assert export["parity"]["passed"] and export["export"]["size_bytes"] == onnx_path.stat().st_size
 
-    # A later process: the model name comes from the artifact; the weights must be named again.
+    # A later process: the model name comes from the artifact; the weights are found beside it by their
+    # recorded hash, and must be named again once they are gone from there.
+    assert run("parity", onnx_path).exit_code == 0
+    moved = weights.rename(tmp_path.parent / f"{tmp_path.name}-t0.pth")
     missing = run("parity", onnx_path)
     assert missing.exit_code == ExitCode.USAGE and "t0.pth" in missing.output
-    ok = run("parity", onnx_path, "--weights", weights, "--json", tmp_path / "parity.json")
+    ok = run("parity", onnx_path, "--weights", moved, "--json", tmp_path / "parity.json")
     assert ok.exit_code == 0, ok.output
     assert json.loads((tmp_path / "parity.json").read_text())["passed"] is True
 

@@ -345,7 +345,7 @@ def test_export_from_a_model_name(monkeypatch, gpu, tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(precision="int8"), "--int8 needs --calib"),
     (dict(calib="photos"), "--calib goes with --int8"),
-    (dict(precision="bf16"), "precision must be one of"),
+    (dict(precision="bf16"), "precision bf16 is not available here; choose one of fp32, fp16, int8"),
 ])
 def test_option_mistakes_are_usage_errors_before_any_work(monkeypatch, tmp_path, kwargs, message):
     monkeypatch.setitem(sys.modules, "tensorrt", None)

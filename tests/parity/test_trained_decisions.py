@@ -85,7 +85,7 @@ def test_openvino_int8_keeps_decisions_in_every_setting(mobilenet_v2, calib, tmp
     report = api.verify(result.path, mobilenet_v2, images=IMAGES, progress=False)
     assert report.passed, report.all_failures
     for setting in (report, *report.also):
-        assert setting.outputs[0].top1_confident >= 0.98 and setting.outputs[0].cosine >= 0.98
+        assert setting.outputs[0].top1_confident >= 0.95 and setting.outputs[0].cosine >= 0.98
 
 
 def test_int8_calibrated_on_a_single_image_is_rejected(mobilenet_v2, calib, tmp_path):
