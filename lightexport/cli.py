@@ -570,39 +570,23 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
       lightexport suite --models fasternet_t0 --backends onnxruntime --precisions fp32 --profiles mobile-1t-128bit
       lightexport suite --models fasternet_t0 --weights fasternet_t0=checkpoints/fasternet_t0.pth
     """
-    import tempfile
-
-    from lightexport.calib import write_sample_photos
-    from lightexport.calib.crops import write_calibration_crops
-    from lightexport.loading import load_model
-    from lightexport.suite import build_matrix, run_suite, summary, write_report
+    from lightexport.suite.matrix import build_matrix
     from lightexport.suite.report import HEADER, rows
+    from lightexport.suite.session import run_matrix
 
     sizes = [int(s) for s in input_sizes.split(",")] if input_sizes else None
     weights = _parse_weights(weights_specs)
-    cells = build_matrix(models, backends, precisions, profiles, sizes, weights)
-    for model, path in weights.items():
-        load_model(model, path)  # a checkpoint that does not fit fails now, naming its keys, not in every cell
-    with tempfile.TemporaryDirectory(prefix="lightexport-suite-") as tmp, _SuiteProgress(len(cells)) as progress:
-        if calib:
-            calib_dir, calib_size = Path(calib), 300
-        elif weights:  # trained weights: 300 augmented crops, disjoint from the decision set that judges them
-            calib_dir, calib_size = write_calibration_crops(Path(tmp) / "calib", 300), 300
-        else:
-            calib_dir = write_sample_photos(Path(tmp) / "photos")
-            calib_size = min(16, sum(1 for _ in calib_dir.iterdir()))
-        with progress.quiet_third_party():
-            results = run_suite(cells, Path(tmp), calib_dir, calib_size, inputs, runs, images,
-                                on_result=progress.result, on_step=progress.step)
-    files = write_report(results, Path(out), {"models": models, "backends": backends, "precisions": precisions,
-                                              "profiles": profiles, "inputs_per_cell": inputs,
-                                              "weights": weights or "seeded random weights",
-                                              "calibration": str(calib or "scikit-image sample photos")})
+    cells = build_matrix(models, backends, precisions, profiles, sizes, weights)  # selection errors before any bar
+    with _SuiteProgress(len(cells)) as progress:
+        outcome = run_matrix(models, backends, precisions, profiles, out, input_sizes=sizes, weights=weights,
+                             calib=calib, inputs=inputs, images=images, runs=runs, on_result=progress.result,
+                             on_step=progress.step, quiet=progress.quiet_third_party)
+    results, files = outcome.results, outcome.files
     table = Table(*HEADER, title="parity suite")
     for row in rows(results):
         table.add_row(*row)
     console.print(table)
-    counts = summary(results)
+    counts = outcome.counts
     console.print(", ".join(f"{v} {k}" for k, v in counts.items()) + f"; report: {', '.join(map(str, files))}")
     if counts["fail"] or counts["error"]:
         raise ParityFailure(f"{counts['fail']} cell(s) failed and {counts['error']} errored; see {files[1]}")

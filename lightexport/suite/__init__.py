@@ -7,6 +7,7 @@ than the worker needs: in an emulated arm64 profile there is no PyTorch to load.
 import importlib
 
 _WHERE = {"BACKENDS": "matrix", "PRECISIONS": "matrix", "Cell": "matrix", "build_matrix": "matrix",
+          "run_matrix": "session", "SuiteOutcome": "session",
           "summary": "report", "write_report": "report", "run_suite": "run"}
 
 
@@ -16,4 +17,5 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'lightexport.suite' has no attribute {name!r}")
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "Cell", "build_matrix", "run_suite", "summary", "write_report"]
+__all__ = ["BACKENDS", "PRECISIONS", "Cell", "SuiteOutcome", "build_matrix", "run_matrix", "run_suite", "summary",
+           "write_report"]
