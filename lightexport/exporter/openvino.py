@@ -115,7 +115,8 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
     300 calibration crops, agreement confident/all): full bias correction instead of the fast
     one (98.3/82.5 -> 98.3/86.2 %) and the first ``keep`` convolutions left in float, the
     layers whose int8 error every later layer inherits (EfficientNet-Lite0: 90.8 -> 92.5 % on
-    all crops). int8 stays 1.3x faster than OpenVINO's own bf16 default and 3x faster than f32.
+    all crops). int8 ran 1.16-1.20x faster than OpenVINO's own bf16 default and 1.7-2.0x faster than f32
+    (1 thread, idle AMD EPYC; benchmarks/precision_table.py).
     """
     try:
         import nncf
