@@ -73,12 +73,13 @@ class ParityReport:
         how = f", {self.execution}" if self.execution else ""
         table = Table(title=f"parity of {self.artifact} ({self.backend}{how}; {self.precision} limits) "
                             f"on {self.samples} images")
-        for column in ("output", "shape", "max abs", "max rel", "mean abs", "cosine (mean / min)", "top-1",
+        for column in ("output", "shape", "max abs", "max rel", "mean abs", "cosine (mean / p05 / min)", "top-1",
                        "top-1 confident", "top-5"):
             table.add_column(column, justify="left" if column in ("output", "shape") else "right")
         table.add_column("verdict")
         for stats in self.outputs:
-            cosine = "-" if math.isnan(stats.cosine) else f"{stats.cosine:.6f} / {stats.cosine_min:.6f}"
+            cosine = "-" if math.isnan(stats.cosine) else (f"{stats.cosine:.6f} / {stats.cosine_p05:.6f} / "
+                                                           f"{stats.cosine_min:.6f}")
             ok = not self.tolerance.check(stats)
             table.add_row(stats.name, "x".join(map(str, stats.shape)), _sci(stats.max_abs), _sci(stats.max_rel),
                           _sci(stats.mean_abs), cosine, _top1(stats), _confident(stats), _fraction(stats.top5),

@@ -134,7 +134,8 @@ class Tolerance:
 
     def describe(self) -> str:
         limits = [f"max_rel <= {self.max_rel:g}"] if self.max_rel is not None else []
-        limits += [f"{m} >= {v:g}" + (" (near-tie flips agree)" if m == "top1" else "")
+        limits += [f"{m} >= {v:g}" + (" (random heads: near-tie flips agree; trained: chance allowed)"
+                                       if m == "top1" else "")
                    for m, v in self._lower_limits() if v is not None]
         return ", ".join(limits)
 
