@@ -656,6 +656,9 @@ def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch,
     from lightexport.bench.profiles import get_profile
 
     chosen = get_profile(profile) if profile else None
+    if chosen and chosen.emulated:
+        raise UsageError(f"{chosen.name} runs under emulation, so its timings measure the emulator; use it with "
+                         "`lightexport suite` (numerics), and bench an x86 profile or a real ARM device")
     if chosen and any(os.environ.get(k) != v for k, v in chosen.env.items()):
         # ISA caps only bind when the kernel libraries load: run again in a fresh process with them set.
         completed = subprocess.run([sys.executable, "-m", "lightexport.cli", *sys.argv[1:]],

@@ -130,3 +130,8 @@ def test_interrupted_runs_leave_no_staging_and_abandoned_ones_are_removed(tmp_pa
         tmp.write_bytes(b"partial")
         raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == [foreign.name]
+
+
+def test_bench_refuses_an_emulated_profile():
+    result = run("bench", "fasternet_t0", "--profile", "arm64-1t")
+    assert result.exit_code == ExitCode.USAGE and "measure the emulator" in _one_line(result)
