@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.progress import track
 
 from lightexport.errors import UsageError
-from lightexport.parity.metrics import compare
+from lightexport.parity.judge import report_from_runs
 from lightexport.parity.report import ParityReport
-from lightexport.parity.runners import Outputs, Runner, TorchRunner, runner_for
+from lightexport.parity.runners import Runner, TorchRunner, runner_for
 from lightexport.parity.tolerances import Tolerance, tolerance_for
 
 
@@ -34,11 +34,6 @@ def _input_name(runner: Runner, given: str | None) -> str:
     if len(runner.input_names) != 1:
         raise UsageError(f"{runner.name} has inputs {runner.input_names}; say which one to feed (input_name=)")
     return runner.input_names[0]
-
-
-def _stack(runs: list[Outputs]) -> list[np.ndarray]:
-    """Each output's results over all inputs, concatenated along the batch axis, in output order."""
-    return [np.concatenate([run[name] for run in runs]) for name in runs[0]]
 
 
 def check_parity(
@@ -69,13 +64,4 @@ def check_parity(
         for x in steps:
             ref_runs.append(reference.infer({ref_name: x}))
             art_runs.append(artifact.infer({feed_name: x}))
-    names = list(art_runs[0])
-    outputs = [compare(name, ref, art) for name, ref, art in zip(names, _stack(ref_runs), _stack(art_runs))]
-    failures = [f for stats in outputs for f in tolerance.check(stats)]
-    if len(ref_runs[0]) != len(names):
-        failures.insert(0, f"the artifact has {len(names)} output(s) ({', '.join(names)}) but the reference "
-                           f"has {len(ref_runs[0])}")
-    path = getattr(artifact, "path", None)
-    return ParityReport(artifact=str(path or artifact.name), backend=artifact.backend, precision=tolerance.precision,
-                        tolerance=tolerance, outputs=outputs, samples=sum(len(x) for x in inputs),
-                        failures=failures)
+    return report_from_runs(artifact, ref_runs, art_runs, tolerance, sum(len(x) for x in inputs))

@@ -31,6 +31,15 @@ def _photos_if_available() -> list[np.ndarray]:
         return []
 
 
+def _preprocess(spec_or_preprocess: ModelSpec | Preprocess, input_size: int | None) -> Preprocess:
+    """The model's transform (or the one given), at ``input_size`` when an artifact was exported at another size."""
+    if isinstance(spec_or_preprocess, Preprocess):
+        if input_size:
+            return dataclasses.replace(spec_or_preprocess, input_size=input_size)
+        return spec_or_preprocess
+    return Preprocess.from_spec(spec_or_preprocess, input_size)
+
+
 def make_inputs(
     spec_or_preprocess: ModelSpec | Preprocess,
     n: int = PARITY_INPUTS,
@@ -46,12 +55,7 @@ def make_inputs(
     """
     if n < 1 or batch < 1:
         raise UsageError(f"need at least one input of at least one image (got n={n}, batch={batch})")
-    if isinstance(spec_or_preprocess, Preprocess):
-        preprocess = spec_or_preprocess
-        if input_size:
-            preprocess = dataclasses.replace(preprocess, input_size=input_size)
-    else:
-        preprocess = Preprocess.from_spec(spec_or_preprocess, input_size)
+    preprocess = _preprocess(spec_or_preprocess, input_size)
     total = n * batch
     images = [preprocess(p) for p in (_photos_if_available() if photos else [])[:total]]
     shape = (total - len(images), *preprocess.shape[1:])
@@ -76,11 +80,6 @@ def decision_inputs(
 
     if n < 1 or batch < 1:
         raise UsageError(f"need at least one image in batches of at least one (got n={n}, batch={batch})")
-    if isinstance(spec_or_preprocess, Preprocess):
-        preprocess = spec_or_preprocess
-        if input_size:
-            preprocess = dataclasses.replace(preprocess, input_size=input_size)
-    else:
-        preprocess = Preprocess.from_spec(spec_or_preprocess, input_size)
+    preprocess = _preprocess(spec_or_preprocess, input_size)
     images = np.concatenate([preprocess(c) for c in decision_crops(n * batch)])
     return [np.ascontiguousarray(images[i : i + batch]) for i in range(0, n * batch, batch)]

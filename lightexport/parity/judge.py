@@ -31,14 +31,23 @@ def judge(artifact: Runner, feeds: Sequence[np.ndarray], reference: Sequence[Out
         if len(artifact.input_names) != 1:
             raise UsageError(f"{artifact.name} has inputs {artifact.input_names}; the suite feeds one")
         runs = [artifact.infer({artifact.input_names[0]: x}) for x in feeds]
-    names = list(runs[0])
-    stacked_art = [np.concatenate([run[n] for run in runs]) for n in names]
-    stacked_ref = [np.concatenate([ref[n] for ref in reference]) for n in reference[0]]
-    outputs = [compare(name, ref, art) for name, ref, art in zip(names, stacked_ref, stacked_art)]
+    return report_from_runs(artifact, list(reference), runs, tolerance, sum(len(x) for x in feeds))
+
+
+def _stack(runs: Sequence[Outputs]) -> list[np.ndarray]:
+    """Each output's results over all inputs, concatenated along the batch axis, in output order."""
+    return [np.concatenate([run[name] for run in runs]) for name in runs[0]]
+
+
+def report_from_runs(artifact: Runner, ref_runs: Sequence[Outputs], art_runs: Sequence[Outputs],
+                     tolerance: Tolerance, samples: int) -> ParityReport:
+    """Compare per-input outputs, output by output in order, and judge them: the one rule parity has."""
+    names = list(art_runs[0])
+    outputs = [compare(name, ref, art) for name, ref, art in zip(names, _stack(ref_runs), _stack(art_runs))]
     failures = [f for stats in outputs for f in tolerance.check(stats)]
-    if len(reference[0]) != len(names):
+    if len(ref_runs[0]) != len(names):
         failures.insert(0, f"the artifact has {len(names)} output(s) ({', '.join(names)}) but the reference "
-                           f"has {len(reference[0])}")
+                           f"has {len(ref_runs[0])}")
     path = getattr(artifact, "path", None)
     return ParityReport(artifact=str(path or artifact.name), backend=artifact.backend, precision=tolerance.precision,
-                        tolerance=tolerance, outputs=outputs, samples=sum(len(x) for x in feeds), failures=failures)
+                        tolerance=tolerance, outputs=outputs, samples=samples, failures=failures)
