@@ -105,7 +105,10 @@ def _head_classes(spec: ModelSpec, state_dict: StateDict) -> int | None:
 
 
 def _fits(spec: ModelSpec, state_dict: StateDict, features: bool) -> bool:
-    sd = _filtered(spec, state_dict)
+    try:
+        sd = _filtered(spec, state_dict)
+    except CheckpointError:  # the filter knows this layout as another entry's (same tensors, other network)
+        return False
     if features:
         kwargs: dict[str, Any] = {"fork_feat": True}
         sd = {k: v for k, v in sd.items() if not k.startswith(spec.head_prefixes)}

@@ -4,17 +4,31 @@ Early stages use Fused-MBConv (one full k x k conv in place of expand + depthwis
 ones MBConv with squeeze-excitation sized from the block's input width; SiLU throughout,
 BatchNorm eps 1e-3, stochastic depth on residual branches (training only). The module
 tree follows torchvision (``features.N.M.block``), whose ImageNet checkpoints load as they are.
+
+timm's ``tf_efficientnetv2_s/m/l`` (the ports of Google's released checkpoints, in1k and in21k)
+are the same blocks, widths, SE widths and BatchNorm epsilon, but were trained with TF's "SAME"
+padding: the stride-2 3x3 convs (stem, first block of stages 1, 2, 3 and 5 in S) pad one pixel at
+the bottom/right only when the input side is even, where torchvision pads one on every side.
+Same tensors, another network: they are registered under timm's names (``same_padding=True``),
+load timm's key layout through :func:`checkpoint_filter`, and refuse torchvision's layout (and
+the torchvision entries timm's), so a bare checkpoint is identified by its layout.
+timm's ``efficientnetv2_s/m/l`` (BatchNorm eps 1e-5, symmetric padding, no released weights)
+hold the very keys of ``tf_efficientnetv2_*`` and are left to ``timm:NAME``; ``efficientnetv2_rw_*``
+are other networks (an expanding first stage, 272/1792 widths in ``rw_s``).
 """
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import torch
 import torch.nn as nn
 
+from lightexport.errors import CheckpointError
+from lightexport.model_defs.efficientnet_lite import pad_same
 from lightexport.model_defs.layers import ConvBNAct, DropPath, FeaturesNet, SqueezeExcitation
-from lightexport.model_defs.registry import ModelSpec, register
+from lightexport.model_defs.registry import ModelSpec, StateDict, register
 
 # Per stage: fused?, expansion, kernel, stride, input width, output width, blocks.
 STAGES = {
@@ -34,26 +48,44 @@ BatchNorm = partial(nn.BatchNorm2d, eps=1e-3)
 SiLU = partial(nn.SiLU, inplace=True)
 
 
-def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> ConvBNAct:
-    return ConvBNAct(cin, cout, kernel, stride, groups, norm=BatchNorm, act=SiLU if act else None)
+class SameConvBNAct(ConvBNAct):
+    """A strided ConvBNAct that pads as TF's "SAME" (:func:`pad_same`, from the input size at run time).
+
+    The conv itself has no padding and stays a plain ``nn.Conv2d``, so BatchNorm fusion folds it as usual.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int = 1, **kwargs) -> None:
+        super().__init__(cin, cout, kernel, stride, groups, **kwargs)
+        self[0].padding = (0, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(pad_same(x, self[0].kernel_size[0], self[0].stride[0]))
+
+
+def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True,
+            same_padding: bool = False) -> ConvBNAct:
+    """conv + BN (+ SiLU); with ``same_padding`` a strided one pads as TF (stride-1 "SAME" is symmetric)."""
+    layer = SameConvBNAct if same_padding and stride > 1 else ConvBNAct
+    return layer(cin, cout, kernel, stride, groups, norm=BatchNorm, act=SiLU if act else None)
 
 
 class MBConv(nn.Module):
     """(Fused-)MBConv: ``x + drop_path(block(x))`` when the shape is kept, else ``block(x)``."""
 
     def __init__(self, fused: bool, expansion: int, kernel: int, stride: int, cin: int, cout: int,
-                 drop_path: float) -> None:
+                 drop_path: float, same_padding: bool = False) -> None:
         super().__init__()
+        cbn = partial(conv_bn, same_padding=same_padding)
         expanded = cin * expansion
         self.use_res_connect = stride == 1 and cin == cout
         if fused:
-            layers = ([conv_bn(cin, expanded, kernel, stride), conv_bn(expanded, cout, 1, act=False)]
-                      if expanded != cin else [conv_bn(cin, cout, kernel, stride)])
+            layers = ([cbn(cin, expanded, kernel, stride), cbn(expanded, cout, 1, act=False)]
+                      if expanded != cin else [cbn(cin, cout, kernel, stride)])
         else:
-            layers = [conv_bn(cin, expanded, 1)] if expanded != cin else []
-            layers += [conv_bn(expanded, expanded, kernel, stride, groups=expanded),
+            layers = [cbn(cin, expanded, 1)] if expanded != cin else []
+            layers += [cbn(expanded, expanded, kernel, stride, groups=expanded),
                        SqueezeExcitation(expanded, max(1, cin // 4), act=SiLU),
-                       conv_bn(expanded, cout, 1, act=False)]
+                       cbn(expanded, cout, 1, act=False)]
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = DropPath(drop_path)
 
@@ -65,16 +97,17 @@ class EfficientNetV2(FeaturesNet):
     """EfficientNetV2 classifier, or four feature maps (strides 4-32) when ``fork_feat=True``."""
 
     def __init__(self, variant: str = "s", num_classes: int = 1000, dropout: float = 0.2,
-                 stochastic_depth_prob: float = 0.2, fork_feat: bool = False, in_chans: int = 3) -> None:
+                 stochastic_depth_prob: float = 0.2, fork_feat: bool = False, in_chans: int = 3,
+                 same_padding: bool = False) -> None:
         stages = STAGES[variant]
-        layers: list[nn.Module] = [conv_bn(in_chans, stages[0][4], 3, 2)]
+        layers: list[nn.Module] = [conv_bn(in_chans, stages[0][4], 3, 2, same_padding=same_padding)]
         strides = [2]
         total, index = sum(stage[-1] for stage in stages), 0
         for fused, expansion, kernel, stride, cin, cout, blocks in stages:
             stage = []
             for b in range(blocks):  # drop-path rate grows linearly with depth over the whole network
                 stage.append(MBConv(fused, expansion, kernel, stride if b == 0 else 1, cin if b == 0 else cout,
-                                    cout, stochastic_depth_prob * index / total))
+                                    cout, stochastic_depth_prob * index / total, same_padding))
                 index += 1
             layers.append(nn.Sequential(*stage))
             strides.append(strides[-1] * stride)
@@ -83,9 +116,65 @@ class EfficientNetV2(FeaturesNet):
         super().__init__(layers, strides, head)
 
 
+# timm's names (EfficientNet builder) per module of a block -> (index in torchvision's ``block``, name inside it):
+# the expansion-1 first stage is one conv (``ConvBnAct``), the fused stages {conv_exp, conv_pwl} (``EdgeResidual``),
+# the rest inverted residuals with squeeze-excitation.
+_TIMM_BLOCK = {"conv": "0.0", "conv_exp": "0.0", "conv_pw": "0.0", "bn1": "0.1", "conv_dw": "1.0", "bn2": "1.1",
+               "se": "2", "conv_pwl": "3.0", "bn3": "3.1"}
+_TIMM_SE = {"conv_reduce": "fc1", "conv_expand": "fc2"}
+_TIMM_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(\d+)\.(\w+)\.(.+)$")
+
+
+def _timm_to_torchvision(state_dict: StateDict, stages: int) -> StateDict:
+    """timm's ``conv_stem/bn1/blocks.S.B.*/conv_head/bn2/classifier`` -> ``features.N[.M.block.I]/classifier.1``."""
+    fused = {m[1] for k in state_dict if (m := _TIMM_BLOCK_KEY.match(k)) and m[3] == "conv_exp"}
+    top = {"conv_stem": "features.0.0", "bn1": "features.0.1", "conv_head": f"features.{stages + 1}.0",
+           "bn2": f"features.{stages + 1}.1", "classifier": "classifier.1"}
+    out: StateDict = {}
+    for key, value in state_dict.items():
+        if m := _TIMM_BLOCK_KEY.match(key):
+            stage, block, module, rest = m.groups()
+            inner = "1.0" if module == "conv_pwl" and stage in fused else _TIMM_BLOCK.get(module)
+            if module == "se":
+                name, _, param = rest.partition(".")
+                rest = f"{_TIMM_SE.get(name, name)}.{param}"
+            if inner is not None:
+                key = f"features.{int(stage) + 1}.{block}.block.{inner}.{rest}"
+        else:
+            module, _, param = key.partition(".")
+            key = f"{top[module]}.{param}" if module in top else key
+        out[key] = value  # a key no rule covers stays as is: the strict load names it
+    return out
+
+
+def checkpoint_filter(state_dict: StateDict, model: nn.Module | None = None, *, variant: str = "s",
+                      timm: bool = False) -> StateDict:
+    """Accept the layout of the library whose network this entry is; refuse the other's, naming the right entry.
+
+    Both layouts hold the same tensors, so the key names are all that tells which padding the
+    weights were trained with.
+    """
+    is_timm, is_torchvision = "conv_stem.weight" in state_dict, "features.0.0.weight" in state_dict
+    ours, theirs = (f"tf_efficientnetv2_{variant}", f"efficientnet_v2_{variant}")[:: 1 if timm else -1]
+    if (is_torchvision and timm) or (is_timm and not timm):
+        source, padding = ("torchvision", "symmetric") if timm else ("timm", "TF 'SAME'")
+        raise CheckpointError(f"the checkpoint holds {source}'s EfficientNetV2 layout ({padding} padding), not "
+                              f"{ours}'s; load it as {theirs}")
+    return _timm_to_torchvision(state_dict, len(STAGES[variant])) if is_timm else state_dict
+
+
 for _variant, _cfg in VARIANTS.items():
+    _head = (f"features.{len(STAGES[_variant]) + 1}.", "classifier.")
     register(ModelSpec(name=f"efficientnet_v2_{_variant}", family="efficientnetv2", builder=EfficientNetV2,
                        input_size=_cfg["input_size"], crop_pct=1.0, interpolation="bilinear",
                        config=dict(variant=_variant, dropout=_cfg["dropout"]), classifier_weight="classifier.1.weight",
-                       head_prefixes=(f"features.{len(STAGES[_variant]) + 1}.", "classifier."),
+                       checkpoint_filter=partial(checkpoint_filter, variant=_variant), head_prefixes=_head,
                        checkpoints=("torchvision",)))
+    # timm's port of the TF release: same tensors, TF "SAME" padding (see the module docstring); timm's test
+    # size and preprocessing (mean/std 0.5, bicubic, crop 1.0)
+    register(ModelSpec(name=f"tf_efficientnetv2_{_variant}", family="efficientnetv2", builder=EfficientNetV2,
+                       input_size=_cfg["input_size"], mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0,
+                       interpolation="bicubic", classifier_weight="classifier.1.weight",
+                       config=dict(variant=_variant, dropout=_cfg["dropout"], same_padding=True),
+                       checkpoint_filter=partial(checkpoint_filter, variant=_variant, timm=True), head_prefixes=_head,
+                       checkpoints=(f"timm tf_efficientnetv2_{_variant}",)))
