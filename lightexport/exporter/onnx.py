@@ -25,6 +25,7 @@ from lightexport.exporter.base import ExportResult, artifact_metadata
 from lightexport.exporter.onnx_cleanup import drop_noop_slices
 from lightexport.exporter.onnx_guard import Candidate, guarded_simplify
 from lightexport.loading import LoadedModel
+from lightexport.model_defs.features import output_names as feature_output_names
 from lightexport.onnxfile import INPUT_NAME, check_model, op_histogram, save_onnx, stamp_metadata
 from lightexport.options import ExportOptions
 
@@ -34,9 +35,8 @@ EXPORTERS = ("torchscript", "dynamo")
 
 
 def output_names(loaded: LoadedModel) -> list[str]:
-    if loaded.features:
-        return [f"feat{i}" for i in range(len(loaded.module.out_indices))]
-    return ["logits"]
+    """``logits``, or in backbone mode one ``featN`` per feature map the module declares."""
+    return feature_output_names(loaded.module) if loaded.features else ["logits"]
 
 
 def torch_to_onnx(

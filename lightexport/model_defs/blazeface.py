@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from lightexport.model_defs.features import FeatureInfo
 from lightexport.model_defs.layers import ConvBNAct, torchvision_init
 from lightexport.model_defs.registry import ModelSpec, register
 
@@ -56,26 +57,22 @@ class BlazeBlock(nn.Module):
 
 
 class BlazeFaceBackbone(nn.Module):
-    """Feature extractor only: returns the stride-8 (16x16x96) and stride-16 (8x8x96) maps for 128x128."""
+    """The trunk (stem and blocks; its own forward returns the last map); backbone mode returns the
+    stride-8 (16x16x96) and stride-16 (8x8x96) maps for 128x128. There is no head to build."""
 
-    def __init__(self, fork_feat: bool = True, in_chans: int = 3) -> None:
+    feature_trunk = ("stem", "blocks")
+    feature_info = tuple(FeatureInfo(f"blocks.{i}", BLOCKS[i][2], s) for i, s in zip(FEATURE_BLOCKS, (8, 16)))
+
+    def __init__(self, with_head: bool = False, in_chans: int = 3) -> None:
         super().__init__()
-        if not fork_feat:
-            raise ValueError("blazeface_backbone is a backbone only (no classifier); build it with fork_feat=True")
-        self.fork_feat = True
+        if with_head:
+            raise ValueError("blazeface_backbone is a backbone only: it has no classifier head to build")
         self.stem = ConvBNAct(in_chans, 24, 5, 2, act=nn.ReLU)
         self.blocks = nn.Sequential(*(BlazeBlock(*cfg) for cfg in BLOCKS))
-        self.out_indices = list(FEATURE_BLOCKS)
         self.apply(torchvision_init)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        outs = []
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x))
 
 
 register(ModelSpec(name="blazeface_backbone", family="blazeface", builder=BlazeFaceBackbone, input_size=128,

@@ -23,7 +23,8 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from lightexport.model_defs.layers import make_divisible, pyramid_forward, pyramid_indices, torchvision_init
+from lightexport.model_defs.features import pyramid_features
+from lightexport.model_defs.layers import make_divisible, torchvision_init
 from lightexport.model_defs.registry import ModelSpec, StateDict, register
 
 # Per stage: block type (ds: depthwise separable, ir: inverted residual), repeats, kernel, stride, expansion, width.
@@ -110,18 +111,24 @@ class InvertedResidual(nn.Module):
         return x + y if self.has_skip else y
 
 
+def stem(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The stem, a trunk step of its own: its conv pads the input as TF's "SAME" first (:func:`_same`)."""
+    return net.act1(net.bn1(_same(net.conv_stem, x)))
+
+
 class EfficientNetLite(nn.Module):
-    """EfficientNet-Lite classifier, or four feature maps (strides 4-32) when ``fork_feat=True``."""
+    """EfficientNet-Lite classifier; ``with_head=False`` builds the trunk for backbone mode (no head)."""
+
+    feature_trunk = (stem, "blocks")
 
     def __init__(self, variant: str = "lite0", num_classes: int = 1000, dropout: float | None = None,
-                 fork_feat: bool = False, in_chans: int = 3) -> None:
+                 with_head: bool = True, in_chans: int = 3) -> None:
         super().__init__()
         width_mult, depth_mult, _, default_dropout = VARIANTS[variant]
-        self.fork_feat = fork_feat
         self.conv_stem = conv(in_chans, STEM_WIDTH, 3, 2)
         self.bn1 = BatchNorm(STEM_WIDTH)
         self.act1 = ReLU6()
-        cin, stride_so_far, stages, strides = STEM_WIDTH, 2, [], []
+        cin, stride_so_far, stages, strides, channels = STEM_WIDTH, 2, [], [], []
         for (kind, _, kernel, stride, expansion, width), repeats in zip(STAGES, stage_repeats(depth_mult)):
             cout = make_divisible(width * width_mult)
             blocks: list[nn.Module] = []
@@ -133,10 +140,10 @@ class EfficientNetLite(nn.Module):
             stages.append(nn.Sequential(*blocks))
             stride_so_far *= stride
             strides.append(stride_so_far)
+            channels.append(cout)
         self.blocks = nn.Sequential(*stages)
-        if fork_feat:
-            self.out_indices = pyramid_indices(strides)
-        else:
+        self.feature_info = pyramid_features("blocks", strides, channels)
+        if with_head:
             self.conv_head = conv(cin, HEAD_WIDTH, 1)
             self.bn2 = BatchNorm(HEAD_WIDTH)
             self.act2 = ReLU6()
@@ -144,11 +151,8 @@ class EfficientNetLite(nn.Module):
             self.classifier = nn.Linear(HEAD_WIDTH, num_classes)
         self.apply(torchvision_init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        x = self.act1(self.bn1(_same(self.conv_stem, x)))
-        if self.fork_feat:
-            return pyramid_forward(self.blocks, x, self.out_indices)
-        x = self.act2(self.bn2(self.conv_head(self.blocks(x))))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act2(self.bn2(self.conv_head(self.blocks(stem(self, x)))))
         return self.classifier(self.dropout(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)))
 
 

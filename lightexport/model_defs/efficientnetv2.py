@@ -94,14 +94,14 @@ class MBConv(nn.Module):
 
 
 class EfficientNetV2(FeaturesNet):
-    """EfficientNetV2 classifier, or four feature maps (strides 4-32) when ``fork_feat=True``."""
+    """EfficientNetV2 classifier; ``with_head=False`` builds the trunk for backbone mode (no head)."""
 
     def __init__(self, variant: str = "s", num_classes: int = 1000, dropout: float = 0.2,
-                 stochastic_depth_prob: float = 0.2, fork_feat: bool = False, in_chans: int = 3,
+                 stochastic_depth_prob: float = 0.2, with_head: bool = True, in_chans: int = 3,
                  same_padding: bool = False) -> None:
         stages = STAGES[variant]
         layers: list[nn.Module] = [conv_bn(in_chans, stages[0][4], 3, 2, same_padding=same_padding)]
-        strides = [2]
+        strides, channels = [2], [stages[0][4]]
         total, index = sum(stage[-1] for stage in stages), 0
         for fused, expansion, kernel, stride, cin, cout, blocks in stages:
             stage = []
@@ -111,9 +111,10 @@ class EfficientNetV2(FeaturesNet):
                 index += 1
             layers.append(nn.Sequential(*stage))
             strides.append(strides[-1] * stride)
-        head = None if fork_feat else (conv_bn(stages[-1][5], HEAD_WIDTH, 1),
-                                       nn.Sequential(nn.Dropout(dropout), nn.Linear(HEAD_WIDTH, num_classes)))
-        super().__init__(layers, strides, head)
+            channels.append(cout)
+        head = (conv_bn(stages[-1][5], HEAD_WIDTH, 1),
+                nn.Sequential(nn.Dropout(dropout), nn.Linear(HEAD_WIDTH, num_classes))) if with_head else None
+        super().__init__(layers, strides, channels, head)
 
 
 # timm's names (EfficientNet builder) per module of a block -> (index in torchvision's ``block``, name inside it):

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from lightexport.model_defs.features import FeatureInfo
 from lightexport.model_defs.layers import DropPath
 from lightexport.model_defs.registry import ModelSpec, StateDict, register
 
@@ -130,7 +131,13 @@ class PatchMerging(nn.Module):
 
 
 class FasterNet(nn.Module):
-    """FasterNet classifier, or a four-level feature pyramid when ``fork_feat=True``."""
+    """FasterNet classifier; ``with_head=False`` builds the detection backbone's trunk instead of the head.
+
+    That trunk has one norm per stage output (``norm0, norm2, norm4, norm6``), as the official
+    detection code adds them; backbone mode returns each stage's output through its norm.
+    """
+
+    feature_trunk = ("patch_embed", "stages")
 
     def __init__(
         self,
@@ -149,7 +156,7 @@ class FasterNet(nn.Module):
         drop_path_rate: float = 0.1,
         layer_scale_init_value: float = 0.0,
         act_layer: str = "RELU",
-        fork_feat: bool = False,
+        with_head: bool = True,
         pconv_form: str = "split_cat",
     ) -> None:
         super().__init__()
@@ -157,7 +164,6 @@ class FasterNet(nn.Module):
         act = {"GELU": nn.GELU, "RELU": partial(nn.ReLU, inplace=True)}[act_layer.upper()]
         self.num_stages = len(depths)
         self.num_features = int(embed_dim * 2 ** (self.num_stages - 1))
-        self.fork_feat = fork_feat
         self.patch_embed = PatchEmbed(patch_size, patch_stride, in_chans, embed_dim, norm_layer if patch_norm else None)
         total = sum(depths)  # linear decay over all blocks, as torch.linspace in the official code
         dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
@@ -180,27 +186,21 @@ class FasterNet(nn.Module):
             if i < self.num_stages - 1:
                 stages.append(PatchMerging(patch_size2, patch_stride2, dim, norm_layer))
         self.stages = nn.Sequential(*stages)
-        if fork_feat:
-            self.out_indices = [2 * i for i in range(self.num_stages)]
-            for i, idx in enumerate(self.out_indices):
-                self.add_module(f"norm{idx}", norm_layer(int(embed_dim * 2**i)))
-        else:
+        self.feature_info = [FeatureInfo(f"stages.{2 * i}", int(embed_dim * 2**i), patch_stride * patch_stride2**i,
+                                         post=None if with_head else f"norm{2 * i}") for i in range(self.num_stages)]
+        if with_head:
             self.num_classes = num_classes
             self.avgpool_pre_head = nn.Sequential(
                 nn.AdaptiveAvgPool2d(1), nn.Conv2d(self.num_features, feature_dim, 1, bias=False), act()
             )
             self.head = nn.Linear(feature_dim, num_classes) if num_classes > 0 else nn.Identity()
+        else:  # the detection backbone's feature norms
+            for info in self.feature_info:
+                self.add_module(info.post, norm_layer(info.channels))
         self.apply(_init_weights)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
-        if self.fork_feat:
-            outs = []
-            for idx, stage in enumerate(self.stages):
-                x = stage(x)
-                if idx in self.out_indices:
-                    outs.append(getattr(self, f"norm{idx}")(x))
-            return outs
         x = self.stages(x)
         x = self.avgpool_pre_head(x)
         return self.head(torch.flatten(x, 1))

@@ -17,7 +17,8 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from lightexport.model_defs.layers import make_divisible, pyramid_forward, pyramid_indices, torchvision_init
+from lightexport.model_defs.features import pyramid_features
+from lightexport.model_defs.layers import make_divisible, torchvision_init
 from lightexport.model_defs.registry import ModelSpec, StateDict, register
 
 # Stages of bottlenecks: kernel, expanded width, output width, squeeze-excitation ratio, stride.
@@ -117,17 +118,19 @@ class ConvBnAct(nn.Module):
 
 
 class GhostNetV2(nn.Module):
-    """GhostNetV2 classifier, or four feature maps (strides 4-32) when ``fork_feat=True``."""
+    """GhostNetV2 classifier; ``with_head=False`` builds the trunk for backbone mode (no last 1x1 stage, no head)."""
 
-    def __init__(self, width: float = 1.0, num_classes: int = 1000, dropout: float = 0.2, fork_feat: bool = False,
+    feature_trunk = ("conv_stem", "bn1", "act1", "blocks")
+
+    def __init__(self, width: float = 1.0, num_classes: int = 1000, dropout: float = 0.2, with_head: bool = True,
                  in_chans: int = 3) -> None:
         super().__init__()
-        self.fork_feat, self.dropout = fork_feat, dropout
+        self.dropout = dropout
         cin = make_divisible(16 * width, 4)
         self.conv_stem = nn.Conv2d(in_chans, cin, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cin)
         self.act1 = ReLU()
-        stages, strides, index = [], [], 0
+        stages, strides, channels, index = [], [], [], 0
         for stage in STAGES:
             blocks = []
             for kernel, expanded, c, se_ratio, stride in stage:
@@ -137,9 +140,9 @@ class GhostNetV2(nn.Module):
                 cin, index = cout, index + 1
             stages.append(nn.Sequential(*blocks))
             strides.append((strides[-1] if strides else 2) * max(b[4] for b in stage))
-        if fork_feat:
-            self.out_indices = pyramid_indices(strides)
-        else:
+            channels.append(cin)
+        self.feature_info = pyramid_features("blocks", strides, channels)
+        if with_head:
             width_out = make_divisible(STAGES[-1][-1][1] * width, 4)
             stages.append(nn.Sequential(ConvBnAct(cin, width_out)))
             self.conv_head = nn.Conv2d(width_out, 1280, 1, bias=True)
@@ -148,10 +151,8 @@ class GhostNetV2(nn.Module):
         self.blocks = nn.Sequential(*stages)
         self.apply(torchvision_init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv_stem(x)))
-        if self.fork_feat:
-            return pyramid_forward(self.blocks, x, self.out_indices)
         x = self.act2(self.conv_head(self.blocks(x).mean((2, 3), keepdim=True)))
         x = nn.functional.dropout(torch.flatten(x, 1), self.dropout, self.training)
         return self.classifier(x)

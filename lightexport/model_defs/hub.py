@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import torch
@@ -73,8 +73,10 @@ def _timm_spec(name: str, model: str) -> ModelSpec:
     classifier = cfg_dict.get("classifier") or "fc"
     if isinstance(classifier, (list, tuple)):  # distilled models name two heads; the first is the class head
         classifier = classifier[0]
+    builder = _TimmBuilder(model)
     return ModelSpec(
-        name=name, family=f"timm {timm.__version__}", builder=_TimmBuilder(model), input_size=int(size[-1]),
+        name=name, family=f"timm {timm.__version__}", builder=builder, backbone_builder=builder.features,
+        input_size=int(size[-1]),
         mean=tuple(cfg_dict.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg_dict.get("std", (0.229, 0.224, 0.225))),
         crop_pct=float(cfg_dict.get("crop_pct", 0.875)), interpolation=_interpolation(cfg_dict.get("interpolation")),
         classifier_weight=f"{classifier}.weight", head_prefixes=(f"{classifier}.",), checkpoints=(f"timm {arch}",),
@@ -82,24 +84,25 @@ def _timm_spec(name: str, model: str) -> ModelSpec:
 
 
 class _TimmBuilder:
-    """``timm.create_model(NAME, pretrained=False)``; ``fork_feat`` builds timm's ``features_only`` wrapper."""
+    """``timm.create_model(NAME, pretrained=False)``; backbone mode is timm's own ``features_only`` wrapper,
+    built from timm's ``feature_info`` as ours is from our families' (its outputs: ``features.feature_outputs``)."""
 
     def __init__(self, model: str) -> None:
         self.model = model
 
-    def __call__(self, num_classes: int | None = None, fork_feat: bool = False) -> nn.Module:
+    def __call__(self, num_classes: int | None = None) -> nn.Module:
         import timm
 
         kwargs: dict[str, Any] = {"pretrained": False}
-        if fork_feat:
-            kwargs["features_only"] = True
-        elif num_classes is not None:
+        if num_classes is not None:
             kwargs["num_classes"] = num_classes
-        module = timm.create_model(self.model, **kwargs)
-        if fork_feat:
-            module.out_indices = list(module.feature_info.out_indices)  # one output per feature map
-            module.fork_feat = True
-        return module
+        return timm.create_model(self.model, **kwargs)
+
+    def features(self, out_indices: tuple[int, ...] | None = None) -> nn.Module:
+        import timm
+
+        kwargs: dict[str, Any] = {"out_indices": tuple(out_indices)} if out_indices is not None else {}
+        return timm.create_model(self.model, pretrained=False, features_only=True, **kwargs)
 
 
 # -- torchvision -----------------------------------------------------------------------------------------------
@@ -122,10 +125,16 @@ def _torchvision_spec(name: str, model: str) -> ModelSpec:
     head = [n for n, m in built.named_modules() if isinstance(m, nn.Linear)][-1]
     return ModelSpec(
         name=name, family=f"torchvision {torchvision.__version__}", builder=_TorchvisionBuilder(model),
+        backbone_builder=partial(_no_backbone, model),
         input_size=crop, mean=tuple(transform.mean), std=tuple(transform.std), crop_pct=_crop_pct(crop, resize),
         interpolation=_interpolation(transform.interpolation.value), classifier_weight=f"{head}.weight",
         head_prefixes=(f"{head}.",), checkpoints=(f"torchvision {model}",),
     )
+
+
+def _no_backbone(model: str, **kwargs: Any) -> nn.Module:
+    raise UsageError(f"torchvision:{model} has no backbone mode here; use --features with a timm: or a "
+                     "registered model")
 
 
 class _TorchvisionBuilder:
@@ -134,12 +143,9 @@ class _TorchvisionBuilder:
     def __init__(self, model: str) -> None:
         self.model = model
 
-    def __call__(self, num_classes: int | None = None, fork_feat: bool = False) -> nn.Module:
+    def __call__(self, num_classes: int | None = None) -> nn.Module:
         from torchvision.models import get_model
 
-        if fork_feat:
-            raise UsageError(f"torchvision:{self.model} has no backbone mode here; use --features with a timm: or a "
-                             "registered model")
         kwargs: dict[str, Any] = {"weights": None}
         if num_classes is not None:
             kwargs["num_classes"] = num_classes

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from lightexport.model_defs.layers import pyramid_indices
+from lightexport.model_defs.features import FeatureInfo, pyramid_indices
 from lightexport.model_defs.registry import ModelSpec, register
 
 IntPair = int | tuple[int, int]
@@ -45,17 +45,23 @@ def _transform_input(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x[:, i : i + 1] * (std[i] / 0.5) + (mean[i] - 0.5) / 0.5 for i in range(3)], 1)
 
 
+def _transform_step(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """:func:`_transform_input` as the first trunk step of a model built with ``transform_input=True``."""
+    return _transform_input(x)
+
+
 class _Trunk(nn.Module):
-    """A chain of named layers; classifier, or the last layer's output at strides 4/8/16/32 (``fork_feat``)."""
+    """A chain of named layers (``trunk``) and a classifier; backbone mode takes the last layer at strides 4-32."""
 
     trunk: Sequence[str]
     strides: Sequence[int]
+    widths: Sequence[int]  # each trunk layer's output channels
 
-    def _setup_head(self, fork_feat: bool, dropout: float, width: int, num_classes: int) -> None:
-        self.fork_feat = fork_feat
-        if fork_feat:
-            self.out_indices = pyramid_indices(list(self.strides))
-        else:
+    def _setup_head(self, with_head: bool, dropout: float, width: int, num_classes: int) -> None:
+        self.feature_trunk = ((_transform_step,) if self.transform_input else ()) + tuple(self.trunk)
+        self.feature_info = [FeatureInfo(self.trunk[i], self.widths[i], self.strides[i])
+                             for i in pyramid_indices(self.strides)]
+        if with_head:
             self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.dropout = nn.Dropout(dropout)
             self.fc = nn.Linear(width, num_classes)
@@ -106,15 +112,16 @@ GOOGLENET_MODULES = {
 
 
 class GoogLeNet(_Trunk):
-    """GoogLeNet classifier (aux heads run in training mode only), or four feature maps with ``fork_feat``."""
+    """GoogLeNet classifier (aux heads run in training mode only); ``with_head=False``: the trunk alone."""
 
     trunk = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3",
              "inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4",
              "inception5a", "inception5b")
     strides = (2, 4, 4, 4, 8, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32, 32)
+    widths = (64, 64, 64, 192, 192, 256, 480, 480, 512, 512, 512, 528, 832, 832, 832, 1024)
 
     def __init__(self, num_classes: int = 1000, aux_logits: bool = True, transform_input: bool = False,
-                 dropout: float = 0.2, fork_feat: bool = False, in_chans: int = 3) -> None:
+                 dropout: float = 0.2, with_head: bool = True, in_chans: int = 3) -> None:
         super().__init__()
         self.transform_input = transform_input
         self.conv1 = BasicConv2d(in_chans, 64, 7, 2, 3)
@@ -126,24 +133,20 @@ class GoogLeNet(_Trunk):
             setattr(self, name, Inception(*widths))
         self.maxpool3 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.maxpool4 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.aux_logits = aux_logits and not fork_feat
+        self.aux_logits = aux_logits and with_head
         if self.aux_logits:
             self.aux1 = GoogLeNetAux(512, num_classes)
             self.aux2 = GoogLeNetAux(528, num_classes)
-        self._setup_head(fork_feat, dropout, 1024, num_classes)
+        self._setup_head(with_head, dropout, 1024, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if self.transform_input:
             x = _transform_input(x)
-        outs, aux = [], []
-        for i, name in enumerate(self.trunk):
+        aux = []
+        for name in self.trunk:
             x = getattr(self, name)(x)
-            if self.fork_feat and i in self.out_indices:
-                outs.append(x)
             if self.training and self.aux_logits and name in ("inception4a", "inception4d"):
                 aux.append((self.aux1 if name == "inception4a" else self.aux2)(x))
-        if self.fork_feat:
-            return outs
         logits = self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
         return (logits, aux[1], aux[0]) if aux else logits  # torchvision's order: logits, aux2, aux1
 
@@ -273,15 +276,16 @@ class InceptionAux(nn.Module):
 
 
 class InceptionV3(_Trunk):
-    """Inception v3 classifier (aux head in training mode only), or four feature maps with ``fork_feat``."""
+    """Inception v3 classifier (aux head in training mode only); ``with_head=False``: the trunk alone."""
 
     trunk = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
              "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
              "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
     strides = (2, 2, 2, 4, 4, 4, 8, 8, 8, 8, 16, 16, 16, 16, 16, 32, 32, 32)
+    widths = (32, 32, 64, 64, 80, 192, 192, 256, 288, 288, 768, 768, 768, 768, 768, 1280, 2048, 2048)
 
     def __init__(self, num_classes: int = 1000, aux_logits: bool = True, transform_input: bool = False,
-                 dropout: float = 0.5, fork_feat: bool = False, in_chans: int = 3) -> None:
+                 dropout: float = 0.5, with_head: bool = True, in_chans: int = 3) -> None:
         super().__init__()
         self.transform_input = transform_input
         self.Conv2d_1a_3x3 = BasicConv2d(in_chans, 32, 3, stride=2)
@@ -299,26 +303,22 @@ class InceptionV3(_Trunk):
         self.Mixed_6c = InceptionC(768, 160)
         self.Mixed_6d = InceptionC(768, 160)
         self.Mixed_6e = InceptionC(768, 192)
-        self.aux_logits = aux_logits and not fork_feat
+        self.aux_logits = aux_logits and with_head
         if self.aux_logits:
             self.AuxLogits = InceptionAux(768, num_classes)
         self.Mixed_7a = InceptionD(768)
         self.Mixed_7b = InceptionE(1280)
         self.Mixed_7c = InceptionE(2048)
-        self._setup_head(fork_feat, dropout, 2048, num_classes)
+        self._setup_head(with_head, dropout, 2048, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.transform_input:
             x = _transform_input(x)
-        outs, aux = [], None
-        for i, name in enumerate(self.trunk):
+        aux = None
+        for name in self.trunk:
             x = getattr(self, name)(x)
-            if self.fork_feat and i in self.out_indices:
-                outs.append(x)
             if self.training and self.aux_logits and name == "Mixed_6e":
                 aux = self.AuxLogits(x)
-        if self.fork_feat:
-            return outs
         logits = self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
         return (logits, aux) if aux is not None else logits
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+
+from lightexport.model_defs.features import pyramid_features
 
 
 class DropPath(nn.Module):
@@ -24,25 +26,6 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
-
-
-def pyramid_indices(strides: list[int], levels: tuple[int, ...] = (4, 8, 16, 32)) -> list[int]:
-    """Indices of the last layer at each output stride in ``levels``, given each layer's cumulative stride.
-
-    Backbone mode returns one feature map per level; the last layer before the
-    resolution drops again carries the most processed features at that stride.
-    """
-    return [max(i for i, s in enumerate(strides) if s == level) for level in levels]
-
-
-def pyramid_forward(layers: Iterable[nn.Module], x: torch.Tensor, out_indices: list[int]) -> list[torch.Tensor]:
-    """Run ``layers`` in order and keep the outputs of those at ``out_indices``."""
-    outs = []
-    for idx, layer in enumerate(layers):
-        x = layer(x)
-        if idx in out_indices:
-            outs.append(x)
-    return outs
 
 
 class ConvBNAct(nn.Sequential):
@@ -98,24 +81,24 @@ class SqueezeExcitation(nn.Module):
 class FeaturesNet(nn.Module):
     """torchvision's layout for mobile networks: ``features`` (a Sequential), global pooling, ``classifier``.
 
-    ``head`` is the (last conv, classifier) pair; without it the network is a backbone that
-    returns the last layer's output at each of the strides 4, 8, 16 and 32 (``strides`` gives
-    each layer's cumulative stride).
+    ``head`` is the (last conv, classifier) pair; without it the network is the trunk that
+    backbone mode wraps (:class:`~lightexport.model_defs.features.FeatureNet`), whose feature
+    maps are the last layer at each of the strides 4, 8, 16 and 32 (``strides`` and ``channels``
+    give each layer's cumulative stride and output width).
     """
 
-    def __init__(self, layers: list[nn.Module], strides: list[int], head: tuple[nn.Module, nn.Module] | None):
+    feature_trunk = ("features",)
+
+    def __init__(self, layers: list[nn.Module], strides: list[int], channels: list[int],
+                 head: tuple[nn.Module, nn.Module] | None):
         super().__init__()
-        self.fork_feat = head is None
-        if head is None:
-            self.out_indices = pyramid_indices(strides)
-        else:
+        self.feature_info = pyramid_features("features", strides, channels)
+        if head is not None:
             layers = [*layers, head[0]]
             self.classifier = head[1]
         self.features = nn.Sequential(*layers)
         self.apply(torchvision_init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.fork_feat:
-            return pyramid_forward(self.features, x, self.out_indices)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
         return self.classifier(torch.flatten(x, 1))

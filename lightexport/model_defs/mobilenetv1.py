@@ -12,7 +12,8 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from lightexport.model_defs.layers import make_divisible, pyramid_forward, pyramid_indices, torchvision_init
+from lightexport.model_defs.features import pyramid_features
+from lightexport.model_defs.layers import make_divisible, torchvision_init
 from lightexport.model_defs.registry import ModelSpec, register
 
 # Stages of (output width, stride) per block.
@@ -40,16 +41,17 @@ class DepthwiseSeparable(nn.Module):
 
 
 class MobileNetV1(nn.Module):
-    """MobileNetV1 classifier, or four feature maps (strides 4-32) when ``fork_feat=True``."""
+    """MobileNetV1 classifier; ``with_head=False`` builds the trunk for backbone mode (no ``classifier``)."""
 
-    def __init__(self, width: float = 1.0, num_classes: int = 1000, fork_feat: bool = False, in_chans: int = 3):
+    feature_trunk = ("conv_stem", "bn1", "act1", "blocks")
+
+    def __init__(self, width: float = 1.0, num_classes: int = 1000, with_head: bool = True, in_chans: int = 3):
         super().__init__()
-        self.fork_feat = fork_feat
         cin = make_divisible(32 * width)
         self.conv_stem = nn.Conv2d(in_chans, cin, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cin)
         self.act1 = ReLU6()
-        stages, strides = [], []
+        stages, strides, channels = [], [], []
         for stage in STAGES:
             blocks = []
             for c, stride in stage:
@@ -57,17 +59,15 @@ class MobileNetV1(nn.Module):
                 cin = make_divisible(c * width)
             stages.append(nn.Sequential(*blocks))
             strides.append((strides[-1] if strides else 2) * stage[0][1])
+            channels.append(cin)
         self.blocks = nn.Sequential(*stages)
-        if fork_feat:
-            self.out_indices = pyramid_indices(strides)
-        else:
+        self.feature_info = pyramid_features("blocks", strides, channels)
+        if with_head:
             self.classifier = nn.Linear(cin, num_classes)
         self.apply(torchvision_init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv_stem(x)))
-        if self.fork_feat:
-            return pyramid_forward(self.blocks, x, self.out_indices)
         return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.blocks(x), 1), 1))
 
 

@@ -41,23 +41,24 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(FeaturesNet):
-    """MobileNetV2 classifier, or four feature maps (strides 4-32) when ``fork_feat=True``."""
+    """MobileNetV2 classifier; ``with_head=False`` builds the trunk for backbone mode (no head)."""
 
     def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2,
-                 fork_feat: bool = False, in_chans: int = 3) -> None:
+                 with_head: bool = True, in_chans: int = 3) -> None:
         cin = make_divisible(STEM_CHANNELS * width_mult)
         layers: list[nn.Module] = [ConvBNAct(in_chans, cin, 3, 2, act=ReLU6)]
-        strides = [2]
+        strides, channels = [2], [cin]
         for t, c, n, s in STAGES:
             cout = make_divisible(c * width_mult)
             for i in range(n):
                 layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
                 strides.append(strides[-1] * (s if i == 0 else 1))
+                channels.append(cout)
                 cin = cout
         width = make_divisible(LAST_CHANNELS * max(1.0, width_mult))
-        head = None if fork_feat else (ConvBNAct(cin, width, 1, act=ReLU6),
-                                       nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_classes)))
-        super().__init__(layers, strides, head)
+        head = (ConvBNAct(cin, width, 1, act=ReLU6),
+                nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_classes))) if with_head else None
+        super().__init__(layers, strides, channels, head)
 
 
 # timm's MobileNetV2 (``mobilenetv2_100``) is the same network (same BN epsilon, symmetric padding) under

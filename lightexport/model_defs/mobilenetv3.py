@@ -68,24 +68,25 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV3(FeaturesNet):
-    """MobileNetV3 classifier, or four feature maps (strides 4-32) when ``fork_feat=True``."""
+    """MobileNetV3 classifier; ``with_head=False`` builds the trunk for backbone mode (no head)."""
 
     def __init__(self, layout: str = "large", num_classes: int = 1000, dropout: float = 0.2,
-                 fork_feat: bool = False, in_chans: int = 3, bn_eps: float = TORCHVISION_BN_EPS) -> None:
+                 with_head: bool = True, in_chans: int = 3, bn_eps: float = TORCHVISION_BN_EPS) -> None:
         blocks, head_width = {"large": (LARGE, 1280), "small": (SMALL, 1024)}[layout]
         cin = 16
         layers: list[nn.Module] = [conv_bn_act(in_chans, cin, 3, 2, eps=bn_eps)]
-        strides = [2]
+        strides, channels = [2], [cin]
         for kernel, expanded, cout, se, act, stride in blocks:
             layers.append(InvertedResidual(cin, kernel, expanded, cout, se, act, stride, eps=bn_eps))
             strides.append(strides[-1] * stride)
+            channels.append(cout)
             cin = cout
-        head = None if fork_feat else (
+        head = (
             conv_bn_act(cin, 6 * cin, 1, eps=bn_eps),
             nn.Sequential(nn.Linear(6 * cin, head_width), nn.Hardswish(inplace=True), nn.Dropout(dropout),
                           nn.Linear(head_width, num_classes)),
-        )
-        super().__init__(layers, strides, head)
+        ) if with_head else None
+        super().__init__(layers, strides, channels, head)
 
 
 # timm's names per module of a block, as (index in torchvision's ``block`` Sequential, name inside it); the

@@ -20,7 +20,8 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from lightexport.model_defs.layers import ConvBNAct, make_divisible, pyramid_forward, pyramid_indices
+from lightexport.model_defs.features import pyramid_features
+from lightexport.model_defs.layers import ConvBNAct, make_divisible
 from lightexport.model_defs.registry import ModelSpec, register
 
 # Per stage: reduction ratio t, output channels c, repeats n, stride s of the first block (paper, Table 3).
@@ -62,26 +63,27 @@ class SandGlass(nn.Module):
 
 
 class MobileNeXt(nn.Module):
-    """MobileNeXt classifier, or four feature maps (strides 4-32) when ``fork_feat=True``."""
+    """MobileNeXt classifier; ``with_head=False`` builds the trunk for backbone mode (no ``classifier``)."""
+
+    feature_trunk = ("features",)
 
     def __init__(self, width_mult: float = 1.0, num_classes: int = 1000, dropout: float = 0.2,
-                 fork_feat: bool = False, in_chans: int = 3) -> None:
+                 with_head: bool = True, in_chans: int = 3) -> None:
         super().__init__()
-        self.fork_feat = fork_feat
         cin = make_divisible(32 * width_mult)
         layers: list[nn.Module] = [ConvBNAct(in_chans, cin, 3, 2, act=ReLU6)]
-        strides = [2]
+        strides, channels = [2], [cin]
         for t, c, n, s in STAGES:
             # the last stage stays 1280 wide below width 1.0, as in the authors' code
             cout = 1280 if c == 1280 and width_mult < 1 else make_divisible(c * width_mult)
             for i in range(n):
                 layers.append(SandGlass(cin, cout, s if i == 0 else 1, t, keep_3x3=i == 0 and n == 1 and s == 1))
                 strides.append(strides[-1] * (s if i == 0 else 1))
+                channels.append(cout)
                 cin = cout
         self.features = nn.Sequential(*layers)
-        if fork_feat:
-            self.out_indices = pyramid_indices(strides)
-        else:
+        self.feature_info = pyramid_features("features", strides, channels)
+        if with_head:
             self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(cin, num_classes))
         self._init_weights()
 
@@ -95,9 +97,7 @@ class MobileNeXt(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.fork_feat:
-            return pyramid_forward(self.features, x, self.out_indices)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
         return self.classifier(torch.flatten(x, 1))
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch.nn as nn
 
 from lightexport.errors import UnknownModelError
+from lightexport.model_defs.features import FeatureNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,11 +49,26 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     #: a feature extractor with no classifier: it always builds in backbone mode (``fork_feat=True``)
     backbone_only: bool = False
+    #: builds backbone mode itself (a library's own feature wrapper, ``timm:NAME``); None: the generic
+    #: :class:`~lightexport.model_defs.features.FeatureNet` over the family's declared feature maps
+    backbone_builder: Callable[..., nn.Module] | None = None
     #: the checkpoint layouts ``--weights`` accepts, as a user would name their source (the README's family table)
     checkpoints: tuple[str, ...] = ()
 
     def build(self, **kwargs: Any) -> nn.Module:
-        return self.builder(**{**self.config, **kwargs})
+        """The classifier; with ``fork_feat=True`` backbone mode: the family built without its head
+        (``with_head=False``) in :class:`FeatureNet`, which returns the declared feature maps
+        (``out_indices`` picks some of them)."""
+        kwargs = {**self.config, **kwargs}
+        fork_feat = kwargs.pop("fork_feat", self.backbone_only)
+        if not fork_feat:
+            if self.backbone_only:
+                raise ValueError(f"{self.name} is a backbone only (no classifier); build it with fork_feat=True")
+            return self.builder(**kwargs)
+        if self.backbone_builder is not None:
+            return self.backbone_builder(**kwargs)
+        out_indices = kwargs.pop("out_indices", None)
+        return FeatureNet(self.builder(**kwargs, with_head=False), out_indices)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -19,7 +19,8 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from lightexport.model_defs.layers import ConvBNAct, pyramid_forward, torchvision_init
+from lightexport.model_defs.features import FeatureInfo
+from lightexport.model_defs.layers import ConvBNAct, torchvision_init
 from lightexport.model_defs.registry import ModelSpec, register
 
 REPEATS = (4, 8, 4)
@@ -73,12 +74,14 @@ class ShuffleUnit(nn.Module):
 
 
 class ShuffleNetV1(nn.Module):
-    """ShuffleNetV1 classifier, or four feature maps (strides 4-32) when ``fork_feat=True``."""
+    """ShuffleNetV1 classifier; ``with_head=False`` builds the trunk for backbone mode (no ``fc``)."""
 
-    def __init__(self, groups: int = 3, width: float = 1.0, num_classes: int = 1000, fork_feat: bool = False,
+    #: backbone mode's maps: after the max-pool (stride 4) and after each stage (8, 16, 32)
+    feature_trunk = ("conv1", "maxpool", "stage2", "stage3", "stage4")
+
+    def __init__(self, groups: int = 3, width: float = 1.0, num_classes: int = 1000, with_head: bool = True,
                  in_chans: int = 3) -> None:
         super().__init__()
-        self.fork_feat = fork_feat
         stem, widths = stage_widths(groups, width)
         self.conv1 = ConvBNAct(in_chans, stem, 3, 2, act=ReLU)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
@@ -88,18 +91,14 @@ class ShuffleNetV1(nn.Module):
             units += [ShuffleUnit(cout, cout, 1, groups) for _ in range(repeats - 1)]
             setattr(self, f"stage{i}", nn.Sequential(*units))
             cin = cout
-        if fork_feat:
-            self.out_indices = [1, 2, 3, 4]  # after the max-pool (stride 4) and each stage (8, 16, 32)
-        else:
+        self.feature_info = [FeatureInfo(name, c, 2 ** (i + 2)) for i, (name, c) in
+                             enumerate(zip(self.feature_trunk[1:], [stem, *widths]))]
+        if with_head:
             self.fc = nn.Linear(cin, num_classes)
         self.apply(torchvision_init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        trunk = (self.conv1, self.maxpool, self.stage2, self.stage3, self.stage4)
-        if self.fork_feat:
-            return pyramid_forward(trunk, x, self.out_indices)
-        for layer in trunk:
-            x = layer(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage4(self.stage3(self.stage2(self.maxpool(self.conv1(x)))))
         return self.fc(x.mean([2, 3]))
 
 

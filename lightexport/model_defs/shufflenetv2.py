@@ -13,7 +13,8 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from lightexport.model_defs.layers import ConvBNAct, pyramid_forward, torchvision_init
+from lightexport.model_defs.features import FeatureInfo
+from lightexport.model_defs.layers import ConvBNAct, torchvision_init
 from lightexport.model_defs.registry import ModelSpec, register
 
 REPEATS = (4, 8, 4)
@@ -61,12 +62,14 @@ class ShuffleUnit(nn.Module):
 
 
 class ShuffleNetV2(nn.Module):
-    """ShuffleNetV2 classifier, or four feature maps (strides 4-32) when ``fork_feat=True``."""
+    """ShuffleNetV2 classifier; ``with_head=False`` builds the trunk for backbone mode (no ``conv5``, no ``fc``)."""
 
-    def __init__(self, width: str = "x1_0", num_classes: int = 1000, fork_feat: bool = False, in_chans: int = 3):
+    #: backbone mode's maps: after the max-pool (stride 4) and after each stage (8, 16, 32)
+    feature_trunk = ("conv1", "maxpool", "stage2", "stage3", "stage4")
+
+    def __init__(self, width: str = "x1_0", num_classes: int = 1000, with_head: bool = True, in_chans: int = 3):
         super().__init__()
         widths = WIDTHS[width]
-        self.fork_feat = fork_feat
         self.conv1 = ConvBNAct(in_chans, widths[0], 3, 2, act=ReLU)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         cin = widths[0]
@@ -74,19 +77,15 @@ class ShuffleNetV2(nn.Module):
             units = [ShuffleUnit(cin, cout, 2)] + [ShuffleUnit(cout, cout, 1) for _ in range(repeats - 1)]
             setattr(self, f"stage{i}", nn.Sequential(*units))
             cin = cout
-        if fork_feat:
-            self.out_indices = [1, 2, 3, 4]  # after the max-pool (stride 4) and each stage (8, 16, 32)
-        else:
+        self.feature_info = [FeatureInfo(name, c, 2 ** (i + 2)) for i, (name, c) in
+                             enumerate(zip(self.feature_trunk[1:], widths[:4]))]
+        if with_head:
             self.conv5 = ConvBNAct(cin, widths[4], 1, act=ReLU)
             self.fc = nn.Linear(widths[4], num_classes)
         self.apply(torchvision_init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        trunk = (self.conv1, self.maxpool, self.stage2, self.stage3, self.stage4)
-        if self.fork_feat:
-            return pyramid_forward(trunk, x, self.out_indices)
-        for layer in trunk:
-            x = layer(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage4(self.stage3(self.stage2(self.maxpool(self.conv1(x)))))
         return self.fc(self.conv5(x).mean([2, 3]))
 
 

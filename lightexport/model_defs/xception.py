@@ -18,6 +18,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
+from lightexport.model_defs.features import FeatureInfo
 from lightexport.model_defs.registry import ModelSpec, register
 
 ReLU = partial(nn.ReLU, inplace=True)
@@ -71,15 +72,22 @@ class Block(nn.Module):
 
 
 class Xception(nn.Module):
-    """Xception classifier, or four feature maps (strides 4-32) when ``fork_feat=True``.
+    """Xception classifier; ``with_head=False`` builds the trunk for backbone mode (no ``fc``).
 
-    Features are taken where timm's ``features_only`` takes them: after block 1, 2 and 11
-    (ReLU applied, as the next block's first layer would) and after the exit flow.
+    Backbone mode's maps (strides 4-32) are where timm's ``features_only`` takes them: after
+    blocks 1, 2 and 11 through the ReLU the next block applies first (its ``rep.0``, which does
+    not work in place) and after the exit flow.
     """
 
-    def __init__(self, num_classes: int = 1000, fork_feat: bool = False, in_chans: int = 3) -> None:
+    feature_trunk = ("conv1", "bn1", "act1", "conv2", "bn2", "act2", *(f"block{i}" for i in range(1, len(BLOCKS) + 1)),
+                     "conv3", "bn3", "act3", "conv4", "bn4", "act4")
+    feature_info = (FeatureInfo("block1", 128, 4, post="block2.rep.0"),
+                    FeatureInfo("block2", 256, 8, post="block3.rep.0"),
+                    FeatureInfo("block11", 728, 16, post="block12.rep.0"),
+                    FeatureInfo("act4", NUM_FEATURES, 32))
+
+    def __init__(self, num_classes: int = 1000, with_head: bool = True, in_chans: int = 3) -> None:
         super().__init__()
-        self.fork_feat = fork_feat
         self.conv1 = nn.Conv2d(in_chans, 32, 3, 2, 0, bias=False)
         self.bn1 = nn.BatchNorm2d(32)
         self.act1 = ReLU()
@@ -94,25 +102,18 @@ class Xception(nn.Module):
         self.conv4 = SeparableConv2d(1536, NUM_FEATURES)
         self.bn4 = nn.BatchNorm2d(NUM_FEATURES)
         self.act4 = ReLU()
-        if fork_feat:
-            self.out_indices = [1, 2, 11, 12]  # blocks whose outputs are the stride 4, 8, 16 features; 12: exit
-        else:
+        if with_head:
             self.fc = nn.Linear(NUM_FEATURES, num_classes)
         for m in self.modules():  # timm's init
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
-        feats = []
         for i in range(1, len(BLOCKS) + 1):
             x = getattr(self, f"block{i}")(x)
-            if self.fork_feat and i in self.out_indices[:3]:
-                feats.append(nn.functional.relu(x))
         x = self.act3(self.bn3(self.conv3(x)))
         x = self.act4(self.bn4(self.conv4(x)))
-        if self.fork_feat:
-            return [*feats, x]
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
