@@ -14,6 +14,7 @@ from lightexport.model_defs import inception as _inception  # noqa: F401
 from lightexport.model_defs import mobilenext as _mobilenext  # noqa: F401
 from lightexport.model_defs import shufflenetv1 as _shufflenetv1  # noqa: F401
 from lightexport.model_defs import xception as _xception  # noqa: F401
+from lightexport.model_defs import xception_aligned as _xception_aligned  # noqa: F401
 from lightexport.model_defs import blazeface as _blazeface  # noqa: F401
 # isort: on
 from lightexport.model_defs.checkpoint import load_weights, read_checkpoint
