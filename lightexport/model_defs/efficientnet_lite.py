@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from lightexport.model_defs.features import pyramid_features
-from lightexport.model_defs.layers import make_divisible, torchvision_init
+from lightexport.model_defs.layers import make_divisible, pad_same, torchvision_init
 from lightexport.model_defs.registry import ModelSpec, StateDict, register
 
 # Per stage: block type (ds: depthwise separable, ir: inverted residual), repeats, kernel, stride, expansion, width.
@@ -47,18 +47,6 @@ def stage_repeats(depth_mult: float) -> list[int]:
     """Blocks per stage: scaled up (ceil) except the first and last stage, which TF's Lite keeps fixed."""
     last = len(STAGES) - 1
     return [r if i in (0, last) else math.ceil(r * depth_mult) for i, (_, r, *_rest) in enumerate(STAGES)]
-
-
-def pad_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
-    """Zero-pad as TF's "SAME": output size ceil(in / stride), any odd pixel of padding at the bottom/right.
-
-    Integer arithmetic only (no ``max``), so torch.fx and the ONNX exporters trace it; valid for
-    kernel >= stride, which holds for every conv here.
-    """
-    h, w = x.shape[-2:]
-    pad_h = kernel - stride + (-h) % stride
-    pad_w = kernel - stride + (-w) % stride
-    return nn.functional.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
 
 
 def conv(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:

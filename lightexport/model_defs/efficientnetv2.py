@@ -26,8 +26,7 @@ import torch
 import torch.nn as nn
 
 from lightexport.errors import CheckpointError
-from lightexport.model_defs.efficientnet_lite import pad_same
-from lightexport.model_defs.layers import ConvBNAct, DropPath, FeaturesNet, SqueezeExcitation
+from lightexport.model_defs.layers import ConvBNAct, DropPath, FeaturesNet, SameConvBNAct, SqueezeExcitation
 from lightexport.model_defs.registry import ModelSpec, StateDict, register
 
 # Per stage: fused?, expansion, kernel, stride, input width, output width, blocks.
@@ -46,20 +45,6 @@ VARIANTS = {"s": dict(input_size=384, dropout=0.2), "m": dict(input_size=480, dr
 HEAD_WIDTH = 1280
 BatchNorm = partial(nn.BatchNorm2d, eps=1e-3)
 SiLU = partial(nn.SiLU, inplace=True)
-
-
-class SameConvBNAct(ConvBNAct):
-    """A strided ConvBNAct that pads as TF's "SAME" (:func:`pad_same`, from the input size at run time).
-
-    The conv itself has no padding and stays a plain ``nn.Conv2d``, so BatchNorm fusion folds it as usual.
-    """
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int = 1, **kwargs) -> None:
-        super().__init__(cin, cout, kernel, stride, groups, **kwargs)
-        self[0].padding = (0, 0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(pad_same(x, self[0].kernel_size[0], self[0].stride[0]))
 
 
 def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True,

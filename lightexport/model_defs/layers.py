@@ -42,6 +42,33 @@ class ConvBNAct(nn.Sequential):
         super().__init__(*layers)
 
 
+def pad_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """Zero-pad as TF's "SAME": output size ceil(in / stride), any odd pixel of padding at the bottom/right.
+
+    Integer arithmetic only (no ``max``), so torch.fx and the ONNX exporters trace it; valid for
+    kernel >= stride, which holds for every strided conv here.
+    """
+    h, w = x.shape[-2:]
+    pad_h = kernel - stride + (-h) % stride
+    pad_w = kernel - stride + (-w) % stride
+    return nn.functional.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+
+
+class SameConvBNAct(ConvBNAct):
+    """A strided ConvBNAct that pads as TF's "SAME" (:func:`pad_same`, from the input size at run time).
+
+    For the ports of TF checkpoints (timm's ``tf_*``), trained with that padding. The conv itself
+    has no padding and stays a plain ``nn.Conv2d``, so BatchNorm fusion folds it as usual.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int = 1, **kwargs) -> None:
+        super().__init__(cin, cout, kernel, stride, groups, **kwargs)
+        self[0].padding = (0, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(pad_same(x, self[0].kernel_size[0], self[0].stride[0]))
+
+
 def torchvision_init(m: nn.Module) -> None:
     """The initialization torchvision's mobile networks use (``module.apply(torchvision_init)``)."""
     if isinstance(m, nn.Conv2d):
