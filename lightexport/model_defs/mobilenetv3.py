@@ -12,6 +12,12 @@ in one number: BatchNorm epsilon 1e-5 where torchvision has 1e-3. Since a checkp
 record its epsilon, the two are registered as separate networks (``bn_eps``), each accepting
 only its own library's key layout: timm's weights read with eps 1e-3 load without error and
 compute something else (relative error ~1e-3 per BN, compounding over 50 of them).
+
+timm's ``tf_mobilenetv3_large_100`` / ``tf_mobilenetv3_small_100`` (ports of Google's TF
+checkpoints) hold the very keys of ``mobilenetv3_*_100`` but are a third network: eps 1e-3 and
+TF "SAME" padding (``same_padding``: a stride-2 conv pads one pixel more at the bottom/right on
+even sides). They are registered too, so that a bare file in timm's layout is reported as
+ambiguous (name the model) instead of being loaded into whichever network came first.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from lightexport.errors import CheckpointError
-from lightexport.model_defs.layers import ConvBNAct, FeaturesNet, SqueezeExcitation, make_divisible
+from lightexport.model_defs.layers import ConvBNAct, FeaturesNet, SameConvBNAct, SqueezeExcitation, make_divisible
 from lightexport.model_defs.registry import ModelSpec, StateDict, register
 
 # Per block: kernel, expanded width, output width, squeeze-excitation, activation (RE/HS), stride.
@@ -46,18 +52,20 @@ TORCHVISION_BN_EPS, TIMM_BN_EPS = 1e-3, 1e-5
 
 
 def conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: str | None = "HS",
-                eps: float = TORCHVISION_BN_EPS):
-    return ConvBNAct(cin, cout, kernel, stride, groups, norm=partial(BatchNorm, eps=eps),
-                     act=ACTIVATIONS[act] if act else None)
+                eps: float = TORCHVISION_BN_EPS, same_padding: bool = False):
+    layer = SameConvBNAct if same_padding and stride > 1 else ConvBNAct  # stride-1 "SAME" is symmetric
+    return layer(cin, cout, kernel, stride, groups, norm=partial(BatchNorm, eps=eps),
+                 act=ACTIVATIONS[act] if act else None)
 
 
 class InvertedResidual(nn.Module):
     def __init__(self, cin: int, kernel: int, expanded: int, cout: int, se: bool, act: str, stride: int,
-                 eps: float = TORCHVISION_BN_EPS) -> None:
+                 eps: float = TORCHVISION_BN_EPS, same_padding: bool = False) -> None:
         super().__init__()
         self.use_res_connect = stride == 1 and cin == cout
         layers: list[nn.Module] = [conv_bn_act(cin, expanded, 1, act=act, eps=eps)] if expanded != cin else []
-        layers.append(conv_bn_act(expanded, expanded, kernel, stride, groups=expanded, act=act, eps=eps))
+        layers.append(conv_bn_act(expanded, expanded, kernel, stride, groups=expanded, act=act, eps=eps,
+                                  same_padding=same_padding))
         if se:
             layers.append(SqueezeExcitation(expanded, make_divisible(expanded // 4), gate=nn.Hardsigmoid))
         layers.append(conv_bn_act(expanded, cout, 1, act=None, eps=eps))
@@ -71,13 +79,14 @@ class MobileNetV3(FeaturesNet):
     """MobileNetV3 classifier; ``with_head=False`` builds the trunk for backbone mode (no head)."""
 
     def __init__(self, layout: str = "large", num_classes: int = 1000, dropout: float = 0.2,
-                 with_head: bool = True, in_chans: int = 3, bn_eps: float = TORCHVISION_BN_EPS) -> None:
+                 with_head: bool = True, in_chans: int = 3, bn_eps: float = TORCHVISION_BN_EPS,
+                 same_padding: bool = False) -> None:
         blocks, head_width = {"large": (LARGE, 1280), "small": (SMALL, 1024)}[layout]
         cin = 16
-        layers: list[nn.Module] = [conv_bn_act(in_chans, cin, 3, 2, eps=bn_eps)]
+        layers: list[nn.Module] = [conv_bn_act(in_chans, cin, 3, 2, eps=bn_eps, same_padding=same_padding)]
         strides, channels = [2], [cin]
         for kernel, expanded, cout, se, act, stride in blocks:
-            layers.append(InvertedResidual(cin, kernel, expanded, cout, se, act, stride, eps=bn_eps))
+            layers.append(InvertedResidual(cin, kernel, expanded, cout, se, act, stride, bn_eps, same_padding))
             strides.append(strides[-1] * stride)
             channels.append(cout)
             cin = cout
@@ -135,15 +144,18 @@ def checkpoint_filter(state_dict: StateDict, model: nn.Module | None = None, *, 
                       timm: bool = False) -> StateDict:
     """Accept the layout of the library whose network this entry is; refuse the other's, naming the right entry.
 
-    Refusing matters because both layouts hold the same tensors: only the key names tell which
-    BatchNorm epsilon the weights were trained with.
+    Refusing matters because the layouts hold the same tensors: only the key names tell which
+    BatchNorm epsilon and padding the weights were trained with. (timm's layout alone cannot tell
+    ``mobilenetv3_*_100`` from ``tf_mobilenetv3_*_100``: both entries accept it.)
     """
     is_timm, is_torchvision = "conv_stem.weight" in state_dict, "features.0.0.weight" in state_dict
-    ours, theirs = (f"mobilenetv3_{layout}_100", f"mobilenet_v3_{layout}")[:: 1 if timm else -1]
-    if (is_torchvision and timm) or (is_timm and not timm):
-        source, eps = ("torchvision", TORCHVISION_BN_EPS) if timm else ("timm", TIMM_BN_EPS)
-        raise CheckpointError(f"the checkpoint holds {source}'s MobileNetV3 layout (BatchNorm eps {eps:g}), not "
-                              f"{ours}'s; load it as {theirs}")
+    if is_torchvision and timm:
+        raise CheckpointError(f"the checkpoint holds torchvision's MobileNetV3 layout (BatchNorm eps 1e-3, symmetric "
+                              f"padding), which is not timm's network; load it as mobilenet_v3_{layout}")
+    if is_timm and not timm:
+        raise CheckpointError(f"the checkpoint holds timm's MobileNetV3 layout, not torchvision's network; load it as "
+                              f"mobilenetv3_{layout}_100 (BatchNorm eps 1e-5) or tf_mobilenetv3_{layout}_100 (TF's "
+                              "port: eps 1e-3, 'SAME' padding)")
     return _timm_to_torchvision(state_dict) if is_timm else state_dict
 
 
@@ -159,3 +171,10 @@ for _layout in ("large", "small"):
                        checkpoint_filter=partial(checkpoint_filter, layout=_layout, timm=True),
                        classifier_weight="classifier.3.weight", head_prefixes=_head,
                        checkpoints=(f"timm mobilenetv3_{_layout}_100",)))
+    # timm's port of the TF checkpoints: timm's keys, TF's eps 1e-3 and "SAME" padding, Inception mean/std
+    register(ModelSpec(name=f"tf_mobilenetv3_{_layout}_100", family="mobilenetv3", builder=MobileNetV3,
+                       input_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.875,
+                       interpolation="bilinear", config=dict(layout=_layout, same_padding=True),
+                       checkpoint_filter=partial(checkpoint_filter, layout=_layout, timm=True),
+                       classifier_weight="classifier.3.weight", head_prefixes=_head,
+                       checkpoints=(f"timm tf_mobilenetv3_{_layout}_100",)))
