@@ -12,9 +12,10 @@ the bottom/right only when the input side is even, where torchvision pads one on
 Same tensors, another network: they are registered under timm's names (``same_padding=True``),
 load timm's key layout through :func:`checkpoint_filter`, and refuse torchvision's layout (and
 the torchvision entries timm's), so a bare checkpoint is identified by its layout.
-timm's ``efficientnetv2_s/m/l`` (BatchNorm eps 1e-5, symmetric padding, no released weights)
-hold the very keys of ``tf_efficientnetv2_*`` and are left to ``timm:NAME``; ``efficientnetv2_rw_*``
-are other networks (an expanding first stage, 272/1792 widths in ``rw_s``).
+timm's own ``efficientnetv2_s/m/l`` (BatchNorm eps 1e-5, symmetric padding; timm releases no
+weights for them) hold the very keys of ``tf_efficientnetv2_*``: registered too (``bn_eps``), so a
+bare file in timm's layout is refused as ambiguous rather than loaded into a guess.
+``efficientnetv2_rw_*`` are other networks (an expanding first stage, 272/1792 widths in ``rw_s``).
 """
 
 from __future__ import annotations
@@ -42,25 +43,26 @@ STAGES = {
 }  # fmt: skip
 VARIANTS = {"s": dict(input_size=384, dropout=0.2), "m": dict(input_size=480, dropout=0.3),
             "l": dict(input_size=480, dropout=0.4)}
+TIMM_TEST_SIZE = {"s": 384, "m": 416, "l": 480}  # timm's efficientnetv2_* (its tf_* ports use VARIANTS' sizes)
 HEAD_WIDTH = 1280
 BatchNorm = partial(nn.BatchNorm2d, eps=1e-3)
 SiLU = partial(nn.SiLU, inplace=True)
 
 
 def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True,
-            same_padding: bool = False) -> ConvBNAct:
+            same_padding: bool = False, eps: float = 1e-3) -> ConvBNAct:
     """conv + BN (+ SiLU); with ``same_padding`` a strided one pads as TF (stride-1 "SAME" is symmetric)."""
     layer = SameConvBNAct if same_padding and stride > 1 else ConvBNAct
-    return layer(cin, cout, kernel, stride, groups, norm=BatchNorm, act=SiLU if act else None)
+    return layer(cin, cout, kernel, stride, groups, norm=partial(BatchNorm, eps=eps), act=SiLU if act else None)
 
 
 class MBConv(nn.Module):
     """(Fused-)MBConv: ``x + drop_path(block(x))`` when the shape is kept, else ``block(x)``."""
 
     def __init__(self, fused: bool, expansion: int, kernel: int, stride: int, cin: int, cout: int,
-                 drop_path: float, same_padding: bool = False) -> None:
+                 drop_path: float, same_padding: bool = False, eps: float = 1e-3) -> None:
         super().__init__()
-        cbn = partial(conv_bn, same_padding=same_padding)
+        cbn = partial(conv_bn, same_padding=same_padding, eps=eps)
         expanded = cin * expansion
         self.use_res_connect = stride == 1 and cin == cout
         if fused:
@@ -83,21 +85,21 @@ class EfficientNetV2(FeaturesNet):
 
     def __init__(self, variant: str = "s", num_classes: int = 1000, dropout: float = 0.2,
                  stochastic_depth_prob: float = 0.2, with_head: bool = True, in_chans: int = 3,
-                 same_padding: bool = False) -> None:
+                 same_padding: bool = False, bn_eps: float = 1e-3) -> None:
         stages = STAGES[variant]
-        layers: list[nn.Module] = [conv_bn(in_chans, stages[0][4], 3, 2, same_padding=same_padding)]
+        layers: list[nn.Module] = [conv_bn(in_chans, stages[0][4], 3, 2, same_padding=same_padding, eps=bn_eps)]
         strides, channels = [2], [stages[0][4]]
         total, index = sum(stage[-1] for stage in stages), 0
         for fused, expansion, kernel, stride, cin, cout, blocks in stages:
             stage = []
             for b in range(blocks):  # drop-path rate grows linearly with depth over the whole network
                 stage.append(MBConv(fused, expansion, kernel, stride if b == 0 else 1, cin if b == 0 else cout,
-                                    cout, stochastic_depth_prob * index / total, same_padding))
+                                    cout, stochastic_depth_prob * index / total, same_padding, bn_eps))
                 index += 1
             layers.append(nn.Sequential(*stage))
             strides.append(strides[-1] * stride)
             channels.append(cout)
-        head = (conv_bn(stages[-1][5], HEAD_WIDTH, 1),
+        head = (conv_bn(stages[-1][5], HEAD_WIDTH, 1, eps=bn_eps),
                 nn.Sequential(nn.Dropout(dropout), nn.Linear(HEAD_WIDTH, num_classes))) if with_head else None
         super().__init__(layers, strides, channels, head)
 
@@ -137,15 +139,18 @@ def checkpoint_filter(state_dict: StateDict, model: nn.Module | None = None, *, 
                       timm: bool = False) -> StateDict:
     """Accept the layout of the library whose network this entry is; refuse the other's, naming the right entry.
 
-    Both layouts hold the same tensors, so the key names are all that tells which padding the
-    weights were trained with.
+    The layouts hold the same tensors, so the key names are all that tells which padding and
+    BatchNorm epsilon the weights were trained with. (timm's layout alone cannot tell
+    ``tf_efficientnetv2_*`` from ``efficientnetv2_*``: both entries accept it.)
     """
     is_timm, is_torchvision = "conv_stem.weight" in state_dict, "features.0.0.weight" in state_dict
-    ours, theirs = (f"tf_efficientnetv2_{variant}", f"efficientnet_v2_{variant}")[:: 1 if timm else -1]
-    if (is_torchvision and timm) or (is_timm and not timm):
-        source, padding = ("torchvision", "symmetric") if timm else ("timm", "TF 'SAME'")
-        raise CheckpointError(f"the checkpoint holds {source}'s EfficientNetV2 layout ({padding} padding), not "
-                              f"{ours}'s; load it as {theirs}")
+    if is_torchvision and timm:
+        raise CheckpointError("the checkpoint holds torchvision's EfficientNetV2 layout (symmetric padding, BatchNorm "
+                              f"eps 1e-3), which is not timm's network; load it as efficientnet_v2_{variant}")
+    if is_timm and not timm:
+        raise CheckpointError(f"the checkpoint holds timm's EfficientNetV2 layout, not torchvision's network; load it "
+                              f"as tf_efficientnetv2_{variant} (TF's port: 'SAME' padding) or efficientnetv2_{variant} "
+                              "(timm's own: BatchNorm eps 1e-5)")
     return _timm_to_torchvision(state_dict, len(STAGES[variant])) if is_timm else state_dict
 
 
@@ -164,3 +169,10 @@ for _variant, _cfg in VARIANTS.items():
                        config=dict(variant=_variant, dropout=_cfg["dropout"], same_padding=True),
                        checkpoint_filter=partial(checkpoint_filter, variant=_variant, timm=True), head_prefixes=_head,
                        checkpoints=(f"timm tf_efficientnetv2_{_variant}",)))
+    # timm's own: timm's keys, symmetric padding, BatchNorm eps 1e-5; timm's test size and preprocessing
+    register(ModelSpec(name=f"efficientnetv2_{_variant}", family="efficientnetv2", builder=EfficientNetV2,
+                       input_size=TIMM_TEST_SIZE[_variant], crop_pct=1.0, interpolation="bicubic",
+                       classifier_weight="classifier.1.weight",
+                       config=dict(variant=_variant, dropout=_cfg["dropout"], bn_eps=1e-5),
+                       checkpoint_filter=partial(checkpoint_filter, variant=_variant, timm=True), head_prefixes=_head,
+                       checkpoints=(f"timm efficientnetv2_{_variant}",)))
