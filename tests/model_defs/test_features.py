@@ -14,11 +14,13 @@ from tests.conftest import randomize_bn
 
 MODEL_DEFS = Path(model_defs.__file__).parent
 ONE_PER_FAMILY = list({get_spec(n).family: n for n in reversed(list_models())}.values())  # each family's first
+LAST_PER_FAMILY = list({get_spec(n).family: n for n in list_models()}.values())
+ENDS_OF_FAMILIES = sorted(set(ONE_PER_FAMILY + LAST_PER_FAMILY), key=list_models().index)  # widths vary between
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", ENDS_OF_FAMILIES)
 def test_declared_channels_and_strides(name):
-    """Every registered model's backbone returns one map per declared entry, with its channels and stride.
+    """Each family's first and last variant's backbone returns one map per declared entry, with its channels and stride.
 
     The stride is measured, not assumed: growing the input by 64 pixels grows a map of stride s by
     exactly 64 / s (padding and unpadded stems shift both sizes alike). On the meta device: shapes only.
@@ -47,7 +49,7 @@ def test_declared_trunk_is_the_classifier_forward(name):
     modules = dict(classifier.named_modules())
     hooks = [modules[i.module].register_forward_hook(lambda m, a, out, key=i.module: seen.setdefault(key, out.clone()))
              for i in infos]
-    x = torch.randn(1, 3, 96, 96)
+    x = torch.randn(1, 3, 80, 80)  # Inception v3's unpadded stem needs 75
     with torch.no_grad():
         classifier(x)
         for hook in hooks:
