@@ -72,7 +72,8 @@ def test_onnxruntime_int8_keeps_decisions_and_fuses_every_quantized_conv(mobilen
     report = api.verify(result.path, mobilenet_v2, images=IMAGES, progress=False)
     assert report.passed, report.all_failures
     stats = report.outputs[0]
-    assert stats.top1_confident == 1.0 and stats.top1 >= 0.85 and stats.cosine >= 0.985
+    # the ReLU6 folds into the conv's uint8 range (one quantization, not two): cosine 0.988 -> 0.996
+    assert stats.top1_confident == 1.0 and stats.top1 >= 0.88 and stats.cosine >= 0.993, stats
     ops = _optimized_ops(result.path, tmp_path)
     # uint8 activations let ORT fuse Conv+ReLU6 into QLinearConv (symmetric ones left 15 float convs and
     # 35 Clip nodes, and int8 ran 1.19x slower than fp32): all 52 convs but the 3 kept float are int8
@@ -85,7 +86,8 @@ def test_openvino_int8_keeps_decisions_in_every_setting(mobilenet_v2, calib, tmp
     report = api.verify(result.path, mobilenet_v2, images=IMAGES, progress=False)
     assert report.passed, report.all_failures
     for setting in (report, *report.also):
-        assert setting.outputs[0].top1_confident >= 0.95 and setting.outputs[0].cosine >= 0.98
+        # averaged per-image ranges from 160 crops: cosine 0.989 -> 0.997 over the global min/max
+        assert setting.outputs[0].top1_confident >= 0.97 and setting.outputs[0].cosine >= 0.993, setting.outputs[0]
 
 
 def test_int8_calibrated_on_a_single_image_is_rejected(mobilenet_v2, calib, tmp_path):
