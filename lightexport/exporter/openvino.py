@@ -122,8 +122,8 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
     On trained networks two more settings keep decisions (MobileNetV2, agreement
     confident/all): full bias correction instead of the fast one (98.3/82.5 -> 98.3/86.2 %)
     and the first ``keep`` convolutions left in float, the layers whose int8 error every
-    later layer inherits (MobileNetV2 with none kept: 97.9/83.8 %). int8 ran 1.16-1.20x
-    faster than OpenVINO's own bf16 default and 1.7-2.0x faster than f32 (1 thread, idle AMD
+    later layer inherits (MobileNetV2 with none kept: 97.9/83.8 %). int8 ran 1.15-1.26x
+    faster than OpenVINO's own bf16 default and 1.74-2.06x faster than f32 (1 thread, idle AMD
     EPYC; benchmarks/precision_table.py).
     """
     try:
