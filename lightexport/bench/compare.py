@@ -127,6 +127,10 @@ def _eager(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
 OV_F32, OV_DEFAULT = "f32", None
 
 
+#: label suffix of a naive baseline's second session (``benchmark(control=True)``)
+CONTROL_SUFFIX = " (again)"
+
+
 def _entries(path: Path, label: str, ov_precisions: Sequence[str | None], naive: bool = False) -> list[Entry]:
     runtime = backend_for_path(path).runtime
     if runtime != "openvino":
@@ -160,11 +164,18 @@ def benchmark(
     naive: Sequence[NaiveArtifact] = (),
     ov_precisions: Sequence[str | None] = (OV_F32,),
     eager: bool = True,
+    control: bool = False,
 ) -> BenchReport:
     """Time eager PyTorch (the unfused model), every artifact and every naive baseline, interleaved.
 
     OpenVINO IRs run once per entry of ``ov_precisions`` (``"f32"``, or None for the device
     default); each artifact is paired with the naive baseline of the same runtime and setting.
+
+    ``control`` adds each naive baseline a second time, as a second session of the same file
+    (labelled ``CONTROL_SUFFIX``), compared with the first like any artifact: its ratio is what
+    this machine's timing makes of two identical files. Two ONNX Runtime sessions of one file
+    measured 0.984x (IQR 0.976-0.998) in one interleaved run of 60 rounds, so a ratio that
+    close to 1 says nothing about which file is faster.
     """
     from lightexport.parity import runner_for
 
@@ -173,6 +184,8 @@ def benchmark(
     _, gmacs = complexity(loaded.spec, size, **loaded.build_kwargs)
     entries = [e for path in artifacts for e in _entries(Path(path), Path(path).name, ov_precisions)]
     entries += [e for a in naive for e in _entries(a.path, a.label, ov_precisions, naive=True)]
+    if control:
+        entries += [e for a in naive for e in _entries(a.path, a.label + CONTROL_SUFFIX, ov_precisions)]
     naive_by_key = {e.pair_key: e.label for e in entries if e.naive}
     naive_of = {e.label: naive_by_key[e.pair_key] for e in entries if not e.naive and e.pair_key in naive_by_key}
     runs_as: dict[str, str] = {}

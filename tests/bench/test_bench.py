@@ -10,10 +10,19 @@ from lightexport.cli import cli
 from lightexport.errors import UsageError
 
 
-def test_interleaving_rotates_who_goes_first():
+def test_interleaving_shuffles_the_order_of_every_round():
+    """No candidate always runs right after the same one (rotation would keep the cyclic order)."""
     calls = []
-    measure_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=0, runs=4)
-    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    names = "abcd"
+    measure_interleaved({n: (lambda n=n: calls.append(n)) for n in names}, warmup=0, runs=40)
+    rounds = [calls[i:i + 4] for i in range(0, len(calls), 4)]
+    assert all(sorted(r) == list(names) for r in rounds) and len(rounds) == 40
+    predecessors = {n: {r[r.index(n) - 1] for r in rounds if r.index(n) > 0} for n in names}
+    assert all(len(p) == 3 for p in predecessors.values()), predecessors  # each followed every other one
+    assert {r[0] for r in rounds} == set(names)
+    again = []
+    measure_interleaved({n: (lambda n=n: again.append(n)) for n in names}, warmup=0, runs=40)
+    assert again == calls  # seeded: the same order every time
 
 
 def test_timing_statistics():
