@@ -34,6 +34,10 @@ activations. Measured on trained MobileNetV2 and EfficientNet-Lite0 (240 decisio
   the rest of the error is spread thinly: no single activation tensor, promoted to 16 bits,
   recovers more than 0.0002 of logit cosine.
 
+- **Biases absorb the weights' rounding error** (:mod:`onnx_bias`): each quantized layer's
+  bias is shifted by the mean error its int8 weights add over the calibration images
+  (MobileNetV2: cosine 0.9960 -> 0.9971, all crops 91.7 -> 92.9 %; Lite0 0.9950 -> 0.9978).
+
 Weights are symmetric per-channel int8 in both forms; biases stay float (int32 bias
 DequantizeLinear nodes are rejected by TensorRT's parser).
 """
@@ -70,18 +74,22 @@ class Int8Report:
     symmetric_activations: bool
     kept: list[str] = field(default_factory=list)
     search: list[tuple[int, float]] = field(default_factory=list)  # (kept count, calibration cosine)
+    bias_corrected: int = 0  # layers whose bias absorbed their weight-rounding error (onnx_bias)
 
     def metadata(self) -> str:
         """The provenance an int8 artifact records: its activation form and which layers stayed float."""
         import json
 
         return json.dumps({"activations": "int8 symmetric" if self.symmetric_activations else "uint8",
-                           "kept_float": self.kept, "auto_search": self.search})
+                           "kept_float": self.kept, "auto_search": self.search,
+                           "bias_corrected_layers": self.bias_corrected})
 
     def notes(self, images: int, source: str) -> list[str]:
         form = "symmetric int8 activations (TensorRT)" if self.symmetric_activations else "uint8 activations (CPU)"
         notes = [f"int8 QDQ, {form}, per-channel int8 weights, moving-average ranges from {images} images of "
                  f"{source}; outputs stay float"]
+        if self.bias_corrected:
+            notes.append(f"bias correction of int8 weight rounding in {self.bias_corrected} layers")
         if self.search:
             tried = ", ".join(f"{k}: {c:.4f}" for k, c in self.search)
             notes.append(f"int8 keep auto: calibration cosine by float-kept convs {tried}")
@@ -131,13 +139,25 @@ def quantize_qdq(
     if keep == "auto":
         return _quantize_auto(model, reader, report, symmetric_activations, per_channel)
     report.kept = resolve_keep(model, keep)
-    return _quantize(model, reader, report.kept, symmetric_activations, per_channel), report
+    return _quantize(model, reader, report, report.kept, symmetric_activations, per_channel), report
 
 
-def _quantize(model: onnx.ModelProto, reader, exclude: list[str], symmetric: bool,
+def _calibration_batches(reader) -> list[np.ndarray]:
+    if hasattr(reader, "rewind"):
+        reader.rewind()
+    return [next(iter(feed.values())) for feed in iter(reader.get_next, None)]
+
+
+def _quantize(model: onnx.ModelProto, reader, report: Int8Report, exclude: list[str], symmetric: bool,
               per_channel: bool) -> onnx.ModelProto:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from lightexport.exporter.onnx_bias import correct_weight_rounding
+
+    if per_channel and hasattr(reader, "rewind"):  # the rounding it corrects is the per-channel one
+        model, corrected = correct_weight_rounding(model, _calibration_batches(reader), exclude)
+        report.bias_corrected = len(corrected)
 
     with tempfile.TemporaryDirectory(prefix="lightexport-int8-") as work:
         source, prepared, quantized = (Path(work) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
@@ -195,17 +215,17 @@ def _quantize_auto(model: onnx.ModelProto, reader, report: Int8Report, symmetric
             break
     reference = _run(model, batches, input_name)
     convs = resolve_keep(model, len(model.graph.node))
-    best: tuple[float, onnx.ModelProto, list[str]] | None = None
+    best: tuple[float, onnx.ModelProto, list[str], int] | None = None
     for count in [c for c in AUTO_STEPS if c <= len(convs)]:
-        candidate = _quantize(model, reader, convs[:count], symmetric, per_channel)
+        candidate = _quantize(model, reader, report, convs[:count], symmetric, per_channel)
         out = _run(candidate, batches, input_name)
         cosine = float(np.mean(np.sum(reference * out, 1) /
                                np.maximum(np.linalg.norm(reference, axis=1) * np.linalg.norm(out, axis=1), 1e-30)))
         report.search.append((count, cosine))
         if best is None or cosine > best[0]:
-            best = (cosine, candidate, convs[:count])
+            best = (cosine, candidate, convs[:count], report.bias_corrected)
         if cosine >= AUTO_TARGET:
             break
     assert best is not None
-    report.kept = best[2]
+    report.kept, report.bias_corrected = best[2], best[3]
     return best[1], report

@@ -72,8 +72,10 @@ def test_onnxruntime_int8_keeps_decisions_and_fuses_every_quantized_conv(mobilen
     report = api.verify(result.path, mobilenet_v2, images=IMAGES, progress=False)
     assert report.passed, report.all_failures
     stats = report.outputs[0]
-    # the ReLU6 folds into the conv's uint8 range (one quantization, not two): cosine 0.988 -> 0.996
-    assert stats.top1_confident == 1.0 and stats.top1 >= 0.88 and stats.cosine >= 0.993, stats
+    # the ReLU6 folds into the conv's uint8 range (one quantization, not two): cosine 0.988 -> 0.996; the biases
+    # absorb the weight rounding's mean error: -> 0.997 (here 0.9973, p05 0.9957)
+    assert stats.top1_confident == 1.0 and stats.top1 >= 0.9 and stats.cosine >= 0.9965, stats
+    assert "bias correction of int8 weight rounding in 50 layers" in result.notes, result.notes
     ops = _optimized_ops(result.path, tmp_path)
     # uint8 activations let ORT fuse Conv+ReLU6 into QLinearConv (symmetric ones left 15 float convs and
     # 35 Clip nodes, and int8 ran 1.19x slower than fp32): all 52 convs but the 3 kept float are int8
