@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,25 @@ _PREFIXES = ("module.", "model.", "_orig_mod.")
 #: How the files torch.load reads begin: a zip archive (torch >= 1.6, TorchScript) or a pickle
 #: (the legacy format; protocol 2 and later start with 0x80 and the protocol number).
 _ZIP_MAGIC = b"PK\x03\x04"
+
+
+#: keys only one library's layout of a torchvision-named family has (MobileNetV3, EfficientNetV2)
+TIMM_MARKER, TORCHVISION_MARKER = "conv_stem.weight", "features.0.0.weight"
+
+
+def accept_library_layout(state_dict: StateDict, *, timm: bool, from_timm: Callable[[StateDict], StateDict],
+                          refuse_torchvision: str, refuse_timm: str) -> StateDict:
+    """For a family timm and torchvision both publish as different networks under the same tensors:
+    accept the layout of the library this entry's network is (timm's converted by ``from_timm``),
+    and refuse the other's with the message that names the right entry.
+
+    Only the key names tell which padding and BatchNorm epsilon the weights were trained with.
+    """
+    if TORCHVISION_MARKER in state_dict and timm:
+        raise CheckpointError(refuse_torchvision)
+    if TIMM_MARKER in state_dict and not timm:
+        raise CheckpointError(refuse_timm)
+    return from_timm(state_dict) if TIMM_MARKER in state_dict else state_dict
 
 
 def _sniff_format(path: Path) -> None:

@@ -26,7 +26,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from lightexport.errors import CheckpointError
+from lightexport.model_defs.checkpoint import accept_library_layout
 from lightexport.model_defs.layers import ConvBNAct, DropPath, FeaturesNet, SameConvBNAct, SqueezeExcitation
 from lightexport.model_defs.registry import ModelSpec, StateDict, register
 
@@ -143,15 +143,13 @@ def checkpoint_filter(state_dict: StateDict, model: nn.Module | None = None, *, 
     BatchNorm epsilon the weights were trained with. (timm's layout alone cannot tell
     ``tf_efficientnetv2_*`` from ``efficientnetv2_*``: both entries accept it.)
     """
-    is_timm, is_torchvision = "conv_stem.weight" in state_dict, "features.0.0.weight" in state_dict
-    if is_torchvision and timm:
-        raise CheckpointError("the checkpoint holds torchvision's EfficientNetV2 layout (symmetric padding, BatchNorm "
-                              f"eps 1e-3), which is not timm's network; load it as efficientnet_v2_{variant}")
-    if is_timm and not timm:
-        raise CheckpointError(f"the checkpoint holds timm's EfficientNetV2 layout, not torchvision's network; load it "
-                              f"as tf_efficientnetv2_{variant} (TF's port: 'SAME' padding) or efficientnetv2_{variant} "
-                              "(timm's own: BatchNorm eps 1e-5)")
-    return _timm_to_torchvision(state_dict, len(STAGES[variant])) if is_timm else state_dict
+    return accept_library_layout(
+        state_dict, timm=timm, from_timm=partial(_timm_to_torchvision, stages=len(STAGES[variant])),
+        refuse_torchvision="the checkpoint holds torchvision's EfficientNetV2 layout (symmetric padding, BatchNorm "
+                           f"eps 1e-3), which is not timm's network; load it as efficientnet_v2_{variant}",
+        refuse_timm=f"the checkpoint holds timm's EfficientNetV2 layout, not torchvision's network; load it as "
+                    f"tf_efficientnetv2_{variant} (TF's port: 'SAME' padding) or efficientnetv2_{variant} (timm's "
+                    "own: BatchNorm eps 1e-5)")
 
 
 for _variant, _cfg in VARIANTS.items():

@@ -28,7 +28,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from lightexport.errors import CheckpointError
+from lightexport.model_defs.checkpoint import accept_library_layout
 from lightexport.model_defs.layers import ConvBNAct, FeaturesNet, SameConvBNAct, SqueezeExcitation, make_divisible
 from lightexport.model_defs.registry import ModelSpec, StateDict, register
 
@@ -148,15 +148,13 @@ def checkpoint_filter(state_dict: StateDict, model: nn.Module | None = None, *, 
     BatchNorm epsilon and padding the weights were trained with. (timm's layout alone cannot tell
     ``mobilenetv3_*_100`` from ``tf_mobilenetv3_*_100``: both entries accept it.)
     """
-    is_timm, is_torchvision = "conv_stem.weight" in state_dict, "features.0.0.weight" in state_dict
-    if is_torchvision and timm:
-        raise CheckpointError(f"the checkpoint holds torchvision's MobileNetV3 layout (BatchNorm eps 1e-3, symmetric "
-                              f"padding), which is not timm's network; load it as mobilenet_v3_{layout}")
-    if is_timm and not timm:
-        raise CheckpointError(f"the checkpoint holds timm's MobileNetV3 layout, not torchvision's network; load it as "
-                              f"mobilenetv3_{layout}_100 (BatchNorm eps 1e-5) or tf_mobilenetv3_{layout}_100 (TF's "
-                              "port: eps 1e-3, 'SAME' padding)")
-    return _timm_to_torchvision(state_dict) if is_timm else state_dict
+    return accept_library_layout(
+        state_dict, timm=timm, from_timm=_timm_to_torchvision,
+        refuse_torchvision=f"the checkpoint holds torchvision's MobileNetV3 layout (BatchNorm eps 1e-3, symmetric "
+                           f"padding), which is not timm's network; load it as mobilenet_v3_{layout}",
+        refuse_timm=f"the checkpoint holds timm's MobileNetV3 layout, not torchvision's network; load it as "
+                    f"mobilenetv3_{layout}_100 (BatchNorm eps 1e-5) or tf_mobilenetv3_{layout}_100 (TF's port: eps "
+                    "1e-3, 'SAME' padding)")
 
 
 for _layout in ("large", "small"):
