@@ -21,6 +21,7 @@ output channel, values in [-127, 127]), which is what :func:`quantize_qdq` asks 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -92,10 +93,10 @@ def correct_weight_rounding(model: onnx.ModelProto, batches: Iterable[np.ndarray
     if not targets:
         return out, []
     means = input_means(model, sorted({n.input[0] for n in targets}), batches)
-    shared = {name for name in initializers if sum(name in n.input[2:3] for n in out.graph.node) > 1}
+    uses = Counter(name for n in out.graph.node for name in n.input)
     corrected = []
     for node in targets:
-        if node.input[2] in shared:  # one bias feeding two layers cannot absorb two corrections
+        if uses[node.input[2]] > 1:  # a bias read twice cannot absorb one layer's correction
             continue
         weight = numpy_helper.to_array(initializers[node.input[1]])
         bias = numpy_helper.to_array(initializers[node.input[2]])
