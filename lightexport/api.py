@@ -136,7 +136,7 @@ def verify(
     """
     from lightexport.parity import check_parity, make_inputs
     from lightexport.parity.inputs import decision_inputs
-    from lightexport.parity.settings import run_settings
+    from lightexport.parity.settings import execution_label, run_settings
 
     meta = read_artifact_metadata(artifact)
     backend = backend_for_path(artifact)
@@ -151,7 +151,7 @@ def verify(
     for setting in run_settings(backend, made, threads=threads, runtime_default=runtime_default):
         runner = backend.make_runner(artifact, **setting.runner_options)
         report = check_parity(runner, reference.module, feeds, precision=setting.precision, progress=progress)
-        report.execution = setting.label
+        report.execution = execution_label(setting, runner)
         reports.append(report)
     reports[0].also.extend(reports[1:])
     return reports[0]

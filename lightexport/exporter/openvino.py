@@ -18,6 +18,7 @@ from lightexport.artifacts import RT_SECTION
 from lightexport.backends import get_backend
 from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, UsageError
 from lightexport.exporter.base import ExportResult, artifact_metadata, preprocess_for
+from lightexport.exporter.openvino_pin import pin_float_layers
 from lightexport.fileio import atomic_outputs, output_failure
 from lightexport.loading import LoadedModel
 from lightexport.onnxfile import INPUT_NAME, load_onnx, read_metadata
@@ -196,8 +197,9 @@ def export_openvino(source: LoadedModel | str | Path, output: str | Path | None 
                      f"on up to {calib_size} images from {calib}")
         if kept:
             notes.append(f"kept in float: {', '.join(kept)}")
+        notes.append("float layers pinned to f32 in the IR: they stay f32 where OpenVINO's default is bf16")
         metadata["lightexport.int8"] = json.dumps({"activations": "nncf mixed", "ranges": ranges,
-                                                          "kept_float": kept})
+                                                   "kept_float": kept, "float_layers": "f32, pinned in the IR"})
     if precision == "bf16":
         # An IR cannot pin its execution precision (OpenVINO ignores INFERENCE_PRECISION_HINT in rt_info);
         # the precision is the compile-time hint. The IR keeps fp32 weights (bf16 rounding happens once, in
@@ -214,6 +216,8 @@ def export_openvino(source: LoadedModel | str | Path, output: str | Path | None 
             if failure is not None:
                 raise failure from exc
             raise ExportError(f"openvino.save_model failed: {str(exc).strip().splitlines()[-1]}") from exc
+        if precision == "int8":
+            pin_float_layers(tmp_xml)  # the layers kept float for accuracy would otherwise run bf16 by default
     histogram = Counter(op.get_type_name() for op in model.get_ops())
     return ExportResult(format="openvino", path=xml, seconds=time.perf_counter() - start, precision=precision.value,
                         files=[xml, binary], op_histogram=histogram, metadata=metadata, notes=notes, passes=reports)

@@ -1,12 +1,14 @@
 """Which runtime settings an artifact is judged in: the one it was made for, and the one a user gets.
 
 OpenVINO's CPU plugin executes float layers in bf16 by default on CPUs with AMX or
-AVX512-BF16 (f16 on some ARM cores), whatever precision the IR was exported in, and an IR
-cannot pin f32 for its users. So an OpenVINO artifact is run twice where the two differ:
+AVX512-BF16 (f16 on some ARM cores), whatever precision the IR was exported in; an IR can
+only pin some layers (lightexport's int8 IRs pin their float layers to f32). So an OpenVINO
+artifact is run twice where the two differ:
 pinned to the precision it was made for (does the file compute what PyTorch computes?) and
 with the runtime's defaults, judged by the limits of the coarser precision (does the
 deployment that compiles it with defaults still make the same decisions?). Runtimes without
-such a switch (ONNX Runtime, TensorRT) have one setting.
+such a switch (ONNX Runtime, TensorRT) have one setting. Each run's label ends with what
+the compiled model's compute layers really ran in (:func:`execution_label`).
 """
 
 from __future__ import annotations
@@ -41,3 +43,15 @@ def run_settings(backend: Backend, made: str | Precision, *, threads: int | None
         settings.append(RunSetting(f"{default}: {backend.runtime}'s default on this CPU",
                                    {"threads": threads, "inference_precision": None}, coarser(made, default)))
     return settings
+
+
+def execution_label(setting: RunSetting, runner: object) -> str | None:
+    """``setting``'s label plus the precisions the runner's compute layers ran in, where it knows them.
+
+    E.g. "bf16: openvino's default on this CPU; layers ran u8 x49, f32 x3": the hint says
+    what the plugin may lower, the census what it did (int8 layers and pinned ones stay put).
+    """
+    census = getattr(runner, "layer_precisions", None)
+    if setting.label is None or not census:
+        return setting.label
+    return f"{setting.label}; layers ran " + ", ".join(f"{precision} x{count}" for precision, count in census.items())

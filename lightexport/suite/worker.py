@@ -25,7 +25,7 @@ import numpy as np
 from lightexport.backends import backend_for_path
 from lightexport.bench.timing import measure_interleaved
 from lightexport.parity.judge import judge
-from lightexport.parity.settings import RunSetting, run_settings
+from lightexport.parity.settings import RunSetting, execution_label, run_settings
 from lightexport.precision import Precision
 
 Outputs = dict[str, np.ndarray]
@@ -83,7 +83,7 @@ def run_cell(item: dict, threads: int, inputs: int, runs: int, models, images: i
         runner = _torch_fused(cell, models) if path is None else backend_for_path(path).make_runner(
             path, **setting.runner_options)
         report = judge(runner, feeds, reference, precision=setting.precision)
-        report.execution = setting.label
+        report.execution = execution_label(setting, runner)
         reports.append(report)
     report = reports[0]
     report.also.extend(reports[1:])

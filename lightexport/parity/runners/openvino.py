@@ -9,6 +9,7 @@ caller asks otherwise; quantized (int8) layers run in int8 whatever the hint.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +21,17 @@ from lightexport.parity.runners.base import Feed, Outputs, Runner, reason
 HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "f32"}
 #: OpenVINO's element types back to lightexport's precision names.
 PRECISION_OF_HINT = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+#: Layer types of the compiled (runtime) model whose precision is the precision the model computes in; the
+#: rest are reorders, reshapes and constants.
+COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
 
 
 def default_execution_precision(device: str = "CPU") -> str:
     """The precision OpenVINO runs float layers in when the user sets nothing ("fp32", "bf16" or "fp16").
 
-    On CPUs with AMX or AVX512-BF16 this is bf16 (and f16 on some ARM cores), and an IR
-    cannot pin f32 for its users: a deployment with default settings runs in this precision.
+    On CPUs with AMX or AVX512-BF16 this is bf16 (and f16 on some ARM cores): a deployment
+    with default settings runs its float layers in this precision, except layers the IR pins
+    (:mod:`lightexport.exporter.openvino_pin`).
     """
     import openvino as ov
 
@@ -37,6 +42,24 @@ def default_execution_precision(device: str = "CPU") -> str:
 def _type_name(element_type) -> str:
     name = str(getattr(element_type, "get_type_name", lambda: element_type)())
     return {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(name, name)
+
+
+def layer_precisions(compiled) -> dict[str, int]:
+    """How many compute layers of a compiled model run in each precision, e.g. ``{"u8": 49, "f32": 3}``.
+
+    Read from the runtime model the plugin built, after it applied the hint and any layers
+    the IR pins (see :mod:`lightexport.exporter.openvino_pin`): what really executes.
+    """
+    counts: Counter[str] = Counter()
+    try:
+        ops = compiled.get_runtime_model().get_ordered_ops()
+    except Exception:  # a device without a runtime model: say nothing rather than guess
+        return {}
+    for op in ops:
+        info = op.get_rt_info()
+        if "layerType" in info and "runtimePrecision" in info and info["layerType"].astype(str) in COMPUTE_LAYERS:
+            counts[info["runtimePrecision"].astype(str)] += 1
+    return dict(counts.most_common())
 
 
 def _port_name(port, fallback: str) -> str:
@@ -99,6 +122,8 @@ class OpenVINORunner(Runner):
         executed = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         #: what float layers actually run in, after the plugin resolved the hint ("fp32", "bf16", "fp16")
         self.execution_precision = PRECISION_OF_HINT.get(executed, executed)
+        #: compute layers per precision they run in (kept after deactivation, for reports)
+        self.layer_precisions = layer_precisions(self.compiled)
 
     def deactivate_impl(self) -> None:
         del self.request, self.compiled
