@@ -83,3 +83,38 @@ def test_int8_ir_ranges_average_the_extremes_of_many_images(tmp_path, t0):
     _low, high = _input_range(result.path, ov)
     assert high == pytest.approx(per_image_max.mean(), rel=0.02) and high < images.max() * 0.98
     assert "mean of per-image extremes" in " ".join(result.notes)
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [
+    (4, [3, 4]),          # the default misses: walk up to the first count that meets
+    (5, [3, 4, 6]),
+    (2, [3, 2, 1]),       # the default meets: walk down to the first miss
+    (0, [3, 2, 1, 0]),
+    (99, [3, 4, 6, 8, 12]),  # nothing meets: every larger count tried (the best cosine is kept)
+])
+def test_auto_keep_searches_outward_from_the_default(threshold, expected):
+    from lightexport.exporter.onnx_int8 import AUTO_STEPS, auto_search_order
+
+    asked = []
+
+    def meets(count):
+        asked.append(count)
+        return count >= threshold
+
+    assert auto_search_order(list(AUTO_STEPS), meets) == expected == asked
+    assert auto_search_order([0, 1], lambda c: c >= 1) == [1, 0]  # fewer convs than the default
+
+
+def test_auto_keep_records_its_search_and_keeps_the_fewest_that_meet(tmp_path, photos, t0, monkeypatch):
+    import json
+
+    import lightexport.exporter.onnx_int8 as int8
+
+    monkeypatch.setattr(int8, "AUTO_TARGET", -1.0)  # every count meets: the search walks down to 0 kept
+    result = export_onnx(t0, tmp_path / "auto.onnx", fuse=True, precision="int8", calib=photos, calib_size=8,
+                         int8_keep="auto")
+    from lightexport.onnxfile import read_metadata
+
+    recorded = json.loads(read_metadata(result.path)["lightexport.int8"])
+    assert [count for count, _ in recorded["auto_search"]] == [0, 1, 2, 3] and recorded["kept_float"] == []
+    assert any(n.startswith("int8 keep auto: calibration cosine by float-kept convs 0: ") for n in result.notes)
