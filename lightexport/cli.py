@@ -102,8 +102,8 @@ def export_options(fp16_help: str, int8_help: str,
         click.option("--calib-size", type=click.IntRange(1, 100000), default=300, show_default=True,
                      help="Number of calibration images (fewer if the folder holds fewer)."),
         click.option("--int8-keep", metavar="N|auto|MODULES", default="3", show_default=True,
-                     help="Layers int8 leaves in float: the first N convs, 'auto' (fewest reaching a calibration "
-                          "cosine of 0.995; ONNX Runtime/TensorRT) or comma-separated module names."),
+                     help="Layers int8 leaves in float: the first N convs, 'auto' (the fewest whose int8 model "
+                          "reaches a logit cosine of 0.9975 on calibration images) or comma-separated module names."),
         click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model after export."),
         click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON."),
     ]

@@ -52,6 +52,7 @@ import numpy as np
 import onnx
 
 from lightexport.errors import ExportError, UsageError
+from lightexport.exporter.keep_search import AUTO_IMAGES, DEFAULT_KEEP, mean_cosine, search_keep
 
 # Ops TensorRT and ORT both run as int8; everything else stays in float between Q/DQ pairs. Clip and
 # Relu are listed so the quantizer can fold them into their producer's output range (see the docstring).
@@ -59,14 +60,6 @@ QUANTIZED_OPS = ("Conv", "Clip", "Relu", "Gemm", "MatMul", "Add", "Mul", "Concat
                  "MaxPool")
 #: Ops whose leading instances ``keep=N`` keeps in float (the layers that carry the most int8 error).
 KEEPABLE_OPS = ("Conv", "ConvTranspose")
-DEFAULT_KEEP = 3
-#: ``keep="auto"`` keeps the fewest of these counts whose calibration-set logit cosine reaches
-#: AUTO_TARGET (the decision set is never used to choose), searching from DEFAULT_KEEP outward.
-#: 0.9975: trained MobileNetV2 keeps 6 (agreement on 1000 decision crops 91.2 -> 94.3 % over the
-#: default 3, at 1.66x instead of 1.83x faster than fp32), EfficientNet-Lite0 keeps 2.
-AUTO_STEPS = (0, 1, 2, 3, 4, 6, 8, 12)
-AUTO_TARGET = 0.9975
-AUTO_IMAGES = 64
 
 
 @dataclass
@@ -203,28 +196,6 @@ def _run(model: onnx.ModelProto, batches: list[np.ndarray], input_name: str) -> 
         sum(len(x) for x in batches), -1)
 
 
-def auto_search_order(steps: list[int], meets) -> list[int]:
-    """The counts ``keep="auto"`` tries, from DEFAULT_KEEP outward, given ``meets(count)`` (does it reach the target).
-
-    Cosine grows with the number of float-kept convs (measured: MobileNetV2 0.9936, 0.9956,
-    0.9970, 0.9972, 0.9974, 0.9979 for 0/1/2/3/4/6 kept), so the fewest count that meets the
-    target is found by walking down from the default while it holds, or up until it does:
-    three quantizations on MobileNetV2 and EfficientNet-Lite0 instead of six (49 -> ~25 s).
-    """
-    if not steps:
-        return []
-    start = max((i for i, c in enumerate(steps) if c <= DEFAULT_KEEP), default=0)
-    tried = [steps[start]]
-    direction = -1 if meets(steps[start]) else 1
-    i = start + direction
-    while 0 <= i < len(steps):
-        tried.append(steps[i])
-        if meets(steps[i]) != (direction == -1):  # going down: stop at the first miss; going up: at the first hit
-            break
-        i += direction
-    return tried
-
-
 def _quantize_auto(model: onnx.ModelProto, reader, report: Int8Report, symmetric: bool,
                    per_channel: bool) -> tuple[onnx.ModelProto, Int8Report]:
     """Keep the fewest leading convs float whose int8 model reaches AUTO_TARGET cosine on calibration images."""
@@ -239,19 +210,12 @@ def _quantize_auto(model: onnx.ModelProto, reader, report: Int8Report, symmetric
             break
     reference = _run(model, batches, input_name)
     convs = resolve_keep(model, len(model.graph.node))
-    results: dict[int, tuple[float, onnx.ModelProto, int]] = {}
 
-    def meets(count: int) -> bool:
+    def build(count: int) -> tuple[float, tuple[onnx.ModelProto, int]]:
         candidate = _quantize(model, reader, report, convs[:count], symmetric, per_channel)
-        out = _run(candidate, batches, input_name)
-        cosine = float(np.mean(np.sum(reference * out, 1) /
-                               np.maximum(np.linalg.norm(reference, axis=1) * np.linalg.norm(out, axis=1), 1e-30)))
-        results[count] = (cosine, candidate, report.bias_corrected)
-        return cosine >= AUTO_TARGET
+        return mean_cosine(reference, _run(candidate, batches, input_name)), (candidate, report.bias_corrected)
 
-    auto_search_order([c for c in AUTO_STEPS if c <= len(convs)], meets)
-    report.search = sorted((count, cosine) for count, (cosine, _, _) in results.items())
-    passing = [count for count, (cosine, _, _) in results.items() if cosine >= AUTO_TARGET]
-    chosen = min(passing) if passing else max(results, key=lambda c: results[c][0])
-    report.kept, report.bias_corrected = convs[:chosen], results[chosen][2]
-    return results[chosen][1], report
+    chosen, results = search_keep(len(convs), build)
+    report.search = sorted((count, cosine) for count, (cosine, _) in results.items())
+    report.kept, (best, report.bias_corrected) = convs[:chosen], results[chosen][1]
+    return best, report

@@ -11,13 +11,17 @@ import logging
 import time
 import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from lightexport.artifacts import RT_SECTION
 from lightexport.backends import get_backend
 from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, UsageError
 from lightexport.exporter.base import ExportResult, artifact_metadata, preprocess_for
+from lightexport.exporter.keep_search import AUTO_IMAGES, DEFAULT_KEEP, mean_cosine, search_keep
 from lightexport.exporter.openvino_pin import pin_float_layers
 from lightexport.fileio import atomic_outputs, output_failure
 from lightexport.loading import LoadedModel
@@ -91,7 +95,7 @@ def keep_scope(model, keep: int | list[str] | tuple[str, ...] | str) -> list[str
             raise UsageError(f"int8 keep must be >= 0 layers, got {keep}")
         return [op.get_friendly_name() for op in ops[:keep]]
     if keep == "auto":
-        raise UsageError("--int8-keep auto searches with ONNX Runtime; for OpenVINO give a count or module names")
+        raise UsageError("int8 keep 'auto' is a search, not a scope: it is resolved by _quantize")
     chosen = []
     for name in [keep] if isinstance(keep, str) else keep:
         # the PyTorch frontend names ops "__module.features.0.0/aten::_convolution/...", ONNX ones "/features/..."
@@ -107,7 +111,17 @@ def keep_scope(model, keep: int | list[str] | tuple[str, ...] | str) -> list[str
 MEAN_RANGE_IMAGES = 32
 
 
-def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progress: bool, keep=3):
+@dataclass
+class QuantizedModel:
+    """What NNCF made, the convolutions left float, the activation range rule and, for auto, the search."""
+
+    model: Any
+    kept: list[str]
+    ranges: str
+    search: list[tuple[int, float]] = field(default_factory=list)
+
+
+def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progress: bool, keep=DEFAULT_KEEP):
     """Post-training int8 quantization with NNCF on images preprocessed exactly as the model expects.
 
     Activation ranges depend on how many images calibrate. With a few dozen or more
@@ -123,7 +137,8 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
     On trained networks two more settings keep decisions (MobileNetV2, agreement
     confident/all): full bias correction instead of the fast one (98.3/82.5 -> 98.3/86.2 %)
     and the first ``keep`` convolutions left in float, the layers whose int8 error every
-    later layer inherits (MobileNetV2 with none kept: 97.9/83.8 %). int8 ran 1.15-1.26x
+    later layer inherits (MobileNetV2 with none kept: 97.9/83.8 %); ``keep="auto"`` chooses how
+    many (:mod:`lightexport.exporter.keep_search`), each candidate a full NNCF run. int8 ran 1.15-1.26x
     faster than OpenVINO's own bf16 default and 1.74-2.06x faster than f32 (1 thread, idle AMD
     EPYC; benchmarks/precision_table.py).
     """
@@ -144,15 +159,38 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
     # forcing the mean on those too (MEAN_MINMAX) dropped MobileNetV2's cosine to 0.960.
     ranges = AdvancedQuantizationParameters() if mean else AdvancedQuantizationParameters(
         activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
-    kept = keep_scope(model, keep)
-    try:
-        quantized = nncf.quantize(model, dataset, subset_size=images,
-                                  preset=nncf.QuantizationPreset.MIXED, model_type=None, fast_bias_correction=False,
-                                  ignored_scope=nncf.IgnoredScope(names=kept) if kept else None,
-                                  advanced_parameters=ranges)
-    except Exception as exc:
-        raise ExportError(f"NNCF quantization failed: {str(exc).strip().splitlines()[-1]}") from exc
-    return quantized, kept, "mean of per-image extremes" if mean else "global min/max"
+
+    def quantize(kept: list[str]):
+        try:
+            return nncf.quantize(model.clone(), dataset, subset_size=images,
+                                 preset=nncf.QuantizationPreset.MIXED, model_type=None, fast_bias_correction=False,
+                                 ignored_scope=nncf.IgnoredScope(names=kept) if kept else None,
+                                 advanced_parameters=ranges)
+        except Exception as exc:
+            raise ExportError(f"NNCF quantization failed: {str(exc).strip().splitlines()[-1]}") from exc
+
+    rule = "mean of per-image extremes" if mean else "global min/max"
+    if keep != "auto":
+        kept = keep_scope(model, keep)
+        return QuantizedModel(quantize(kept), kept, rule)
+    # auto: the fewest leading convolutions float whose int8 model reaches the target cosine on calibration images
+    check = np.concatenate(list(source.batches(1, min(images, AUTO_IMAGES))))
+    reference = _outputs(model, check)
+    convs = keep_scope(model, len(model.get_ops()))
+
+    def build(count: int):
+        candidate = quantize(convs[:count])
+        return mean_cosine(reference, _outputs(candidate, check)), candidate
+
+    chosen, results = search_keep(len(convs), build)
+    search = sorted((count, cosine) for count, (cosine, _) in results.items())
+    return QuantizedModel(results[chosen][1], convs[:chosen], rule, search)
+
+
+def _outputs(model, images) -> np.ndarray:
+    """The model's first output for each image, compiled as it was made (f32 hint, int8 layers in int8)."""
+    compiled = _openvino().Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return np.concatenate([np.asarray(compiled(images[i:i + 1])[0]).reshape(1, -1) for i in range(len(images))])
 
 
 def _stamp(model, metadata: dict[str, str]) -> None:
@@ -192,14 +230,19 @@ def export_openvino(source: LoadedModel | str | Path, output: str | Path | None 
         default_stem = path.stem
     if precision == "int8":
         preprocess = preprocess or preprocess_for(metadata)
-        model, kept, ranges = _quantize(model, calib, calib_size, preprocess, progress, opts.extra.get("int8_keep", 3))
+        made = _quantize(model, calib, calib_size, preprocess, progress, opts.extra.get("int8_keep", DEFAULT_KEEP))
+        model, kept, ranges = made.model, made.kept, made.ranges
         notes.append(f"int8 post-training quantization with NNCF (full bias correction, activation ranges: {ranges}) "
                      f"on up to {calib_size} images from {calib}")
+        if made.search:
+            tried = ", ".join(f"{k}: {c:.4f}" for k, c in made.search)
+            notes.append(f"int8 keep auto: calibration cosine by float-kept convs {tried}")
         if kept:
             notes.append(f"kept in float: {', '.join(kept)}")
         notes.append("float layers pinned to f32 in the IR: they stay f32 where OpenVINO's default is bf16")
         metadata["lightexport.int8"] = json.dumps({"activations": "nncf mixed", "ranges": ranges,
-                                                   "kept_float": kept, "float_layers": "f32, pinned in the IR"})
+                                                   "kept_float": kept, "auto_search": made.search,
+                                                   "float_layers": "f32, pinned in the IR"})
     if precision == "bf16":
         # An IR cannot pin its execution precision (OpenVINO ignores INFERENCE_PRECISION_HINT in rt_info);
         # the precision is the compile-time hint. The IR keeps fp32 weights (bf16 rounding happens once, in

@@ -93,7 +93,7 @@ def test_int8_ir_ranges_average_the_extremes_of_many_images(tmp_path, t0):
     (99, [3, 4, 6, 8, 12]),  # nothing meets: every larger count tried (the best cosine is kept)
 ])
 def test_auto_keep_searches_outward_from_the_default(threshold, expected):
-    from lightexport.exporter.onnx_int8 import AUTO_STEPS, auto_search_order
+    from lightexport.exporter.keep_search import AUTO_STEPS, auto_search_order
 
     asked = []
 
@@ -108,9 +108,9 @@ def test_auto_keep_searches_outward_from_the_default(threshold, expected):
 def test_auto_keep_records_its_search_and_keeps_the_fewest_that_meet(tmp_path, photos, t0, monkeypatch):
     import json
 
-    import lightexport.exporter.onnx_int8 as int8
+    from lightexport.exporter import keep_search
 
-    monkeypatch.setattr(int8, "AUTO_TARGET", -1.0)  # every count meets: the search walks down to 0 kept
+    monkeypatch.setattr(keep_search, "AUTO_TARGET", -1.0)  # every count meets: the search walks down to 0 kept
     result = export_onnx(t0, tmp_path / "auto.onnx", fuse=True, precision="int8", calib=photos, calib_size=8,
                          int8_keep="auto")
     from lightexport.onnxfile import read_metadata
@@ -118,3 +118,19 @@ def test_auto_keep_records_its_search_and_keeps_the_fewest_that_meet(tmp_path, p
     recorded = json.loads(read_metadata(result.path)["lightexport.int8"])
     assert [count for count, _ in recorded["auto_search"]] == [0, 1, 2, 3] and recorded["kept_float"] == []
     assert any(n.startswith("int8 keep auto: calibration cosine by float-kept convs 0: ") for n in result.notes)
+
+
+def test_openvino_auto_keep_records_its_search(tmp_path, photos, t0, monkeypatch):
+    import json
+
+    from lightexport.exporter import keep_search
+
+    monkeypatch.setattr(keep_search, "AUTO_TARGET", 2.0)  # nothing meets: every larger count is tried, best kept
+    monkeypatch.setattr(keep_search, "AUTO_STEPS", (2, 3, 4))
+    result = export_openvino(t0, tmp_path / "auto.xml", fuse=True, precision="int8", calib=photos, calib_size=8,
+                             int8_keep="auto", input_size=128)
+    recorded = json.loads(result.metadata["lightexport.int8"])
+    counts = [count for count, _ in recorded["auto_search"]]
+    assert counts == [3, 4]  # from the default up; 2 is never tried when 3 misses
+    best = max(recorded["auto_search"], key=lambda r: r[1])[0]
+    assert len(recorded["kept_float"]) == best and all(0.9 < c <= 1.0 for _, c in recorded["auto_search"])
