@@ -41,7 +41,7 @@ def default_execution_precision(device: str = "CPU") -> str:
 
 def _type_name(element_type) -> str:
     name = str(getattr(element_type, "get_type_name", lambda: element_type)())
-    return {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(name, name)
+    return {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "uint8_t": "u8", "int8_t": "i8"}.get(name, name)
 
 
 def layer_precisions(compiled) -> dict[str, int]:
@@ -57,8 +57,10 @@ def layer_precisions(compiled) -> dict[str, int]:
         return {}
     for op in ops:
         info = op.get_rt_info()
-        if "layerType" in info and "runtimePrecision" in info and info["layerType"].astype(str) in COMPUTE_LAYERS:
-            counts[info["runtimePrecision"].astype(str)] += 1
+        if "layerType" in info and info["layerType"].astype(str) in COMPUTE_LAYERS and op.get_input_size():
+            # the activations a layer reads, not its "runtimePrecision", which reports an fp16 IR's f32 convolutions
+            # (kernel brgconv_avx512_f32) as f16, after their weights
+            counts[_type_name(op.input(0).get_element_type())] += 1
     return dict(counts.most_common())
 
 
