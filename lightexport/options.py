@@ -64,7 +64,7 @@ class ExportOptions:
             close = difflib.get_close_matches(name, allowed, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise UsageError(f"unknown option {name!r} for {backend.name} export{hint} "
-                             f"(options: {', '.join(sorted(allowed))})")
+                             f"(options: {', '.join(sorted(set(allowed)))})")
         given = {k: v for k, v in options.items() if k in common and v is not None}
         extra = {k: v for k, v in options.items() if k not in common and v is not None}
         precision = Precision.parse(given.pop("precision", None), backend.precisions, what=f"{backend.name} precision")
