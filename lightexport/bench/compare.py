@@ -140,9 +140,16 @@ def _entries(path: Path, label: str, ov_precisions: Sequence[str | None], naive:
 
 
 def _runs_as(runner: object, entry: Entry) -> str:
-    """The precision OpenVINO resolved for an entry (its INFERENCE_PRECISION_HINT after compiling)."""
+    """What an OpenVINO entry's compute layers ran in after compiling ("bf16 x53", "u8 x50, f32 x3").
+
+    The census, not the resolved INFERENCE_PRECISION_HINT: an int8 IR's layers run u8 under any
+    hint, and the float layers it pins stay f32 under the bf16 default.
+    """
     if entry.runtime != "openvino":
         return ""
+    census = getattr(runner, "layer_precisions", None)
+    if census:
+        return ", ".join(f"{precision} x{count}" for precision, count in census.items())
     try:
         hint = runner.compiled.get_property("INFERENCE_PRECISION_HINT")
         return hint.to_string() if hasattr(hint, "to_string") else str(hint)  # ov.Type: "f32", "bf16"
