@@ -22,7 +22,7 @@ from lightexport.backends import get_backend
 from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, UsageError
 from lightexport.exporter.base import ExportResult, artifact_metadata, preprocess_for
 from lightexport.exporter.keep_search import AUTO_IMAGES, DEFAULT_KEEP, mean_cosine, search_keep
-from lightexport.exporter.openvino_pin import pin_float_layers
+from lightexport.exporter.openvino_pin import fold_pads, pin_float_layers
 from lightexport.fileio import atomic_outputs, output_failure
 from lightexport.loading import LoadedModel
 from lightexport.onnxfile import INPUT_NAME, load_onnx, read_metadata
@@ -230,6 +230,8 @@ def export_openvino(source: LoadedModel | str | Path, output: str | Path | None 
         default_stem = path.stem
     if precision == "int8":
         preprocess = preprocess or preprocess_for(metadata)
+        if fold_pads(model):  # else OpenVINO folds them at compile time into convolutions that lose the f32 pin
+            notes.append("zero Pads folded into the convolutions they feed")
         made = _quantize(model, calib, calib_size, preprocess, progress, opts.extra.get("int8_keep", DEFAULT_KEEP))
         model, kept, ranges = made.model, made.kept, made.ranges
         notes.append(f"int8 post-training quantization with NNCF (full bias correction, activation ranges: {ranges}) "

@@ -19,9 +19,12 @@ default -> 92.5 / 92.5 %; EfficientNet-Lite0 93.3 / 89.6 % -> 93.3 / 93.8 %. Cos
 layers run in f32 instead of bf16, int8 vs the fp32 IR at the bf16 default 1.18x -> 1.03x
 (MobileNetV2), 1.15x -> 1.05x (Lite0), 1 thread, AMD EPYC with AVX512-BF16.
 
-The attribute is lost where the plugin rewrites a node into its own op type (a MatMul becomes
-a FullyConnected and still runs in bf16), so this is not a way to pin a whole fp32 IR; in an
-int8 IR the classifier is quantized, and the float layers left are convolutions.
+The attribute is lost where the plugin rewrites a node (the mark is not copied to the
+replacement): a MatMul becomes a FullyConnected and still runs in bf16, so this is not a way to
+pin a whole fp32 IR (in an int8 IR the classifier is quantized, and the float layers left are
+convolutions); and a zero Pad before a convolution (TensorFlow "same" padding, EfficientNet-Lite's
+stem) is folded into a new convolution. :func:`fold_pads` does that fold in the IR itself, before
+quantization, so the convolution that is pinned is the one that runs.
 Runtimes older than the ``precise`` name (OpenVINO 2023) read the IR and ignore the attribute.
 """
 
@@ -58,6 +61,66 @@ def pin_float_layers(xml: str | Path) -> list[str]:
         pinned.append(layer.get("name", ""))
     tree.write(xml, xml_declaration=True, encoding="utf-8")
     return pinned
+
+
+#: rt_info key of ov::pass::DisableConstantFolding
+NO_FOLDING = "DisableConstantFolding_0"
+
+
+def _is_integer_constant(node) -> bool:
+    return node.get_type_name() == "Constant" and node.get_element_type().get_type_name() in ("i32", "i64")
+
+
+def fold_pads(model) -> int:
+    """Fold constant zero Pads into the (Group)Convolutions they alone feed, as explicit pads; returns how many.
+
+    Constant-folds first, so a static-shape export's "same" padding, computed from the input
+    shape (ShapeOf, Gather, FloorMod ...), becomes the constant Pad the fold needs; with dynamic
+    shapes nothing is folded. Weights are not touched: only integer shape terms are unblocked. Exact: EfficientNet-Lite0's 5 "same" Pads (stem and stride-2
+    depthwise) fold with bit-identical outputs, and the IR drops from 472 to 246 ops.
+    """
+    import numpy as np
+    from openvino import opset1
+    from openvino.passes import ConstantFolding, Manager
+
+    for op in model.get_ordered_ops():
+        # OpenVINO's PyTorch frontend marks Convert(Constant) -> Multiply as weight decompression, and so keeps
+        # it from folding, also where the constant is an i32/i64 shape term (the "same" padding arithmetic)
+        if op.get_type_name() == "Convert" and _is_integer_constant(op.input_value(0).get_node()):
+            info = op.get_rt_info()
+            if NO_FOLDING in info:
+                del info[NO_FOLDING]
+    manager = Manager()
+    manager.register_pass(ConstantFolding())
+    manager.run_passes(model)
+    folded = 0
+    for conv in model.get_ordered_ops():
+        if conv.get_type_name() not in ("Convolution", "GroupConvolution"):
+            continue
+        pad = conv.input_value(0).get_node()
+        if pad.get_type_name() != "Pad" or pad.get_attributes().get("pad_mode") != "constant":
+            continue
+        if len(pad.output(0).get_target_inputs()) != 1:
+            continue
+        given = [pad.input_value(i).get_node() for i in range(1, pad.get_input_size())]
+        if any(node.get_type_name() != "Constant" for node in given):
+            continue
+        begin, end = (given[0].get_data().astype(np.int64), given[1].get_data().astype(np.int64))
+        value = given[2].get_data() if len(given) > 2 else np.zeros(1)
+        if np.any(value != 0) or np.any(begin[:2] != 0) or np.any(end[:2] != 0) or np.any(begin < 0) or np.any(end < 0):
+            continue  # only zero padding of the spatial dims is a convolution's own padding
+        attributes = conv.get_attributes()
+        if attributes.get("auto_pad", "explicit") not in ("explicit", "notset"):
+            continue
+        pads_begin = [int(a) + int(b) for a, b in zip(attributes["pads_begin"], begin[2:])]
+        pads_end = [int(a) + int(b) for a, b in zip(attributes["pads_end"], end[2:])]
+        make = opset1.convolution if conv.get_type_name() == "Convolution" else opset1.group_convolution
+        replacement = make(pad.input_value(0), conv.input_value(1), attributes["strides"], pads_begin, pads_end,
+                           attributes["dilations"])
+        replacement.set_friendly_name(conv.get_friendly_name())
+        conv.output(0).replace(replacement.output(0))
+        folded += 1
+    return folded
 
 
 def pinned_layers(xml: str | Path) -> list[str]:

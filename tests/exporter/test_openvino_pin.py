@@ -83,3 +83,31 @@ def test_pinning_is_idempotent_and_keeps_the_ir_readable(int8_ir, tmp_path):
     assert xml.read_text().count(f'name="{PRECISE["name"]}"') == len(first)
     model = ov.Core().read_model(str(xml))
     assert model.get_rt_info(["lightexport", "precision"]).astype(str) == "int8"  # the provenance survived
+
+
+def test_same_padding_folds_into_the_convolutions_exactly(tmp_path):
+    """EfficientNet-Lite's TF "same" Pads: folded in the IR, or OpenVINO folds them into unpinned convolutions."""
+    from lightexport.exporter.openvino_pin import fold_pads
+
+    loaded = load_model("efficientnet_lite0")
+    xml = export_openvino(loaded, tmp_path / "lite0.xml", fuse=True, input_size=96).path
+    core = ov.Core()
+    model = core.read_model(str(xml))
+    x = np.random.default_rng(0).standard_normal((1, 3, 96, 96), dtype=np.float32)
+    before = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+    pads = [op for op in model.get_ops() if op.get_type_name() == "Pad"]
+    assert len(pads) == 5 and any(p.input_value(1).get_node().get_type_name() != "Constant" for p in pads)
+    assert fold_pads(model) == 5  # the stem and the four stride-2 depthwise convolutions
+    types = [op.get_type_name() for op in model.get_ops()]
+    assert "Pad" not in types and "ShapeOf" not in types
+    assert np.array_equal(core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0], before)
+
+
+@needs_bf16
+def test_a_same_padded_stem_stays_pinned(tmp_path):
+    loaded = load_model("efficientnet_lite0")
+    result = export_openvino(loaded, tmp_path / "lite0_int8.xml", fuse=True, precision="int8", input_size=96,
+                             calib=write_sample_photos(tmp_path / "photos"), calib_size=8, progress=False)
+    assert "zero Pads folded into the convolutions they feed" in result.notes
+    census = layer_precisions(_compiled(result.path, "bf16"))
+    assert census.get("f32") == 3 and "bf16" not in census, census  # the stem too (it ran bf16 before the fold)
