@@ -23,6 +23,7 @@ from rich.table import Table
 
 from lightexport import __version__
 from lightexport.errors import LightExportError, ParityFailure, UsageError
+from lightexport.exporter.keep_search import AUTO_TARGET, DEFAULT_KEEP
 
 # lightexport.parity.inputs.PARITY_INPUTS, repeated so that --help does not import torch (a test keeps them equal)
 PARITY_INPUTS = 8
@@ -101,9 +102,10 @@ def export_options(fp16_help: str, int8_help: str,
         click.option("--calib", type=click.Path(file_okay=False), help="Folder of representative images for --int8."),
         click.option("--calib-size", type=click.IntRange(1, 100000), default=300, show_default=True,
                      help="Number of calibration images (fewer if the folder holds fewer)."),
-        click.option("--int8-keep", metavar="N|auto|MODULES", default="3", show_default=True,
+        click.option("--int8-keep", metavar="N|auto|MODULES", default=str(DEFAULT_KEEP), show_default=True,
                      help="Layers int8 leaves in float: the first N convs, 'auto' (the fewest whose int8 model "
-                          "reaches a logit cosine of 0.9975 on calibration images) or comma-separated module names."),
+                          f"reaches an output cosine of {AUTO_TARGET} on calibration images) or comma-separated "
+                          "module names."),
         click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model after export."),
         click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON."),
     ]
@@ -116,7 +118,7 @@ def export_options(fp16_help: str, int8_help: str,
                 raise click.UsageError(f"{' and '.join(chosen)} conflict: an artifact has one precision")
             kwargs["precision"] = chosen[0][2:] if chosen else "fp32"
             keep = kwargs.pop("int8_keep")
-            if keep != "3" and kwargs["precision"] != "int8":
+            if keep != str(DEFAULT_KEEP) and kwargs["precision"] != "int8":
                 raise click.UsageError("--int8-keep goes with --int8")
             kwargs["int8_keep"] = int(keep) if keep.isdigit() else keep if keep == "auto" else keep.split(",")
             return fn(*args, **kwargs)

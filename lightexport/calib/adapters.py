@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lightexport.calib.source import ImageFolder
-from lightexport.errors import BackendUnavailableError
+from lightexport.errors import BackendUnavailableError, CalibrationError
 
 
 class BatchStream:
@@ -69,17 +69,24 @@ class OrtCalibrationReader:
         return iter(self.get_next, None)
 
 
-def to_nncf_dataset(source: ImageFolder, n: int | None = None) -> Any:
-    """An ``nncf.Dataset`` over ``n`` selected images, one (1, 3, S, S) array per item.
+def to_nncf_dataset(source: ImageFolder, n: int | None = None, batch_size: int = 1) -> Any:
+    """An ``nncf.Dataset`` over ``n`` selected images, one (batch_size, 3, S, S) array per item.
 
     The data source is the list of cached uint8 crops, so NNCF's repeated passes
-    (statistics, then bias correction) normalize on the fly without decoding again.
+    (statistics, then bias correction) normalize on the fly without decoding again. A model
+    with a fixed batch of B needs items of B images; a short last batch is dropped.
     """
     try:
         import nncf
     except ImportError as exc:
         raise BackendUnavailableError("int8 needs NNCF; install it with: pip install 'lightexport[openvino]'") from exc
-    return nncf.Dataset(source.crops(n), source.preprocess.normalize)
+    crops = source.crops(n)
+    if batch_size == 1:
+        return nncf.Dataset(crops, source.preprocess.normalize)
+    if len(crops) < batch_size:
+        raise CalibrationError(f"a batch of {batch_size} needs at least {batch_size} images; got {len(crops)}")
+    groups = [crops[i:i + batch_size] for i in range(0, len(crops) - len(crops) % batch_size, batch_size)]
+    return nncf.Dataset(groups, lambda group: np.concatenate([source.preprocess.normalize(c) for c in group]))
 
 
 def trt_batches(source: ImageFolder, batch_size: int = 1, n: int | None = None) -> BatchStream:

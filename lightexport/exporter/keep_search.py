@@ -3,13 +3,14 @@
 The layers that carry the most int8 error in mobile networks are the first ones (stem, first
 depthwise, first expansion): every later layer inherits their error. Keeping the first N float
 costs speed, so ``auto`` keeps the fewest N whose int8 model reaches AUTO_TARGET logit cosine
-against the float model on AUTO_IMAGES calibration images (never the decision set). One search
+against the float model on AUTO_IMAGES calibration images (never the decision set; for a
+backbone, the lowest cosine over its feature maps). One search
 for every runtime: the exporter supplies how to build and score a candidate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -26,10 +27,18 @@ AUTO_IMAGES = 64
 T = TypeVar("T")
 
 
-def mean_cosine(reference: np.ndarray, out: np.ndarray) -> float:
-    """Mean per-sample cosine between two (N, ...) output batches."""
-    a, b = reference.reshape(len(reference), -1), out.reshape(len(out), -1)
-    return float(np.mean(np.sum(a * b, 1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)))
+def calibration_cosine(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:
+    """The lowest, over the model's outputs, of the mean per-sample cosine with the reference outputs.
+
+    Every output counts: a backbone's first feature map is fed by its first few layers only,
+    so judging by it alone would ignore the error of every deeper layer.
+    """
+    def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+        a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+        norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+        return float(np.mean(np.sum(a * b, 1) / norms))
+
+    return min(mean_cosine(a, b) for a, b in zip(reference, outputs, strict=True))
 
 
 def auto_search_order(steps: list[int], meets) -> list[int]:

@@ -52,7 +52,7 @@ import numpy as np
 import onnx
 
 from lightexport.errors import ExportError, UsageError
-from lightexport.exporter.keep_search import AUTO_IMAGES, DEFAULT_KEEP, mean_cosine, search_keep
+from lightexport.exporter.keep_search import AUTO_IMAGES, DEFAULT_KEEP, calibration_cosine, search_keep
 
 # Ops TensorRT and ORT both run as int8; everything else stays in float between Q/DQ pairs. Clip and
 # Relu are listed so the quantizer can fold them into their producer's output range (see the docstring).
@@ -128,7 +128,7 @@ def quantize_qdq(
 
     ``keep``: how many leading convs stay float (int), which nodes or module scopes (names),
     or ``"auto"`` (the fewest leading convs whose calibration-set logit cosine reaches
-    ``AUTO_TARGET``; see the module docstring).
+    ``AUTO_TARGET``; see :mod:`lightexport.exporter.keep_search`).
     """
     report = Int8Report(symmetric_activations)
     if keep == "auto":
@@ -186,14 +186,15 @@ def _quantize(model: onnx.ModelProto, reader, report: Int8Report, exclude: list[
         return onnx.load(str(quantized))
 
 
-def _run(model: onnx.ModelProto, batches: list[np.ndarray], input_name: str) -> np.ndarray:
+def _run(model: onnx.ModelProto, batches: list[np.ndarray], input_name: str) -> list[np.ndarray]:
+    """Every output of ``model`` over ``batches``, each concatenated along the batch."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {input_name: x})[0] for x in batches]).reshape(
-        sum(len(x) for x in batches), -1)
+    runs = [session.run(None, {input_name: x}) for x in batches]
+    return [np.concatenate([run[k] for run in runs]) for k in range(len(runs[0]))]
 
 
 def _quantize_auto(model: onnx.ModelProto, reader, report: Int8Report, symmetric: bool,
@@ -213,7 +214,7 @@ def _quantize_auto(model: onnx.ModelProto, reader, report: Int8Report, symmetric
 
     def build(count: int) -> tuple[float, tuple[onnx.ModelProto, int]]:
         candidate = _quantize(model, reader, report, convs[:count], symmetric, per_channel)
-        return mean_cosine(reference, _run(candidate, batches, input_name)), (candidate, report.bias_corrected)
+        return calibration_cosine(reference, _run(candidate, batches, input_name)), (candidate, report.bias_corrected)
 
     chosen, results = search_keep(len(convs), build)
     report.search = sorted((count, cosine) for count, (cosine, _) in results.items())

@@ -21,7 +21,7 @@ from lightexport.artifacts import RT_SECTION
 from lightexport.backends import get_backend
 from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, UsageError
 from lightexport.exporter.base import ExportResult, artifact_metadata, preprocess_for
-from lightexport.exporter.keep_search import AUTO_IMAGES, DEFAULT_KEEP, mean_cosine, search_keep
+from lightexport.exporter.keep_search import AUTO_IMAGES, DEFAULT_KEEP, calibration_cosine, search_keep
 from lightexport.exporter.openvino_pin import fold_pads, pin_float_layers
 from lightexport.fileio import atomic_outputs, output_failure
 from lightexport.loading import LoadedModel
@@ -95,7 +95,7 @@ def keep_scope(model, keep: int | list[str] | tuple[str, ...] | str) -> list[str
             raise UsageError(f"int8 keep must be >= 0 layers, got {keep}")
         return [op.get_friendly_name() for op in ops[:keep]]
     if keep == "auto":
-        raise UsageError("int8 keep 'auto' is a search, not a scope: it is resolved by _quantize")
+        raise ValueError("int8 keep 'auto' is a search, not a scope: _quantize resolves it")
     chosen = []
     for name in [keep] if isinstance(keep, str) else keep:
         # the PyTorch frontend names ops "__module.features.0.0/aten::_convolution/...", ONNX ones "/features/..."
@@ -138,9 +138,10 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
     confident/all): full bias correction instead of the fast one (98.3/82.5 -> 98.3/86.2 %)
     and the first ``keep`` convolutions left in float, the layers whose int8 error every
     later layer inherits (MobileNetV2 with none kept: 97.9/83.8 %); ``keep="auto"`` chooses how
-    many (:mod:`lightexport.exporter.keep_search`), each candidate a full NNCF run. int8 ran 1.15-1.26x
-    faster than OpenVINO's own bf16 default and 1.74-2.06x faster than f32 (1 thread, idle AMD
-    EPYC; benchmarks/precision_table.py).
+    many (:mod:`lightexport.exporter.keep_search`), each candidate a full NNCF run. With the
+    float layers pinned to f32 (:mod:`lightexport.exporter.openvino_pin`), int8 ran 1.62-1.66x
+    faster than f32 and 0.97-1.04x OpenVINO's own bf16 default (1 thread, idle AMD EPYC;
+    benchmarks/precision_table.py).
     """
     try:
         import nncf
@@ -152,7 +153,8 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
 
     nncf.set_log_level(logging.WARNING)  # its INFO lines ("Not adding activation input quantizer ...") drown ours
     source = ImageFolder(calib_dir, preprocess=preprocess)
-    dataset = to_nncf_dataset(source, calib_size)
+    batch = _fixed_batch(model)
+    dataset = to_nncf_dataset(source, calib_size, batch_size=batch)
     images = min(calib_size, len(source))
     mean = images >= MEAN_RANGE_IMAGES
     # NNCF's default is the mean for per-tensor ranges but global min/max for per-channel ones;
@@ -162,7 +164,7 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
 
     def quantize(kept: list[str]):
         try:
-            return nncf.quantize(model.clone(), dataset, subset_size=images,
+            return nncf.quantize(model.clone(), dataset, subset_size=max(images // batch, 1),
                                  preset=nncf.QuantizationPreset.MIXED, model_type=None, fast_bias_correction=False,
                                  ignored_scope=nncf.IgnoredScope(names=kept) if kept else None,
                                  advanced_parameters=ranges)
@@ -174,23 +176,30 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
         kept = keep_scope(model, keep)
         return QuantizedModel(quantize(kept), kept, rule)
     # auto: the fewest leading convolutions float whose int8 model reaches the target cosine on calibration images
-    check = np.concatenate(list(source.batches(1, min(images, AUTO_IMAGES))))
+    check = list(source.batches(batch, max(min(images, AUTO_IMAGES), batch), drop_last=True))
     reference = _outputs(model, check)
     convs = keep_scope(model, len(model.get_ops()))
 
     def build(count: int):
         candidate = quantize(convs[:count])
-        return mean_cosine(reference, _outputs(candidate, check)), candidate
+        return calibration_cosine(reference, _outputs(candidate, check)), candidate
 
     chosen, results = search_keep(len(convs), build)
     search = sorted((count, cosine) for count, (cosine, _) in results.items())
     return QuantizedModel(results[chosen][1], convs[:chosen], rule, search)
 
 
-def _outputs(model, images) -> np.ndarray:
-    """The model's first output for each image, compiled as it was made (f32 hint, int8 layers in int8)."""
+def _fixed_batch(model) -> int:
+    """The batch a static-shape model was exported with (calibration feeds it that many images at once), else 1."""
+    dimension = model.inputs[0].get_partial_shape()[0]
+    return dimension.get_length() if dimension.is_static else 1
+
+
+def _outputs(model, batches: list[np.ndarray]) -> list[np.ndarray]:
+    """Every output of ``model`` over ``batches``, compiled as it was made (f32 hint, int8 layers in int8)."""
     compiled = _openvino().Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return np.concatenate([np.asarray(compiled(images[i:i + 1])[0]).reshape(1, -1) for i in range(len(images))])
+    runs = [compiled(x) for x in batches]
+    return [np.concatenate([np.asarray(run[port]) for run in runs]) for port in compiled.outputs]
 
 
 def _stamp(model, metadata: dict[str, str]) -> None:

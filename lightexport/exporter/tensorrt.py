@@ -28,6 +28,7 @@ from typing import Any
 from lightexport.artifacts import META_PREFIX, sidecar_path
 from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, OutputError, UsageError
 from lightexport.exporter.base import ExportResult, preprocess_for
+from lightexport.exporter.keep_search import DEFAULT_KEEP
 from lightexport.exporter.onnx import export_onnx
 from lightexport.exporter.onnx_fp16 import export_onnx_fp16, is_fp16_model
 from lightexport.exporter.trt_preflight import QDQ_OPS, PreflightReport, Profile, preflight, trtexec_command
@@ -271,7 +272,7 @@ def default_engine_path(source: LoadedModel | str | Path, precision: str) -> Pat
 
 
 def _quantize(onnx_path: Path, output: Path, calib: str | Path, calib_size: int, preprocess,
-              keep: int | str | list[str] = 3) -> Path:
+              keep: int | str | list[str] = DEFAULT_KEEP) -> Path:
     """fp32 ONNX -> QDQ ONNX calibrated on ``calib``: TensorRT's explicit int8 (symmetric), on both generations."""
     from lightexport.calib import ImageFolder, OrtCalibrationReader
     from lightexport.exporter.onnx_int8 import quantize_qdq
@@ -295,7 +296,7 @@ class _Source:
 
 def _source_onnx(source: LoadedModel | str | Path, folder: Path, *, fuse: bool, input_size: int | None, batch: int,
                  dynamic: bool, precision: str, calib: str | Path | None, calib_size: int,
-                 keep: int | str | list[str] = 3) -> _Source:
+                 keep: int | str | list[str] = DEFAULT_KEEP) -> _Source:
     """The ONNX TensorRT parses: the file given, or one exported (and for int8 quantized) into ``folder``."""
     stem, preprocess = _stem(source), None
     if isinstance(source, LoadedModel):
@@ -339,7 +340,7 @@ def export_tensorrt(source: LoadedModel | str | Path, output: str | Path | None 
     with tempfile.TemporaryDirectory(prefix="lightexport-trt-") as work:
         src = _source_onnx(source, Path(work), fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
                            precision=precision, calib=calib, calib_size=calib_size,
-                           keep=opts.extra.get("int8_keep", 3))
+                           keep=opts.extra.get("int8_keep", DEFAULT_KEEP))
         result = build_engine(src.onnx, engine, precision, profile=profile, workspace_gib=workspace_gib,
                               timing_cache=timing_cache)
     if src.exported is not None:
@@ -405,7 +406,7 @@ def plan_tensorrt(source: LoadedModel | str | Path, output: str | Path | None = 
     with tempfile.TemporaryDirectory(prefix="lightexport-trt-") as work:
         src = _source_onnx(source, Path(work), fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
                            precision=precision, calib=calib, calib_size=calib_size,
-                           keep=opts.extra.get("int8_keep", 3))
+                           keep=opts.extra.get("int8_keep", DEFAULT_KEEP))
         onnx_path, notes = src.onnx, []
         if precision == "fp16" and strongly_typed and not is_fp16_model(load_onnx(onnx_path)):
             converted = export_onnx_fp16(onnx_path, Path(work) / f"{onnx_path.stem}_fp16.onnx")

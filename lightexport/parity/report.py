@@ -48,7 +48,8 @@ class ParityReport:
     samples: int
     #: every violated limit, one sentence each, output name first; empty means the artifact passed
     failures: list[str] = field(default_factory=list)
-    #: how the runtime executed it, e.g. "f32 pinned" or "bf16, OpenVINO's default on this CPU"
+    #: how the runtime executed it, e.g. "f32 pinned; layers ran f32 x53" or "bf16: openvino's default on this
+    #: CPU; layers ran u8 x50, f32 x3" (the hint, then what the compiled layers really ran in)
     execution: str | None = None
     #: the same artifact run in other settings a user gets (the runtime's default precision); all must pass
     also: list[ParityReport] = field(default_factory=list)

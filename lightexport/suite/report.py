@@ -44,7 +44,10 @@ def _default_run(parity: dict) -> str:
         return "same"
     other = parity["also"][0]
     worst = min(other["outputs"], key=lambda o: o["cosine"] if o["cosine"] is not None else -1)
-    ran = (other.get("execution") or "").split(":")[0]
+    execution = other.get("execution") or ""
+    hint = execution.split(":")[0]
+    census = execution.split("layers ran ")[1] if "layers ran " in execution else ""  # what ran, not the hint
+    ran = f"{hint} hint ({census})" if census else hint
     return f"{ran} {'pass' if other['passed'] else 'FAIL'} (cos {worst['cosine']:.5f})"
 
 

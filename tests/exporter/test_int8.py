@@ -133,4 +133,27 @@ def test_openvino_auto_keep_records_its_search(tmp_path, photos, t0, monkeypatch
     counts = [count for count, _ in recorded["auto_search"]]
     assert counts == [3, 4]  # from the default up; 2 is never tried when 3 misses
     best = max(recorded["auto_search"], key=lambda r: r[1])[0]
-    assert len(recorded["kept_float"]) == best and all(0.9 < c <= 1.0 for _, c in recorded["auto_search"])
+    assert len(recorded["kept_float"]) == best and all(0.9 < c <= 1.0 + 1e-9 for _, c in recorded["auto_search"])
+
+
+def test_auto_keep_is_judged_by_the_worst_output():
+    """A backbone's first map sees only the first layers: every output counts, the lowest cosine decides."""
+    from lightexport.exporter.keep_search import calibration_cosine
+
+    rng = np.random.default_rng(0)
+    shallow, deep = rng.standard_normal((4, 8, 6, 6)), rng.standard_normal((4, 32))
+    noisy = deep + 0.5 * rng.standard_normal(deep.shape)
+    assert calibration_cosine([shallow, deep], [shallow, deep]) == pytest.approx(1.0)
+    worst = calibration_cosine([deep], [noisy])
+    assert worst < 0.95 and calibration_cosine([shallow, deep], [shallow, noisy]) == pytest.approx(worst)
+
+
+def test_int8_ir_with_a_fixed_batch_calibrates_in_batches_of_that_size(tmp_path, photos, t0):
+    """NNCF feeds the model items shaped like its input: a batch-2 IR gets pairs of images (it refused singles)."""
+    ov = pytest.importorskip("openvino")
+    result = export_openvino(t0, tmp_path / "b2.xml", fuse=True, precision="int8", calib=photos, calib_size=8,
+                             batch=2, input_size=64, int8_keep="auto")
+    model = ov.Core().read_model(str(result.path))
+    assert list(model.inputs[0].get_partial_shape().to_shape()) == [2, 3, 64, 64]
+    assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+    assert any(n.startswith("int8 keep auto: calibration cosine") for n in result.notes)

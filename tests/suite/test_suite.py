@@ -121,3 +121,16 @@ def test_an_interrupted_suite_leaves_no_worker_running(tmp_path):  # issue #11 i
             suite.kill()
         for pid in workers():
             os.kill(pid, signal.SIGKILL)
+
+
+def test_runtime_default_column_says_what_the_layers_ran_in():
+    from lightexport.suite.report import _default_run
+
+    def parity(execution):
+        return {"also": [{"execution": execution, "passed": True, "outputs": [{"cosine": 0.99712}]}]}
+
+    assert _default_run({"also": []}) == "same"
+    # an int8 IR under the bf16 hint: its layers ran u8 and (pinned) f32, not bf16
+    assert _default_run(parity("bf16: openvino's default on this CPU; layers ran u8 x50, f32 x3")) == \
+        "bf16 hint (u8 x50, f32 x3) pass (cos 0.99712)"
+    assert _default_run(parity("bf16: openvino's default on this CPU")) == "bf16 pass (cos 0.99712)"
