@@ -78,11 +78,14 @@ def input_means(model: onnx.ModelProto, tensors: Sequence[str], batches: Iterabl
 
 
 def correct_weight_rounding(model: onnx.ModelProto, batches: Iterable[np.ndarray],
-                            exclude: Iterable[str] = ()) -> tuple[onnx.ModelProto, list[str]]:
+                            exclude: Iterable[str] = (),
+                            means: dict[str, np.ndarray] | None = None) -> tuple[onnx.ModelProto, list[str]]:
     """A copy of ``model`` whose Conv/Gemm biases absorb the mean error of their int8 weight rounding.
 
-    ``exclude``: node names that stay float (nothing to correct). Returns the copy and the names of
-    the nodes corrected.
+    ``exclude``: node names that stay float (nothing to correct). ``means``: input means already
+    measured on the same model and images, filled in with the ones missing (the float graph's
+    means do not depend on what is excluded, so a search over ``exclude`` measures them once).
+    Returns the copy and the names of the nodes corrected.
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -92,7 +95,10 @@ def correct_weight_rounding(model: onnx.ModelProto, batches: Iterable[np.ndarray
                and _correctable(n, initializers)]
     if not targets:
         return out, []
-    means = input_means(model, sorted({n.input[0] for n in targets}), batches)
+    means = {} if means is None else means
+    missing = sorted({n.input[0] for n in targets} - means.keys())
+    if missing:
+        means.update(input_means(model, missing, batches))
     uses = Counter(name for n in out.graph.node for name in n.input)
     corrected = []
     for node in targets:

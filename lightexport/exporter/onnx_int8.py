@@ -144,14 +144,14 @@ def _calibration_batches(reader) -> list[np.ndarray]:
 
 
 def _quantize(model: onnx.ModelProto, reader, report: Int8Report, exclude: list[str], symmetric: bool,
-              per_channel: bool) -> onnx.ModelProto:
+              per_channel: bool, means: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from lightexport.exporter.onnx_bias import correct_weight_rounding
 
     if per_channel and hasattr(reader, "rewind"):  # the rounding it corrects is the per-channel one
-        model, corrected = correct_weight_rounding(model, _calibration_batches(reader), exclude)
+        model, corrected = correct_weight_rounding(model, _calibration_batches(reader), exclude, means)
         report.bias_corrected = len(corrected)
 
     with tempfile.TemporaryDirectory(prefix="lightexport-int8-") as work:
@@ -211,9 +211,10 @@ def _quantize_auto(model: onnx.ModelProto, reader, report: Int8Report, symmetric
             break
     reference = _run(model, batches, input_name)
     convs = resolve_keep(model, len(model.graph.node))
+    means: dict[str, np.ndarray] = {}  # bias correction's input means, measured once for every candidate
 
     def build(count: int) -> tuple[float, tuple[onnx.ModelProto, int]]:
-        candidate = _quantize(model, reader, report, convs[:count], symmetric, per_channel)
+        candidate = _quantize(model, reader, report, convs[:count], symmetric, per_channel, means)
         return calibration_cosine(reference, _run(candidate, batches, input_name)), (candidate, report.bias_corrected)
 
     chosen, results = search_keep(len(convs), build)
