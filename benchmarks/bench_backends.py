@@ -18,10 +18,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from lightexport import api
 from lightexport.bench.compare import benchmark
 from lightexport.calib.samples import write_sample_photos
-from lightexport.exporter.onnx import export_onnx
-from lightexport.exporter.openvino import export_openvino
 from lightexport.loading import load_model
 
 TARGETS = {"onnx": 1.5, "openvino": 1.5}  # minimum speedup over eager on 1 thread
@@ -29,12 +28,12 @@ TARGETS = {"onnx": 1.5, "openvino": 1.5}  # minimum speedup over eager on 1 thre
 
 def build(backend: str, loaded, workdir: Path, calib: Path) -> Path:
     if backend == "onnx":
-        return export_onnx(loaded, workdir / f"{loaded.name}.onnx", fuse=True).path
+        return api.export(loaded, "onnx", output=workdir / f"{loaded.name}.onnx", fuse=True).path
     if backend == "openvino":
-        return export_openvino(loaded, workdir / f"{loaded.name}.xml", fuse=True).path
+        return api.export(loaded, "openvino", output=workdir / f"{loaded.name}.xml", fuse=True).path
     if backend == "openvino-int8":
-        return export_openvino(loaded, workdir / f"{loaded.name}_int8.xml", fuse=True, precision="int8", calib=calib,
-                               calib_size=len(list(calib.iterdir()))).path
+        return api.export(loaded, "openvino", output=workdir / f"{loaded.name}_int8.xml", fuse=True, precision="int8",
+                          calib=calib, calib_size=len(list(calib.iterdir()))).path
     raise SystemExit(f"unknown backend {backend}")
 
 

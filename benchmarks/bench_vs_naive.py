@@ -39,11 +39,10 @@ from pathlib import Path
 import onnx
 from rich.console import Console
 
+from lightexport import api
 from lightexport.bench.compare import CONTROL_SUFFIX, OV_F32, benchmark, naive_for
 from lightexport.bench.naive import NaiveArtifact
-from lightexport.exporter.onnx import export_onnx
 from lightexport.exporter.onnx_guard import ort_profile
-from lightexport.exporter.openvino import export_openvino
 from lightexport.fileio import atomic_output
 from lightexport.loading import load_model
 from lightexport.model_defs import list_models
@@ -63,8 +62,8 @@ def cpu_name() -> str:
 def build(name: str, workdir: Path) -> dict:
     """Export lightexport's fp32 ONNX and IR and the naive pair; count what ONNX Runtime makes of both ONNX."""
     loaded = load_model(name)
-    ours = [export_onnx(loaded, workdir / f"{name}.onnx", fuse=True).path,
-            export_openvino(loaded, workdir / f"{name}.xml", fuse=True).path]
+    ours = [api.export(loaded, "onnx", output=workdir / f"{name}.onnx", fuse=True).path,
+            api.export(loaded, "openvino", output=workdir / f"{name}.xml", fuse=True).path]
     naive = naive_for(loaded, ours, workdir)
     nodes = {"ours": ort_profile(onnx.load(str(ours[0]))).nodes,
              "naive": ort_profile(onnx.load(str(next(a.path for a in naive if a.runtime == "onnxruntime")))).nodes}

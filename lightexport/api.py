@@ -8,16 +8,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from lightexport.artifacts import read_artifact_metadata
-from lightexport.backends import BACKENDS, backend_for_path, get_backend
-from lightexport.errors import InputFileError, UsageError
-from lightexport.exporter.base import ExportResult
+from lightexport.artifacts import Provenance, read_provenance
+from lightexport.backends import BACKENDS, INTERCHANGE, backend_for_path, get_backend, is_interchange
+from lightexport.errors import UsageError
+from lightexport.exporter import memory
+from lightexport.exporter.base import ExportResult, default_output, planned_outputs
+from lightexport.fileio import guard_outputs
 from lightexport.loading import RANDOM_WEIGHTS_SCHEME, LoadedModel, load_model
-from lightexport.options import ExportOptions, check_input_size
+from lightexport.options import ExportOptions, check_int
 from lightexport.precision import Precision
 
 FORMATS = tuple(BACKENDS)
@@ -25,30 +26,68 @@ FORMATS = tuple(BACKENDS)
 load = load_model
 
 
-def export(source: LoadedModel | str | Path, format: str = "onnx", **options: Any) -> ExportResult:  # noqa: A002
+def export(source: LoadedModel | str | Path, format: str = INTERCHANGE, **options: Any) -> ExportResult:  # noqa: A002
     """One entry point for every format (like Ultralytics' ``export(format=...)``).
 
     ``source`` is a loaded model, a registered model name (loaded with random weights), or,
-    for formats that convert ONNX, an ``.onnx`` path. ``options`` are validated against the
-    format's record (:class:`~lightexport.options.ExportOptions`): a misspelt option is a
-    :class:`~lightexport.errors.UsageError` naming the close match.
+    for formats that convert ONNX, an ``.onnx`` path. ``options`` are validated once against
+    the format's record (:class:`~lightexport.options.ExportOptions`): a misspelt option is a
+    :class:`~lightexport.errors.UsageError` naming the close match. The outputs are guarded
+    against the inputs before any work (:func:`lightexport.fileio.guard_outputs`).
     """
     backend = get_backend(format)
-    ExportOptions.build(backend, **options)  # refuse bad options before loading anything
-    if isinstance(source, (str, Path)) and not str(source).lower().endswith(".onnx"):
-        source = load_model(str(source))
-    elif not isinstance(source, LoadedModel) and not backend.accepts_onnx:
-        raise UsageError(f"{backend.name} export takes a PyTorch model, not {source}")
-    return backend.export_function()(source, **options)
+    opts = ExportOptions.build(backend, **options)  # refuse bad options before loading anything
+    source = export_source(source, backend)
+    opts = opts.with_output(opts.output or default_output(source, backend, opts.precision))
+    guard_outputs(planned_outputs(backend, opts), export_inputs(source, opts))
+    if isinstance(source, LoadedModel):
+        images = memory.calib_images_in(opts.calib, opts.calib_size) if opts.precision is Precision.INT8 else 0
+        memory.require(memory.export_estimate(source.module, source.name, opts.input_size or source.spec.input_size,
+                                              opts.batch, calib_images=images))
+    return backend.export_function()(source, opts)
 
 
-def _recorded_weights(artifact: Path, meta: dict[str, str]) -> Path:
+def export_source(source: LoadedModel | str | Path, backend) -> LoadedModel | Path:
+    """What an exporter takes: a loaded model, or an ONNX file for formats that convert ONNX."""
+    if isinstance(source, LoadedModel):
+        return source
+    if isinstance(source, (str, Path)) and is_interchange(source):
+        if not backend.accepts_onnx:
+            raise UsageError(f"{backend.name} export takes a PyTorch model, not the ONNX file {source}")
+        return Path(source)
+    if isinstance(source, (str, Path)):
+        return load_model(str(source))
+    raise UsageError(f"{backend.name} export takes a model name, a loaded model or an ONNX file, not {source!r}")
+
+
+def export_inputs(source: LoadedModel | Path, opts: ExportOptions) -> list[tuple[str, Path | None]]:
+    """The files an export reads, which none of its outputs may be."""
+    inputs: list[tuple[str, Path | None]] = [("--calib", opts.calib)]
+    if isinstance(source, LoadedModel):
+        inputs.append(("--weights", source.weights))
+    else:
+        inputs.append(("the source ONNX", Path(source)))
+    return inputs
+
+
+def planned_export(source: LoadedModel | str | Path, format: str = INTERCHANGE, **options: Any  # noqa: A002
+                   ) -> tuple[list[tuple[str, Path]], list[tuple[str, Path | None]]]:
+    """The (role, path) outputs an export would write and the inputs it reads, without writing anything:
+    what a caller with outputs of its own (the CLI's ``--json``) guards together with them."""
+    backend = get_backend(format)
+    opts = ExportOptions.build(backend, **options)
+    source = export_source(source, backend)
+    opts = opts.with_output(opts.output or default_output(source, backend, opts.precision))
+    return planned_outputs(backend, opts), export_inputs(source, opts)
+
+
+def _recorded_weights(artifact: Path, prov: Provenance) -> Path:
     """The checkpoint an artifact was exported from, found beside it or in the working directory by its hash."""
     import warnings
 
     from lightexport.artifacts import file_digest
 
-    name, digest = Path(meta["weights"]).name, meta.get("weights_sha256")
+    name, digest = Path(prov.weights).name, prov.weights_sha256
     for folder in dict.fromkeys([artifact.parent, Path.cwd()]):
         candidate = folder / name
         if digest and candidate.is_file() and file_digest(candidate, len(digest)) == digest:
@@ -57,19 +96,6 @@ def _recorded_weights(artifact: Path, meta: dict[str, str]) -> Path:
             return candidate
     raise UsageError(f"{artifact} was exported from weights {name} (sha256 {digest}), which is not beside it or in "
                      "the working directory; pass --weights with that file")
-
-
-def recorded_input_size(meta: dict[str, str]) -> int | None:
-    """The input size an artifact records, bounded like a requested one (a hostile file cannot ask for 100000)."""
-    value = meta.get("input_size", "")
-    if not value:
-        return None
-    if not value.isdigit():
-        raise InputFileError(f"the artifact records input size {value!r}, which is not a number")
-    try:
-        return check_input_size(int(value), "recorded input size")
-    except UsageError as exc:
-        raise InputFileError(f"the artifact's {exc}") from None
 
 
 def reference_for(
@@ -87,23 +113,22 @@ def reference_for(
     checkpoint is only comparable with that checkpoint, so its absence is an error rather
     than a silent comparison against random weights.
     """
-    meta = read_artifact_metadata(artifact)
-    if not meta:
+    prov = read_provenance(artifact)
+    if not prov.raw:
         if not (model and weights):
             raise UsageError(f"{artifact} carries no lightexport provenance (it was not exported by lightexport): "
                              "pass --model NAME and --weights CHECKPOINT, the weights it was exported from")
-        meta = {"model": model}
-    name = model or meta.get("model")
+    name = model or prov.model
     if not name:
         raise UsageError(f"{artifact} records no model name; pass --model NAME")
-    if weights is None and meta.get("weights"):
-        weights = _recorded_weights(Path(artifact), meta)
-    recorded = meta.get("random_weights", "seed-0 with default BN statistics (lightexport 0.1)")
+    if weights is None and prov.weights:
+        weights = _recorded_weights(Path(artifact), prov)
+    recorded = prov.random_weights or "seed-0 with default BN statistics (lightexport 0.1)"
     if weights is None and recorded != RANDOM_WEIGHTS_SCHEME:
         raise UsageError(f"{artifact} was exported with random weights made as '{recorded}' (lightexport "
-                         f"{meta.get('version', '?')}); this lightexport makes them as '{RANDOM_WEIGHTS_SCHEME}', "
+                         f"{prov.version or '?'}); this lightexport makes them as '{RANDOM_WEIGHTS_SCHEME}', "
                          f"so they differ: re-export the artifact, or export and check with --weights")
-    build = json.loads(meta.get("build_kwargs", "{}")) if model is None else {}
+    build = prov.build_kwargs if model is None else {}
     return load_model(
         name,
         weights,
@@ -113,13 +138,27 @@ def reference_for(
     )
 
 
+def _feeds(reference: LoadedModel, prov: Provenance, inputs: int, images: int | None, seed: int):
+    from lightexport.parity import make_inputs
+    from lightexport.parity.inputs import decision_inputs
+
+    check_int("inputs", inputs)
+    check_int("seed", seed)
+    size = prov.input_size or reference.spec.input_size
+    batch = prov.batch or 1
+    if images:
+        check_int("images", images)
+        return decision_inputs(reference.spec, -(-images // batch), input_size=size, batch=batch)
+    return make_inputs(reference.spec, inputs, seed=seed, input_size=size, batch=batch)
+
+
 def verify(
     artifact: str | Path,
     reference: LoadedModel,
     *,
     inputs: int = 8,
     images: int | None = None,
-    precision: str | None = None,
+    precision: str | Precision | None = None,
     threads: int | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -128,25 +167,24 @@ def verify(
     """Parity of ``artifact`` against ``reference``, in the settings it was made for and those a user gets.
 
     Inputs are ``inputs`` real photos then seeded noise, or, with ``images=N``, the N crops
-    of the decision set (:func:`lightexport.parity.inputs.decision_inputs`). The artifact is
-    first run as exported (OpenVINO with the inference precision pinned to what the IR was
-    made for); where the runtime's own default differs on this machine (OpenVINO runs float
-    layers in bf16 on CPUs with AMX or AVX512-BF16), it is run again with the defaults and
-    judged by the limits of the coarser precision: that is what a deployment executes.
+    of the decision set (:func:`lightexport.parity.inputs.decision_inputs`), made as they are
+    used. The artifact is first run as exported (OpenVINO with the inference precision pinned
+    to what the IR was made for); where the runtime's own default differs on this machine
+    (OpenVINO runs float layers in bf16 on CPUs with AMX or AVX512-BF16), it is run again with
+    the defaults and judged by the limits of the coarser precision: that is what a deployment
+    executes.
     """
-    from lightexport.parity import check_parity, make_inputs
-    from lightexport.parity.inputs import decision_inputs
+    from lightexport.parity import check_parity
     from lightexport.parity.settings import execution_label, run_settings
 
-    meta = read_artifact_metadata(artifact)
+    prov = read_provenance(artifact)
     backend = backend_for_path(artifact)
-    size = recorded_input_size(meta) or reference.spec.input_size
-    batch = int(meta["batch"]) if meta.get("batch", "").isdigit() else 1
-    if images:
-        feeds = decision_inputs(reference.spec, -(-images // batch), input_size=size, batch=batch)
-    else:
-        feeds = make_inputs(reference.spec, inputs, seed=seed, input_size=size, batch=batch)
-    made = Precision.parse(precision or meta.get("precision"))
+    if threads is not None:
+        check_int("threads", threads)
+    feeds = _feeds(reference, prov, inputs, images, seed)
+    size = prov.input_size or reference.spec.input_size
+    memory.require(memory.parity_estimate(reference.module, reference.name, size, prov.batch or 1, len(feeds)))
+    made = Precision.parse(precision) if precision is not None else prov.precision
     reports = []
     for setting in run_settings(backend, made, threads=threads, runtime_default=runtime_default):
         runner = backend.make_runner(artifact, **setting.runner_options)
@@ -157,7 +195,7 @@ def verify(
     return reports[0]
 
 
-def bisect(artifact: str | Path, reference: LoadedModel, *, precision: str | None = None, seed: int = 0):
+def bisect(artifact: str | Path, reference: LoadedModel, *, precision: str | Precision | None = None, seed: int = 0):
     """Name the first module where an ONNX ``artifact`` departs from ``reference`` (on one input).
 
     An int8 artifact drifts at every quantized layer, so for it the answer is a trace of where
@@ -167,10 +205,10 @@ def bisect(artifact: str | Path, reference: LoadedModel, *, precision: str | Non
     from lightexport.parity.bisect import bisect_artifact
     from lightexport.parity.trace import trace_int8
 
-    meta = read_artifact_metadata(artifact)
-    precision = Precision.parse(precision or meta.get("precision"))
-    size = recorded_input_size(meta) or reference.spec.input_size
-    feed = make_inputs(reference.spec, 1, seed=seed, input_size=size)[0]
-    if precision == "int8":
+    prov = read_provenance(artifact)
+    precision = Precision.parse(precision) if precision is not None else prov.precision
+    feed = make_inputs(reference.spec, 1, seed=check_int("seed", seed),
+                       input_size=prov.input_size or reference.spec.input_size)[0]
+    if precision is Precision.INT8:
         return trace_int8(artifact, reference.module, feed)
     return bisect_artifact(artifact, reference.module, feed, tolerance=tolerance_for(precision).max_rel)

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from lightexport.errors import InputFileError
+from lightexport.errors import InputFileError, LightExportError
+from lightexport.precision import Precision
 
 META_PREFIX = "lightexport."
 #: The rt_info section of an OpenVINO IR that holds the provenance.
@@ -48,11 +52,14 @@ def read_onnx_provenance(path: Path) -> dict[str, str]:
     return read_metadata(path)
 
 
-def _check_ir_xml(xml: Path) -> None:
-    """Refuse a file whose root element is not an IR's ``<net>`` before OpenVINO sees it.
+def check_ir(xml: Path) -> None:
+    """Refuse an IR whose files do not fit together before OpenVINO sees it: an XML that is not an IR's
+    ``<net>``, or a ``.bin`` of another size than the XML's constants need.
 
-    ``read_model`` tries every frontend on a file its IR reader rejects, and TensorFlow's
-    prints ``text_format.cc`` parse errors from C++ to stderr ahead of our one-line error.
+    ``read_model`` tries every frontend on a file its IR reader rejects, and TensorFlow's prints
+    ``text_format.cc`` parse errors from C++ to stderr ahead of our one-line error; an IR given
+    another model's ``.bin`` loaded and failed much later with "Axis 4386978295482606990 out of the
+    tensor rank range". ``save_model`` writes exactly the bytes the constants address.
     """
     from xml.etree.ElementTree import ParseError, parse
 
@@ -62,6 +69,17 @@ def _check_ir_xml(xml: Path) -> None:
         raise InputFileError(f"{xml} is not a readable OpenVINO IR (not XML: {exc})") from exc
     if root.tag != "net":
         raise InputFileError(f"{xml} is not an OpenVINO IR (its root element is <{root.tag}>, not <net>)")
+    try:
+        needed = max((int(d.get("offset")) + int(d.get("size")) for layer in root.iter("layer")
+                      if layer.get("type") == "Const" for d in layer.iter("data") if d.get("offset") is not None),
+                     default=0)
+    except (TypeError, ValueError):
+        raise InputFileError(f"{xml}: a constant's offset or size is not a number") from None
+    weights = xml.with_suffix(".bin")
+    if needed and weights.is_file() and weights.stat().st_size != needed:
+        raise InputFileError(f"{weights} holds {weights.stat().st_size} bytes but {xml.name}'s constants address "
+                             f"{needed}: the .bin belongs to another IR (or is truncated); keep each .xml with the "
+                             ".bin saved beside it")
 
 
 def read_ir_provenance(xml: Path) -> dict[str, str]:
@@ -69,7 +87,7 @@ def read_ir_provenance(xml: Path) -> dict[str, str]:
     from lightexport.backends import require
 
     ov = require("openvino")
-    _check_ir_xml(xml)
+    check_ir(xml)
     try:
         model = ov.Core().read_model(str(xml))
     except Exception as exc:
@@ -101,3 +119,103 @@ def read_artifact_metadata(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise InputFileError(f"artifact not found: {path}")
     return strip_prefix(backend_for_path(path).read_metadata(path))
+
+
+#: Keyword arguments a recorded build may hold, with the check each value must pass.
+_BUILD_KEYS = {
+    "num_classes": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100_000,
+    "fork_feat": lambda v: isinstance(v, bool),
+    "out_indices": lambda v: isinstance(v, list) and all(isinstance(i, int) and 0 <= i < 16 for i in v),
+}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """An artifact's recorded provenance, every field parsed and checked like user input.
+
+    A file is not trusted because lightexport once wrote it: a crafted ``build_kwargs`` of
+    ``"[1,2]"`` or a class count of 1e9 gave tracebacks and a 5 TB allocation, and a recorded
+    precision ``fp64`` was reported as a usage error. Each bad field is an ``InputFileError``
+    (exit 5) naming the field and the file.
+    """
+
+    model: str | None = None
+    precision: Precision = Precision.FP32
+    input_size: int | None = None
+    batch: int | None = 1  #: None: dynamic
+    build_kwargs: dict[str, Any] = field(default_factory=dict)
+    passes: tuple[str, ...] = ()
+    weights: str | None = None
+    weights_sha256: str | None = None
+    random_weights: str | None = None
+    version: str | None = None
+    raw: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dynamic(self) -> bool:
+        return self.batch is None
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.raw.get(key, default)
+
+
+def _json_field(meta: dict[str, str], key: str, kind: type, source: str) -> Any:
+    text = meta.get(key)
+    if text is None:
+        return kind()
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise InputFileError(f"{source}: the recorded {key} {text[:80]!r} is not JSON") from None
+    if not isinstance(value, kind):
+        raise InputFileError(f"{source}: the recorded {key} {text[:80]!r} is not a JSON {kind.__name__}")
+    return value
+
+
+def parse_provenance(meta: dict[str, str], source: str | Path = "the artifact") -> Provenance:
+    """``meta`` (prefix stripped) checked field by field; see :class:`Provenance`."""
+    from lightexport.options import BOUNDS
+
+    source = str(source)
+    try:
+        precision = Precision.parse(meta.get("precision"))
+    except LightExportError:
+        raise InputFileError(f"{source}: the recorded precision {meta.get('precision')!r} is not one of "
+                             f"{', '.join(p.value for p in Precision)}") from None
+    size = meta.get("input_size") or None
+    low, high = BOUNDS["input_size"]
+    if size is not None and not (size.isdigit() and low <= int(size) <= high):
+        raise InputFileError(f"{source}: the recorded input size {size!r} is not a number from {low} to {high}")
+    batch_text = meta.get("batch", "1") or "1"
+    blow, bhigh = BOUNDS["batch"]
+    if batch_text != "dynamic" and not (batch_text.isdigit() and blow <= int(batch_text) <= bhigh):
+        raise InputFileError(f"{source}: the recorded batch {batch_text!r} is neither 'dynamic' nor a number from "
+                             f"{blow} to {bhigh}")
+    build = _json_field(meta, "build_kwargs", dict, source)
+    for key, value in build.items():
+        check = _BUILD_KEYS.get(key)
+        if check is None or not check(value):
+            raise InputFileError(f"{source}: the recorded build argument {key}={value!r} is not one lightexport "
+                                 "makes (re-export the artifact)")
+    passes = _json_field(meta, "passes", list, source)
+    if not all(isinstance(p, str) for p in passes):
+        raise InputFileError(f"{source}: the recorded passes {meta.get('passes')!r} are not a list of names")
+    for key in ("mean", "std"):
+        values = _json_field(meta, key, list, source) if key in meta else [0.0, 0.0, 1.0]
+        if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            raise InputFileError(f"{source}: the recorded {key} {meta.get(key)!r} is not three finite numbers")
+    digest = meta.get("weights_sha256")
+    if digest is not None and not (digest and all(c in "0123456789abcdef" for c in digest)):
+        raise InputFileError(f"{source}: the recorded weights_sha256 {digest[:80]!r} is not a hex digest")
+    model = meta.get("model")
+    if model is not None and (not model or len(model) > 300 or any(ord(c) < 32 for c in model)):
+        raise InputFileError(f"{source}: the recorded model name {model[:80]!r} is not a name")
+    return Provenance(model=model, precision=precision, input_size=int(size) if size else None,
+                      batch=None if batch_text == "dynamic" else int(batch_text), build_kwargs=build,
+                      passes=tuple(passes), weights=meta.get("weights"), weights_sha256=digest,
+                      random_weights=meta.get("random_weights"), version=meta.get("version"), raw=dict(meta))
+
+
+def read_provenance(path: str | Path) -> Provenance:
+    """The artifact's provenance, validated (an artifact without any gives the defaults, with an empty ``raw``)."""
+    return parse_provenance(read_artifact_metadata(path), path)

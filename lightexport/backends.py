@@ -1,9 +1,15 @@
-"""The table of backends: one record per artifact format, read by every layer.
+"""The table of formats: one record per artifact format, read by every layer.
 
-A format's name, file suffixes, the precisions it makes, its exporter, how its
-provenance is read back, which runner executes it and how to install what it needs
-live in one :class:`Backend` record. The API, parity, the suite, bench and the CLI all
-look formats up here, so adding a format is adding a record plus its own module.
+Everything lightexport knows about a format lives in its :class:`Backend` record: its name
+and runtime, the files an artifact is made of, the precisions it makes, its exporter and
+the options that exporter takes (with their CLI spelling, type, range and help), the runner
+that executes it, how its provenance and its tensors are read back, the runtime settings it
+is judged in, its naive baseline, its label and colour in plots, what the emulated arm64
+Python needs to run it, and how to install it. The API, the CLI (``lightexport export
+--format``), parity, the suite, bench and Triton all read the record, so adding a format is
+adding a record here plus its own exporter and runner modules (``tests/test_backends.py``
+drives a fake one through every command).
+
 Callables are named as ``"module:attribute"`` strings and imported on first use, so a
 machine without OpenVINO or TensorRT can still list formats and export ONNX.
 """
@@ -14,7 +20,7 @@ import difflib
 import importlib
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,34 +30,130 @@ from lightexport.precision import Precision
 F32, F16, BF16, I8 = Precision.FP32, Precision.FP16, Precision.BF16, Precision.INT8
 
 
-def _resolve(ref: str) -> Any:
+def resolve(ref: str) -> Any:
+    """The attribute a ``"module:attribute"`` reference names (imported now)."""
     module, _, attribute = ref.partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a format's exporter takes beyond the common ones, as the API and the CLI both spell it.
+
+    ``kind`` is ``int``, ``float``, ``str``, ``path``, ``flag`` or ``choice``; ``low``/``high``
+    bound numbers (inclusive). ``flag`` is the CLI spelling (None: Python API only);
+    ``inverted`` flags set the option to False (``--no-simplify`` is ``simplify_graph=False``).
+    """
+
+    name: str
+    kind: str
+    help: str
+    default: Any = None
+    flag: str | None = ""
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    inverted: bool = False
+    metavar: str | None = None
+
+    @property
+    def cli_flag(self) -> str | None:
+        if self.flag is None:
+            return None
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    def validate(self, value: Any, what: str) -> Any:
+        """``value`` checked against this option's kind and range; a usage error naming the option otherwise."""
+        label = self.cli_flag or self.name
+        if self.kind == "flag":
+            if not isinstance(value, bool):
+                raise UsageError(f"{what} option {label} is a flag (True/False), got {value!r}")
+            return value
+        if self.kind in ("int", "float"):
+            number = (int,) if self.kind == "int" else (int, float)
+            if isinstance(value, bool) or not isinstance(value, number):
+                raise UsageError(f"{what} option {label} must be a{'n integer' if self.kind == 'int' else ' number'}, "
+                                 f"got {value!r}")
+            if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+                raise UsageError(f"{what} option {label} must be from {self.low:g} to {self.high:g}, got {value!r}")
+            return value
+        if self.kind == "choice":
+            if value not in self.choices:
+                close = difflib.get_close_matches(str(value), self.choices, n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise UsageError(f"{what} option {label} must be one of {', '.join(self.choices)}, got {value!r}{hint}")
+            return value
+        if self.kind in ("str", "path"):
+            if not isinstance(value, (str, os.PathLike)) or not str(value):
+                noun = "path" if self.kind == "path" else "text"
+                raise UsageError(f"{what} option {label} takes a non-empty {noun}, got {value!r}")
+            return Path(value) if self.kind == "path" else str(value)
+        return value  # "object": an API-only value the exporter checks itself
 
 
 @dataclass(frozen=True)
 class Backend:
     """One artifact format and the runtime that executes it."""
 
-    name: str  #: the format as ``api.export`` and the CLI name it ("onnx", "openvino", "tensorrt")
+    name: str  #: the format as ``api.export`` and ``--format`` name it ("onnx", "openvino", "tensorrt")
     runtime: str  #: the runtime that runs it, as reports name it ("onnxruntime", ...)
+    label: str  #: the runtime as a person reads it ("ONNX Runtime")
+    color: str  #: its colour in the suite's plots
     suffixes: tuple[str, ...]  #: file suffixes, the first being the default
     precisions: tuple[Precision, ...]  #: precisions the exporter makes
-    exporter: str  #: "module:function" taking (source, output=None, **options)
-    options: tuple[str, ...]  #: keyword options the exporter takes beyond the common ones
+    exporter: str  #: "module:function" taking (source, ExportOptions) -> ExportResult
     runner: str  #: "module:Class" taking (path, **runner options)
-    runner_options: tuple[str, ...]  #: which of threads / inference_precision the runner takes
     metadata: str  #: "module:function" reading the raw (prefixed) provenance of a file
+    io: str  #: "module:function" reading an artifact's tensors (ArtifactIO) for Triton, bench and parity
     module: str  #: the Python module the runtime needs (checked by :func:`require`)
     install_hint: str
+    description: str = ""  #: one line for ``lightexport export --help``
+    options: tuple[Option, ...] = ()  #: options the exporter takes beyond the common ones
+    #: what --fp16/--bf16/--int8 mean for this format (the CLI's help for each precision it makes)
+    precision_help: dict[Precision, str] = field(default_factory=dict)
+    runner_options: tuple[str, ...] = ("threads",)  #: which of threads / inference_precision the runner takes
+    #: files beside the artifact that belong to it: ".bin" replaces the suffix, "+.json" is appended
+    companions: tuple[str, ...] = ()
+    #: "module:function" (made, threads, runtime_default) -> the RunSettings parity judges in; None: one setting
+    settings: str | None = None
+    #: "module:function" (loaded, example, path) -> Path: the artifact a user gets without lightexport
+    naive: str | None = None
+    naive_label: str = ""
     accepts_onnx: bool = False  #: whether an ONNX file is a valid source besides a PyTorch model
+    #: runs on this machine's CPU (bench and the CPU suite time it; a model name in ``bench`` exports to it)
+    cpu: bool = True
+    #: whether its kernels honour the capped-ISA profiles' variables (ONNX Runtime's MLAS has no cap)
+    isa_cap: bool = True
+    #: aarch64 wheels the emulated arm64 worker needs to run it; () means it does not run there
+    aarch64_wheels: tuple[str, ...] = ()
+    #: Triton serving: (--backend name, config backend/platform, file name in the version folder)
+    triton: tuple[tuple[str, str, str], ...] = ()
+    #: the format's own modules besides those named above (its converters' helpers), "lightexport.exporter.x"
+    helpers: tuple[str, ...] = ()
+    #: a command of its own (``lightexport onnx``): its name, and the examples its --help shows; None: ``export`` only
+    command: str | None = None
+    examples: tuple[str, ...] = ()
 
     @property
     def suffix(self) -> str:
         return self.suffixes[0]
 
+    def files(self, artifact: str | Path) -> list[Path]:
+        """Every file the artifact ``artifact`` is made of, itself first (an IR's .xml then its .bin)."""
+        artifact = Path(artifact)
+        found = [artifact]
+        for companion in self.companions:
+            if companion.startswith("+"):
+                found.append(artifact.with_name(artifact.name + companion[1:]))
+            else:
+                found.append(artifact.with_suffix(companion))
+        return found
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
+
     def export_function(self):
-        return _resolve(self.exporter)
+        return resolve(self.exporter)
 
     def make_runner(self, path: str | Path, **options: Any):
         """The runner for ``path``; options this runtime has no use for (threads on a GPU) are dropped."""
@@ -61,44 +163,147 @@ class Backend:
             raise UsageError(f"unknown runner option(s) {', '.join(unknown)}")
         if options.get("name"):
             kept["name"] = options["name"]
-        return _resolve(self.runner)(path, **kept)
+        return resolve(self.runner)(path, **kept)
 
     def read_metadata(self, path: Path) -> dict[str, str]:
-        return _resolve(self.metadata)(path)
+        return resolve(self.metadata)(path)
 
+    def read_io(self, path: Path, metadata: dict[str, str] | None = None):
+        return resolve(self.io)(Path(path), metadata or {})
+
+    def available(self) -> bool:
+        """Whether the runtime's module can be imported here (without importing it)."""
+        import importlib.util
+
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except (ImportError, ValueError):
+            return False
+
+
+_ONNX_FP16 = "fp16 compute, explicit casts, sensitive ops fp32."
 
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
         Backend(
-            name="onnx", runtime="onnxruntime", suffixes=(".onnx",), precisions=(F32, F16, I8),
-            exporter="lightexport.exporter.onnx:export_onnx",
-            options=("passes", "opset", "simplify_graph", "exporter", "int8_keep", "int8_symmetric"),
-            runner="lightexport.parity.runners.onnxruntime:OnnxRuntimeRunner", runner_options=("threads",),
-            metadata="lightexport.artifacts:read_onnx_provenance", module="onnxruntime",
-            install_hint="pip install onnxruntime",
+            name="onnx", runtime="onnxruntime", label="ONNX Runtime", color="#1f77b4", suffixes=(".onnx",),
+            precisions=(F32, F16, I8), description="ONNX (checked, simplified, provenance in the metadata); "
+                                                   "run by ONNX Runtime",
+            exporter="lightexport.exporter.onnx:export",
+            options=(
+                Option("opset", "int", "ONNX opset.", default=17, low=9, high=20),
+                Option("simplify_graph", "flag", "Skip onnxsim.", default=True, flag="--no-simplify", inverted=True),
+                Option("exporter", "choice", "torch's exporter.", default="torchscript",
+                       choices=("torchscript", "dynamo")),
+                Option("int8_symmetric", "flag", "int8 with symmetric activations (what TensorRT needs; ONNX "
+                                                 "Runtime runs uint8 faster).", default=False),
+            ),
+            precision_help={F16: _ONNX_FP16, I8: "Static int8 QDQ with ONNX Runtime (needs --calib)."},
+            runner="lightexport.parity.runners.onnxruntime:OnnxRuntimeRunner",
+            metadata="lightexport.artifacts:read_onnx_provenance",
+            io="lightexport.parity.runners.onnxruntime:read_io",
+            naive="lightexport.exporter.onnx:naive_export", naive_label="naive torch.onnx.export",
+            module="onnxruntime", install_hint="pip install onnxruntime", isa_cap=False,
+            aarch64_wheels=("onnxruntime",),
+            triton=(("onnxruntime", "backend:onnxruntime", "model.onnx"),
+                    ("python-ort", "python:onnxruntime", "model.onnx")),
+            helpers=("lightexport.exporter.onnx_int8", "lightexport.exporter.onnx_fp16",
+                     "lightexport.exporter.onnx_bias", "lightexport.exporter.onnx_guard",
+                     "lightexport.exporter.onnx_cleanup", "lightexport.onnxfile", "lightexport.parity.bisect",
+                     "lightexport.parity.trace"),
+            command="onnx", examples=(
+                "lightexport onnx fasternet_s --fuse",
+                "lightexport onnx fasternet_t0 --weights fasternet_t0.pth --fuse --check -o t0.onnx",
+                "lightexport onnx fasternet_t0 --features --dynamic",
+                "lightexport onnx fasternet_t0 --fuse --int8 --calib photos/ --calib-size 200"),
         ),
         Backend(
-            name="openvino", runtime="openvino", suffixes=(".xml",), precisions=(F32, F16, BF16, I8),
-            exporter="lightexport.exporter.openvino:export_openvino",
-            options=("passes", "preprocess", "progress", "int8_keep"),
+            name="openvino", runtime="openvino", label="OpenVINO", color="#9467bd", suffixes=(".xml",),
+            precisions=(F32, F16, BF16, I8), description="OpenVINO IR (.xml + .bin), from PyTorch or an ONNX file",
+            exporter="lightexport.exporter.openvino:export",
+            options=(
+                Option("preprocess", "object", "int8 calibration preprocessing for an ONNX that records none.",
+                       flag=None),
+                Option("progress", "flag", "NNCF's progress bars.", default=True, flag=None),
+            ),
+            precision_help={F16: "Compress weights to fp16.",
+                            BF16: "Run float layers in bf16 (OpenVINO's default on CPUs with AMX/AVX512-BF16); "
+                                  "fp32 weights.",
+                            I8: "Post-training int8 with NNCF (needs --calib)."},
             runner="lightexport.parity.runners.openvino:OpenVINORunner",
             runner_options=("threads", "inference_precision"),
-            metadata="lightexport.artifacts:read_ir_provenance", module="openvino",
-            install_hint="pip install 'lightexport[openvino]'", accepts_onnx=True,
+            metadata="lightexport.artifacts:read_ir_provenance",
+            io="lightexport.parity.runners.openvino:read_io",
+            settings="lightexport.parity.runners.openvino:run_settings",
+            naive="lightexport.exporter.openvino:naive_export", naive_label="naive ov.convert_model",
+            companions=(".bin",), module="openvino", install_hint="pip install 'lightexport[openvino]'",
+            accepts_onnx=True, aarch64_wheels=("openvino",),
+            triton=(("openvino", "backend:openvino", "model.xml"),
+                    ("python-openvino", "python:openvino", "model.xml")),
+            helpers=("lightexport.exporter.openvino_pin",),
+            command="openvino", examples=(
+                "lightexport openvino fasternet_s --fuse --check",
+                "lightexport openvino fasternet_t0.onnx --fp16 -o t0_fp16.xml",
+                "lightexport openvino fasternet_t0 --fuse --int8 --calib photos/ --calib-size 200"),
         ),
         Backend(
-            name="tensorrt", runtime="tensorrt", suffixes=(".engine", ".plan"), precisions=(F32, F16, I8),
-            exporter="lightexport.exporter.tensorrt:export_tensorrt",
-            options=("passes", "profile", "workspace_gib", "timing_cache", "opset", "int8_keep"),
+            name="tensorrt", runtime="tensorrt", label="TensorRT", color="#2ca02c", suffixes=(".engine", ".plan"),
+            precisions=(F32, F16, I8), description="TensorRT engine (NVIDIA GPU); the preflight runs anywhere",
+            exporter="lightexport.exporter.tensorrt:export",
+            options=(
+                Option("opset", "int", "ONNX opset of the ONNX TensorRT parses.", default=17, low=9, high=20),
+                Option("min_shape", "str", "Profile minimum, trtexec syntax: input:1x3x160x160.", flag="--min-shape"),
+                Option("opt_shape", "str", "Profile optimum, trtexec syntax: input:4x3x224x224.", flag="--opt-shape"),
+                Option("max_shape", "str", "Profile maximum, trtexec syntax: input:16x3x320x320.", flag="--max-shape"),
+                Option("workspace_gib", "float", "Builder workspace in GiB.", default=4.0, low=0.01, high=1024,
+                       flag="--workspace"),
+                Option("timing_cache", "path", "Persistent timing cache file (read + updated)."),
+                Option("dry_run", "flag", "Preflight only (no TensorRT needed): blockers and the trtexec line.",
+                       default=False),
+                Option("write_onnx", "flag", "With --dry-run: write the ONNX trtexec builds from as "
+                                             "ENGINE.trtexec.onnx (never over a file).", default=False),
+            ),
+            precision_help={F16: "fp16 engine.", I8: "int8 engine from a QDQ ONNX (needs --calib)."},
             runner="lightexport.parity.runners.tensorrt:TensorRTRunner", runner_options=(),
-            metadata="lightexport.artifacts:read_sidecar_provenance", module="tensorrt",
-            install_hint="pip install tensorrt (on a machine with an NVIDIA GPU)", accepts_onnx=True,
+            metadata="lightexport.artifacts:read_sidecar_provenance",
+            io="lightexport.parity.runners.tensorrt:read_io",
+            companions=("+.json",), module="tensorrt",
+            install_hint="pip install tensorrt (on a machine with an NVIDIA GPU)", accepts_onnx=True, cpu=False,
+            triton=(("tensorrt", "platform:tensorrt_plan", "model.plan"),),
+            helpers=("lightexport.exporter.trt_preflight",),
+            command="trt", examples=(
+                "lightexport trt fasternet_t0 --fuse --fp16 --check",
+                "lightexport trt model.onnx --fp16 --timing-cache trt.cache",
+                "lightexport trt fasternet_s --fuse --dynamic --min-shape input:1x3x224x224 "
+                "--opt-shape input:8x3x224x224 --max-shape input:32x3x224x224 --dry-run"),
         ),
     )
 }
 #: Runtimes by their report names, for the suite and bench ("onnxruntime" -> the onnx record).
 RUNTIMES: dict[str, Backend] = {b.runtime: b for b in BACKENDS.values()}
+#: The interchange format: what converters of other formats may start from (TensorRT's parser, MNN's converter),
+#: and the one format that bisection replays node by node.
+INTERCHANGE = "onnx"
+
+
+def is_interchange(path: str | Path) -> bool:
+    """Whether ``path`` names an ONNX file (the interchange format), by its suffix."""
+    return Path(path).name.lower().endswith(BACKENDS[INTERCHANGE].suffixes)
+
+
+def register(backend: Backend) -> Backend:
+    """Add a format to the table (a plug-in, or a test's fake format); returns it. Names must be new."""
+    if backend.name in BACKENDS or backend.runtime in RUNTIMES:
+        raise UsageError(f"a format named {backend.name!r} or a runtime {backend.runtime!r} is already registered")
+    BACKENDS[backend.name] = backend
+    RUNTIMES[backend.runtime] = backend
+    return backend
+
+
+def unregister(name: str) -> None:
+    backend = BACKENDS.pop(name)
+    RUNTIMES.pop(backend.runtime, None)
 
 
 def _suggest(value: str, names: list[str]) -> str:
@@ -116,14 +321,31 @@ def get_backend(name: str) -> Backend:
 
 
 def backend_for_path(path: str | Path) -> Backend:
-    """The record whose suffixes include ``path``'s."""
-    suffix = Path(path).suffix.lower()
-    for backend in BACKENDS.values():
-        if suffix in backend.suffixes:
-            return backend
+    """The record whose suffixes end ``path``'s name (the longest first: ``.ncnn.param`` before ``.param``)."""
+    name = Path(path).name.lower()
+    fits = [(len(s), b) for b in BACKENDS.values() for s in b.suffixes if name.endswith(s)]
+    if fits:
+        return max(fits, key=lambda pair: pair[0])[1]
     known = [s for b in BACKENDS.values() for s in b.suffixes]
+    suffix = Path(path).suffix.lower()
     raise UsageError(f"{path}: lightexport cannot tell an artifact's format from suffix {suffix or '(none)'!r}; "
                      f"supported artifacts end in {', '.join(known)}")
+
+
+def is_artifact(path: str | Path) -> bool:
+    """Whether ``path``'s name ends in a registered artifact suffix."""
+    name = Path(path).name.lower()
+    return any(name.endswith(s) for b in BACKENDS.values() for s in b.suffixes)
+
+
+#: Modules a format needs besides its runtime (its quantizer, its converter), and the extra that brings each.
+EXTRA_MODULES = {"nncf": "pip install 'lightexport[openvino]'"}
+
+
+def install_hint(module: str) -> str:
+    """How to install ``module``: the hint of the record whose runtime it is, once, for every message."""
+    hint = next((b.install_hint for b in BACKENDS.values() if b.module == module), None)
+    return hint or EXTRA_MODULES.get(module, f"pip install {module}")
 
 
 def disable_openvino_telemetry() -> None:
@@ -150,11 +372,30 @@ def disable_openvino_telemetry() -> None:
     os.environ.setdefault("NNCF_CI", "1")  # NNCF's documented switch to its telemetry stub (read at import)
 
 
-def require(module: str) -> Any:
-    """Import a backend's runtime module, or say in one line how to install it."""
+def require(module: str, what: str | None = None) -> Any:
+    """Import a backend's runtime module, or say in one line how to install it (the record's hint, once)."""
     disable_openvino_telemetry()
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        hint = next((b.install_hint for b in BACKENDS.values() if b.module == module), f"pip install {module}")
-        raise BackendUnavailableError(f"{module} is not installed; install it with: {hint}") from exc
+        needs = f"{what} needs {module}" if what else f"{module} is not installed"
+        raise BackendUnavailableError(f"{needs}; install it with: {install_hint(module)}") from exc
+
+
+def load_plugins(names: str | None = None) -> None:
+    """Import the modules ``LIGHTEXPORT_FORMATS`` names (comma-separated), each registering its formats.
+
+    A format outside this package (a team's own runtime, a test's fake one) is a module that
+    calls :func:`register` with its record; naming it here makes it known to every process
+    lightexport starts, the suite's profile workers included, which inherit the variable.
+    """
+    for name in (names if names is not None else os.environ.get("LIGHTEXPORT_FORMATS", "")).split(","):
+        if name.strip():
+            try:
+                importlib.import_module(name.strip())
+            except ImportError as exc:
+                raise UsageError(f"LIGHTEXPORT_FORMATS names {name.strip()!r}, which cannot be imported: "
+                                 f"{exc}") from exc
+
+
+load_plugins()

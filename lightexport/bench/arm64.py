@@ -45,8 +45,20 @@ DEBIAN_PACKAGES = (
 CPU_MODEL = "cortex-a76"
 MIDR = "0x00000000414fd0b1"  # implementer 0x41 (Arm), variant 4, part 0xd0b (Cortex-A76), revision 1
 CPU_FEATURES = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
-#: Runtimes installed as aarch64 wheels, at the host's versions (so x86 vs ARM differ in kernels only).
-RUNTIMES = ("onnxruntime", "openvino")
+
+def runtime_wheels() -> tuple[str, ...]:
+    """The aarch64 wheels of every format that runs there (the records' ``aarch64_wheels``), at the host's
+    versions, so x86 and ARM differ in kernels only."""
+    from lightexport.backends import BACKENDS
+
+    return tuple(dict.fromkeys(w for b in BACKENDS.values() for w in b.aarch64_wheels))
+
+
+def emulated_runtimes() -> tuple[str, ...]:
+    """The runtimes whose wheels the emulated Python has (torch-fused is not one: it has no PyTorch)."""
+    from lightexport.backends import BACKENDS
+
+    return tuple(b.runtime for b in BACKENDS.values() if b.aarch64_wheels)
 #: Other wheels the worker imports (numpy for arrays, rich for parity reports), also at the host's versions.
 SUPPORT = ("numpy", "rich")
 PLATFORMS = tuple(f"manylinux_2_{v}_aarch64" for v in (17, 28, 31, 34, 35, 36)) + ("manylinux2014_aarch64",)
@@ -80,7 +92,7 @@ def find_qemu() -> str:
 def wanted_versions() -> dict[str, str]:
     """Each wheel at the version installed on the host; a runtime the host lacks is left out."""
     versions = {}
-    for name in (*RUNTIMES, *SUPPORT):
+    for name in (*runtime_wheels(), *SUPPORT):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -197,3 +209,13 @@ def launcher(on_step: Callable[[str], None] | None = None) -> tuple[list[str], d
     """What a profile record names: the interpreter command and environment its worker starts with."""
     emu = emulator(on_step)
     return emu.command, {**emu.env, "LIGHTEXPORT_EMULATED": f"aarch64 ({CPU_MODEL}) under {Path(emu.command[0]).name}"}
+
+
+def check_emulator(on_step: Callable[[str], None] | None = None) -> str:
+    """Set up the emulated Python if needed and start it once; the line saying what it runs."""
+    emu = emulator(on_step)
+    probe = "import platform, onnxruntime; print(platform.machine(), 'onnxruntime', onnxruntime.__version__)"
+    done = subprocess.run([*emu.command, "-c", probe], env={**os.environ, **emu.env}, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BackendUnavailableError(f"the emulated Python does not start: {(done.stderr.strip() or 'no output')}")
+    return f"ready: {done.stdout.strip()} under {emu.command[0]}; wheels {emu.versions}"

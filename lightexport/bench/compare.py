@@ -17,12 +17,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from lightexport.backends import BACKENDS, backend_for_path
+from lightexport.backends import BACKENDS, backend_for_path, is_artifact
 from lightexport.bench.ceiling import matmul_gflops
 from lightexport.bench.naive import NaiveArtifact
 from lightexport.bench.timing import RatioSpread, Timing, measure_interleaved, ratio_spread
 from lightexport.loading import LoadedModel
 from lightexport.model_defs.complexity import complexity
+from lightexport.precision import Precision
 
 BASELINE = "pytorch-eager"
 
@@ -33,14 +34,15 @@ class Entry:
 
     label: str
     path: Path | None
-    runtime: str  # "pytorch", "onnxruntime", "openvino", "tensorrt"
+    runtime: str  # a record's runtime name ("onnxruntime", ...)
     runner_kwargs: dict = field(default_factory=dict)
     naive: bool = False
+    setting: str | None = None  #: the run setting's tag ("f32", "default"); None for one-setting runtimes
 
     @property
     def pair_key(self) -> tuple[str, object]:
-        """Entries with the same key are compared like with like (runtime and precision setting)."""
-        return self.runtime, self.runner_kwargs.get("inference_precision", "f32")
+        """Entries with the same key are compared like with like (runtime and run setting)."""
+        return self.runtime, self.setting
 
 
 @dataclass
@@ -122,39 +124,45 @@ def _eager(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return call
 
 
-#: OpenVINO precision settings: pinned f32 (like for like with fp32 everywhere else), and the
-#: device default (None), which on CPUs with bf16 or fp16 support runs an fp32 model in that precision.
-OV_F32, OV_DEFAULT = "f32", None
+#: ``--settings`` choices: for runtimes that pick a precision of their own (OpenVINO's bf16 default), which
+#: run settings each artifact is timed in; "f32" is the old ``--ov-precision f32`` spelling of "pinned".
+SETTING_CHOICES: dict[str, tuple[str, ...]] = {"pinned": ("pinned",), "f32": ("pinned",), "default": ("default",),
+                                              "both": ("pinned", "default")}
 
 
 #: label suffix of a naive baseline's second session (``benchmark(control=True)``)
 CONTROL_SUFFIX = " (again)"
 
 
-def _entries(path: Path, label: str, ov_precisions: Sequence[str | None], naive: bool = False) -> list[Entry]:
-    runtime = backend_for_path(path).runtime
-    if runtime != "openvino":
-        return [Entry(label, path, runtime, naive=naive)]
-    return [Entry(f"{label} @{'f32' if p else 'default'}", path, runtime, {"inference_precision": p}, naive)
-            for p in ov_precisions]
+def _entries(path: Path, label: str, settings: Sequence[str], naive: bool = False) -> list[Entry]:
+    """One entry per run setting asked for: the artifact's precision pinned, the runtime's default, or both
+    (runtimes with one setting get one entry whatever is asked)."""
+    from lightexport.artifacts import read_artifact_metadata
+    from lightexport.parity.settings import run_settings
+
+    backend = backend_for_path(path)
+    made = Precision.FP32 if naive else Precision.parse(read_artifact_metadata(path).get("precision"))
+    found = run_settings(backend, made)
+    if len(found) == 1 and found[0].tag is None:
+        return [Entry(label, path, backend.runtime, naive=naive)]
+    entries = []
+    for setting in found:
+        if ("pinned" if setting.pinned else "default") in settings:
+            options = {k: v for k, v in setting.runner_options.items() if k != "threads"}
+            entries.append(Entry(f"{label} @{setting.tag}", path, backend.runtime, options, naive, setting.tag))
+    return entries
 
 
 def _runs_as(runner: object, entry: Entry) -> str:
-    """What an OpenVINO entry's compute layers ran in after compiling ("bf16 x53", "u8 x50, f32 x3").
+    """What an entry's compute layers ran in, where its runner keeps a census ("bf16 x53", "u8 x50, f32 x3").
 
-    The census, not the resolved INFERENCE_PRECISION_HINT: an int8 IR's layers run u8 under any
-    hint, and the float layers it pins stay f32 under the bf16 default.
+    The census, not the resolved precision hint: an int8 IR's layers run u8 under any hint, and
+    the float layers it pins stay f32 under the bf16 default.
     """
-    if entry.runtime != "openvino":
-        return ""
     census = getattr(runner, "layer_precisions", None)
     if census:
         return ", ".join(f"{precision} x{count}" for precision, count in census.items())
-    try:
-        hint = runner.compiled.get_property("INFERENCE_PRECISION_HINT")
-        return hint.to_string() if hasattr(hint, "to_string") else str(hint)  # ov.Type: "f32", "bf16"
-    except Exception:  # a device without the property: say nothing rather than guess
-        return ""
+    return getattr(runner, "execution_precision", "") if entry.setting else ""
 
 
 def benchmark(
@@ -169,14 +177,15 @@ def benchmark(
     profile: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     naive: Sequence[NaiveArtifact] = (),
-    ov_precisions: Sequence[str | None] = (OV_F32,),
+    settings: Sequence[str] = ("pinned",),
     eager: bool = True,
     control: bool = False,
 ) -> BenchReport:
     """Time eager PyTorch (the unfused model), every artifact and every naive baseline, interleaved.
 
-    OpenVINO IRs run once per entry of ``ov_precisions`` (``"f32"``, or None for the device
-    default); each artifact is paired with the naive baseline of the same runtime and setting.
+    Runtimes with a precision of their own (OpenVINO) run once per entry of ``settings``
+    (``"pinned"``: the artifact's precision; ``"default"``: the runtime's); each artifact is
+    paired with the naive baseline of the same runtime and setting.
 
     ``control`` adds each naive baseline a second time, as a second session of the same file
     (labelled ``CONTROL_SUFFIX``), compared with the first like any artifact: its ratio is what
@@ -189,10 +198,10 @@ def benchmark(
     size = input_size or loaded.spec.input_size
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
     _, gmacs = complexity(loaded.spec, size, **loaded.build_kwargs)
-    entries = [e for path in artifacts for e in _entries(Path(path), Path(path).name, ov_precisions)]
-    entries += [e for a in naive for e in _entries(a.path, a.label, ov_precisions, naive=True)]
+    entries = [e for path in artifacts for e in _entries(Path(path), Path(path).name, settings)]
+    entries += [e for a in naive for e in _entries(a.path, a.label, settings, naive=True)]
     if control:
-        entries += [e for a in naive for e in _entries(a.path, a.label + CONTROL_SUFFIX, ov_precisions)]
+        entries += [e for a in naive for e in _entries(a.path, a.label + CONTROL_SUFFIX, settings)]
     naive_by_key = {e.pair_key: e.label for e in entries if e.naive}
     naive_of = {e.label: naive_by_key[e.pair_key] for e in entries if not e.naive and e.pair_key in naive_by_key}
     runs_as: dict[str, str] = {}
@@ -211,9 +220,9 @@ def benchmark(
     return BenchReport(loaded.name, threads, batch, size, gmacs, ceiling, timings, profile, naive_of, runs_as)
 
 
-ARTIFACT_SUFFIXES = tuple(suffix for b in BACKENDS.values() for suffix in b.suffixes)
-#: What a model name brings to a benchmark: its fused artifact in each CPU format.
-CPU_FORMATS = ("onnx", "openvino")
+def cpu_formats() -> list[str]:
+    """What a model name brings to a benchmark: its fused artifact in each CPU format whose runtime is here."""
+    return [b.name for b in BACKENDS.values() if b.cpu and b.available()]
 
 
 def group_targets(targets: Sequence[str], model: str | None, weights: str | None, workdir: Path,
@@ -223,29 +232,23 @@ def group_targets(targets: Sequence[str], model: str | None, weights: str | None
 
     groups: dict[str, tuple[LoadedModel, list[Path]]] = {}
     for target in targets:
-        if Path(target).suffix.lower() in ARTIFACT_SUFFIXES:
+        if is_artifact(target):
             reference, paths = api.reference_for(target, model, weights), [Path(target)]
         else:
             reference = api.load(target, weights)
             paths = [
                 api.export(reference, fmt, output=workdir / f"{reference.name}{BACKENDS[fmt].suffix}", fuse=True,
                            input_size=input_size, batch=batch).path
-                for fmt in CPU_FORMATS
+                for fmt in cpu_formats()
             ]
         groups.setdefault(reference.name, (reference, []))[1].extend(paths)
     return list(groups.values())
 
 
-#: ``--ov-precision`` choices: which INFERENCE_PRECISION_HINT settings OpenVINO entries run with.
-OV_PRECISION_CHOICES: dict[str, tuple[str | None, ...]] = {"f32": (OV_F32,), "default": (OV_DEFAULT,),
-                                                            "both": (OV_F32, OV_DEFAULT)}
-
-
 def naive_for(loaded: LoadedModel, artifacts: Sequence[Path], workdir: Path, batch: int = 1,
               input_size: int | None = None) -> list[NaiveArtifact]:
-    """The naive baselines for the runtimes among ``artifacts`` (ONNX Runtime, OpenVINO)."""
+    """The naive baselines for the runtimes among ``artifacts`` (those whose record names a naive path)."""
     from lightexport.bench.naive import build_naive
 
-    present = {backend_for_path(p).runtime for p in artifacts}
-    runtimes = tuple(r for r in ("onnxruntime", "openvino") if r in present)
-    return build_naive(loaded, batch, input_size or loaded.spec.input_size, workdir, runtimes) if runtimes else []
+    present = tuple(dict.fromkeys(backend_for_path(p).runtime for p in artifacts))
+    return build_naive(loaded, batch, input_size or loaded.spec.input_size, workdir, present)

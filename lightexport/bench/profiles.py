@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from lightexport.errors import UsageError
 
 SSE_128BIT = {"ONEDNN_MAX_CPU_ISA": "SSE41", "OV_CPU_MAX_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"}
-UNCAPPED_RUNTIMES = ("onnxruntime",)
 ARM64 = "lightexport.bench.arm64:launcher"
+#: Runtimes the emulated arm64 Python can run: those whose record names aarch64 wheels (see ``runtimes`` below).
+EMULATED = "emulated"
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ class Profile:
     description: str = ""
     #: "module:function" giving (interpreter command, extra env) for the worker; None: this Python
     launcher: str | None = None
-    #: runtimes the worker's Python has; None: all (PyTorch included)
-    runtimes: tuple[str, ...] | None = None
+    #: runtimes the worker's Python has; None: all (PyTorch included); EMULATED: those with aarch64 wheels
+    runtimes: tuple[str, ...] | str | None = None
     #: cap on timed runs per cell (an emulated run takes seconds and measures the emulator)
     max_runs: int | None = None
 
@@ -57,9 +58,30 @@ class Profile:
     def emulated(self) -> bool:
         return self.launcher is not None
 
+    def available_runtimes(self) -> tuple[str, ...] | None:
+        if self.runtimes == EMULATED:
+            from lightexport.bench.arm64 import emulated_runtimes
+
+            return emulated_runtimes()
+        return self.runtimes
+
     def runs(self, backend: str) -> bool:
         """Whether this profile's Python can run ``backend`` (a runtime name, or torch-fused)."""
-        return self.runtimes is None or backend in self.runtimes
+        runtimes = self.available_runtimes()
+        return runtimes is None or backend in runtimes
+
+    def reexec(self, argv: list[str], module: str = "lightexport.cli") -> int | None:
+        """Run ``python -m module *argv`` again under this profile's variables when this process lacks them.
+
+        ISA caps bind only when the kernel libraries load, so a capped command must start afresh
+        with them set; returns that run's exit code, or None when this process already has them.
+        """
+        import os
+        import subprocess
+
+        if all(os.environ.get(k) == v for k, v in self.env.items()):
+            return None
+        return subprocess.run([sys.executable, "-m", module, *argv], env={**os.environ, **self.env}).returncode
 
     def interpreter(self, on_step: Callable[[str], None] | None = None) -> tuple[list[str], dict[str, str]]:
         """The command starting this profile's Python and the environment it adds (set up on first use)."""
@@ -77,9 +99,9 @@ PROFILES: dict[str, Profile] = {
         Profile("mobile-2t", 2, description="two big cores: 2 threads, batch 1"),
         Profile("mobile-1t-128bit", 1, env=SSE_128BIT, description="1 thread, SIMD capped at 128 bits like NEON"),
         Profile("mobile-2t-128bit", 2, env=SSE_128BIT, description="2 threads, SIMD capped at 128 bits like NEON"),
-        *(Profile(f"arm64-{n}t", n, input_sizes=(224,), launcher=ARM64, runtimes=("onnxruntime", "openvino"),
-                  max_runs=3, description=f"ARM kernels: aarch64 Cortex-A76 emulated by qemu, {n} thread(s); "
-                                          "numerics judged, latency only the emulator's") for n in (1, 2)),
+        *(Profile(f"arm64-{n}t", n, input_sizes=(224,), launcher=ARM64, runtimes=EMULATED, max_runs=3,
+                  description=f"ARM kernels: aarch64 Cortex-A76 emulated by qemu, {n} thread(s); "
+                              "numerics judged, latency only the emulator's") for n in (1, 2)),
     ]
 }
 

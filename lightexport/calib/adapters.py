@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lightexport.calib.source import ImageFolder
-from lightexport.errors import BackendUnavailableError, CalibrationError
+from lightexport.errors import CalibrationError
 
 
 class BatchStream:
@@ -76,10 +76,7 @@ def to_nncf_dataset(source: ImageFolder, n: int | None = None, batch_size: int =
     (statistics, then bias correction) normalize on the fly without decoding again. A model
     with a fixed batch of B needs items of B images; a short last batch is dropped.
     """
-    try:
-        import nncf
-    except ImportError as exc:
-        raise BackendUnavailableError("int8 needs NNCF; install it with: pip install 'lightexport[openvino]'") from exc
+    import nncf  # the OpenVINO exporter has required it (with the install hint) before it calibrates
     crops = source.crops(n)
     if batch_size == 1:
         return nncf.Dataset(crops, source.preprocess.normalize)

@@ -27,6 +27,18 @@ from lightexport.errors import CalibrationError, UsageError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 _MAX_NAMED = 5  # files named in one message; the rest are counted
+#: Images smaller than this on a side are used but warned about (a 1x1 image calibrates on one colour).
+MIN_SIDE = 32
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception:  # noqa: BLE001  # decoded fine a moment ago; the size is only for a warning
+        return None
 
 
 class CalibrationWarning(UserWarning):
@@ -61,21 +73,46 @@ class ImageFolder:
         self.skipped: dict[Path, str] = {}  # unreadable file -> why
         self._crops: dict[Path, np.ndarray] = {}
 
+    def _walk(self) -> tuple[list[Path], list[Path]]:
+        """(files, entries that cannot be read): symlinked sub-folders followed once each, hidden ones skipped.
+
+        ``rglob`` does not follow symlinked folders, so a calibration set assembled from links to
+        class folders was silently missed; a link cycle is cut where a folder repeats.
+        """
+        files, broken, seen = [], [], set()
+        for top, dirs, names in os.walk(self.root, followlinks=True):
+            real = os.path.realpath(top)
+            if real in seen:
+                dirs[:] = []
+                continue
+            seen.add(real)
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if self.recursive else []
+            for name in names:
+                if name.startswith("."):
+                    continue
+                path = Path(top) / name
+                (files if path.is_file() else broken).append(path)
+        return files, broken
+
     def _scan(self) -> list[Path]:
         if not self.root.exists():
             raise CalibrationError(f"calibration folder {self.root} does not exist")
         if not self.root.is_dir():
             raise CalibrationError(f"calibration source {self.root} is not a folder")
         try:
-            found = [p for p in (self.root.rglob("*") if self.recursive else self.root.iterdir()) if p.is_file()]
+            found, broken = self._walk()
         except OSError as exc:
             raise CalibrationError(f"cannot list calibration folder {self.root}: {exc.strerror}") from exc
-        found = [p for p in found if not any(part.startswith(".") for part in p.relative_to(self.root).parts)]
         images = sorted((p for p in found if p.suffix.lower() in EXTENSIONS), key=self._key)
+        if broken:
+            warnings.warn(f"{len(broken)} entries of {self.root} cannot be read (broken or looping symlinks, or "
+                          f"not files): {_name_some(sorted(self._key(p) for p in broken))}", CalibrationWarning,
+                          stacklevel=3)
         if not images:
             where = " and its subfolders" if self.recursive else ""
             others = sorted(self._key(p) for p in found)
-            held = f"; it holds {len(others)} other file(s): {_name_some(others)}" if others else "; it is empty"
+            held = f"; it holds {len(others)} other file(s): {_name_some(others)}" if others else (
+                f"; its {len(broken)} entries cannot be read" if broken else "; it is empty")
             looked = f"looked for {' '.join(EXTENSIONS)}, any case"
             raise CalibrationError(f"no images in calibration folder {self.root}{where} ({looked}){held}")
         return images
@@ -101,7 +138,7 @@ class ImageFolder:
             warnings.warn(f"--calib-size asks for {n} images but {self.root} holds {len(self.paths)}; "
                           f"calibrating on those {len(self.paths)}", CalibrationWarning, stacklevel=2)
             n, want_all = len(self.paths), True
-        chosen, newly_skipped = [], []
+        chosen, newly_skipped, tiny = [], [], []
         for index in np.random.default_rng(self.seed).permutation(len(self.paths)):
             path = self.paths[index]
             if path in self.skipped:
@@ -113,9 +150,16 @@ class ImageFolder:
                     self.skipped[path] = exc.reason
                     newly_skipped.append(path)
                     continue
+                size = _header_size(path)
+                if size and min(size) < MIN_SIDE:
+                    tiny.append(f"{self._key(path)} ({size[0]}x{size[1]})")
             chosen.append(int(index))
             if len(chosen) == n:
                 break
+        if tiny:
+            warnings.warn(f"{len(tiny)} calibration image(s) are smaller than {MIN_SIDE} px on a side and were "
+                          f"upscaled to {self.preprocess.input_size} px, which no deployed camera frame looks like: "
+                          f"{_name_some(tiny)}", CalibrationWarning, stacklevel=2)
         if newly_skipped:
             warnings.warn(
                 f"skipped {len(newly_skipped)} unreadable image(s) in {self.root}: {self._describe(newly_skipped)}",

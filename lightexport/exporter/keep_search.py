@@ -15,13 +15,12 @@ from typing import TypeVar
 
 import numpy as np
 
-#: Leading convolutions kept float when nothing is asked.
-DEFAULT_KEEP = 3
+from lightexport.options import AUTO_TARGET, DEFAULT_KEEP
+
 #: The counts ``auto`` may keep. 0.9975: trained MobileNetV2 keeps 6 in ONNX Runtime (agreement on
 #: 1000 decision crops 91.2 -> 94.3 % over the default 3, at 1.66x instead of 1.83x faster than
 #: fp32), EfficientNet-Lite0 keeps 2.
 AUTO_STEPS = (0, 1, 2, 3, 4, 6, 8, 12)
-AUTO_TARGET = 0.9975
 AUTO_IMAGES = 64
 
 T = TypeVar("T")

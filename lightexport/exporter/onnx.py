@@ -8,10 +8,7 @@ PyTorch modules. ``exporter="dynamo"`` is there for torch releases that drop it.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +16,25 @@ import onnx
 import torch
 import torch.nn as nn
 
-from lightexport.backends import get_backend
 from lightexport.errors import ExportError, UsageError
-from lightexport.exporter.base import ExportResult, artifact_metadata
+from lightexport.exporter.base import (
+    ExportResult,
+    Stopwatch,
+    calibration_preprocess,
+    example_input,
+    prepared_module,
+    provenance,
+    quantize_onnx,
+    quiet,
+    require_model,
+)
 from lightexport.exporter.onnx_cleanup import drop_noop_slices
 from lightexport.exporter.onnx_guard import Candidate, guarded_simplify
 from lightexport.loading import LoadedModel
 from lightexport.model_defs.features import output_names as feature_output_names
 from lightexport.onnxfile import INPUT_NAME, check_model, op_histogram, save_onnx, stamp_metadata
 from lightexport.options import ExportOptions
+from lightexport.precision import Precision
 
 #: 17, not 20 (whose native Gelu the naive dynamo export uses): with the simplification guard ONNX
 #: Runtime fuses FasterNet-T0's GELUs at 17 too (14 Gelu kernels, 100 nodes, as naive), opset 20
@@ -57,8 +64,7 @@ def torch_to_onnx(
         raise UsageError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     axes = {0: "batch", 2: "height", 3: "width"}
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with quiet():
             if exporter == "dynamo":
                 dim = torch.export.Dim
                 shapes = ({0: dim("batch", max=1024), 2: dim("height", min=32), 3: dim("width", min=32)},)
@@ -116,59 +122,43 @@ def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     return decision.model, decision.note
 
 
-def default_output(loaded: LoadedModel, suffix: str, tag: str = "") -> Path:
-    mode = "_features" if loaded.features else ""
-    return Path(f"{loaded.name}{mode}{tag}{suffix}")
-
-
-def export_onnx(loaded: LoadedModel, output: str | Path | None = None, **options: Any) -> ExportResult:
+def export(loaded: LoadedModel, opts: ExportOptions) -> ExportResult:
     """Export a loaded model to a checked, simplified, provenance-stamped ONNX file.
 
-    ``options`` are those of :class:`~lightexport.options.ExportOptions` plus ``opset``,
-    ``simplify_graph`` and ``exporter``. ``precision="fp16"`` converts compute to fp16 with
-    explicit casts (sensitive ops stay fp32); ``"int8"`` calibrates on the images in ``calib``
-    and writes QDQ ONNX (what TensorRT consumes).
+    ``opts`` takes ``opset``, ``simplify_graph`` and ``exporter`` beyond the common options.
+    ``precision="fp16"`` converts compute to fp16 with explicit casts (sensitive ops stay fp32);
+    ``"int8"`` calibrates on the images in ``calib`` and writes QDQ ONNX (what TensorRT consumes).
     """
-    from lightexport.reparam import DEFAULT_PASSES, apply_passes
-
-    opts = ExportOptions.build(get_backend("onnx"), output=output, **options)
-    if not isinstance(loaded, LoadedModel):
-        raise UsageError(f"ONNX export takes a PyTorch model, got {loaded!r}")
+    backend = opts.backend
+    loaded = require_model(loaded, backend)
     opts.require_calibration(loaded.name)
-    opset = opts.extra.get("opset", DEFAULT_OPSET)
-    exporter = opts.extra.get("exporter", "torchscript")
-    simplify_graph = opts.extra.get("simplify_graph", True)
-    fuse, passes, batch, dynamic = opts.fuse, opts.passes, opts.batch, opts.dynamic
-    precision, calib, calib_size = opts.precision, opts.calib, opts.calib_size
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise UsageError(f"opset must be from {MIN_OPSET} to {MAX_OPSET} (what torch's exporter writes), got {opset}")
-    start = time.perf_counter()
-    input_size = opts.input_size or loaded.spec.input_size
-    module, reports = loaded.module, []
-    if fuse or passes:
-        module, reports = apply_passes(loaded.module, passes or list(DEFAULT_PASSES))
-    example = torch.zeros(batch, 3, input_size, input_size)
-    model = torch_to_onnx(module, example, output_names(loaded), dynamic=dynamic, opset=opset, exporter=exporter)
+    clock = Stopwatch()
+    module, reports = prepared_module(loaded, opts)
+    exporter = opts.get("exporter")
+    model = torch_to_onnx(module, example_input(loaded, opts), output_names(loaded), dynamic=opts.dynamic,
+                          opset=opts.get("opset"), exporter=exporter)
     notes = [r.summary() for r in reports if r.count]
-    if simplify_graph:
+    if exporter == "dynamo":
+        written = model.opset_import[0].version if model.opset_import else None
+        if written != opts.get("opset"):
+            notes.append(f"the dynamo exporter wrote opset {written} (asked: {opts.get('opset')})")
+    simplify_note = None
+    if opts.get("simplify_graph"):
         model, simplify_note = simplify(model)
         notes.append(simplify_note)
-    model, precision_notes = _lower_precision(model, precision, loaded, input_size, batch, calib, calib_size,
-                                              {k: v for k, v in opts.extra.items() if k.startswith("int8_")})
+    model, precision_notes = _lower_precision(model, loaded, opts)
     notes += precision_notes
-    applied = [r.name for r in reports]
-    stamp_metadata(model, artifact_metadata(loaded, applied, input_size, batch, dynamic, precision))
-    if simplify_graph:  # which simplification the runtime check kept, and why
+    stamp_metadata(model, provenance(loaded, opts, reports))
+    if simplify_note is not None:  # which simplification the runtime check kept, and why
         stamp_metadata(model, {"lightexport.simplify": simplify_note})
     check_model(model)
-    output = opts.output or default_output(loaded, ".onnx", precision.tag)
-    save_onnx(model, output)
+    save_onnx(model, opts.output)
     return ExportResult(
-        format="onnx",
-        path=output,
-        seconds=time.perf_counter() - start,
-        precision=precision.value,
-        files=[output],
+        format=backend.name,
+        path=opts.output,
+        seconds=clock.seconds,
+        precision=opts.precision,
+        files=[opts.output],
         op_histogram=op_histogram(model),
         metadata={p.key: p.value for p in model.metadata_props},
         notes=notes,
@@ -176,21 +166,25 @@ def export_onnx(loaded: LoadedModel, output: str | Path | None = None, **options
     )
 
 
-def _lower_precision(model: onnx.ModelProto, precision: str, loaded: LoadedModel, input_size: int, batch: int,
-                     calib: str | Path | None, calib_size: int, int8: dict) -> tuple[onnx.ModelProto, list[str]]:
-    if precision == "fp16":
+def naive_export(loaded: LoadedModel, example: torch.Tensor, path: Path) -> Path:
+    """``torch.onnx.export(model, (x,), path)`` with every default, as a user without lightexport calls it
+    (in torch 2.14 the dynamo exporter at its default opset, with its ONNX optimizer), from the unfused module."""
+    module = loaded.module.eval()
+    try:
+        with quiet(), torch.inference_mode(False):
+            torch.onnx.export(module, (example,), str(path))
+    except Exception as exc:  # torch raises many unrelated types
+        raise ExportError(f"naive torch.onnx.export of {loaded.name} failed: {str(exc).strip()[:200]}") from exc
+    return path
+
+
+def _lower_precision(model: onnx.ModelProto, loaded: LoadedModel, opts: ExportOptions
+                     ) -> tuple[onnx.ModelProto, list[str]]:
+    if opts.precision is Precision.FP16:
         from lightexport.exporter.onnx_fp16 import convert_to_fp16
 
         model, report = convert_to_fp16(model)
         return model, report.notes()
-    if precision == "int8":
-        from lightexport.calib import ImageFolder, OrtCalibrationReader, Preprocess
-        from lightexport.exporter.onnx_int8 import DEFAULT_KEEP, quantize_qdq
-
-        source = ImageFolder(calib, Preprocess.from_spec(loaded.spec, input_size))
-        reader = OrtCalibrationReader(source, INPUT_NAME, calib_size, batch_size=batch)
-        model, report = quantize_qdq(model, reader, symmetric_activations=bool(int8.get("int8_symmetric")),
-                                     keep=int8.get("int8_keep", DEFAULT_KEEP))
-        stamp_metadata(model, {"lightexport.int8": report.metadata()})
-        return model, report.notes(min(calib_size, len(source)), str(calib))
+    if opts.precision is Precision.INT8:
+        return quantize_onnx(model, opts, calibration_preprocess(loaded, opts), symmetric=opts.get("int8_symmetric"))
     return model, []

@@ -45,6 +45,7 @@ DequantizeLinear nodes are rejected by TensorRT's parser).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +53,8 @@ import numpy as np
 import onnx
 
 from lightexport.errors import ExportError, UsageError
-from lightexport.exporter.keep_search import AUTO_IMAGES, DEFAULT_KEEP, calibration_cosine, search_keep
+from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, search_keep
+from lightexport.options import DEFAULT_KEEP
 
 # Ops TensorRT and ORT both run as int8; everything else stays in float between Q/DQ pairs. Clip and
 # Relu are listed so the quantizer can fold them into their producer's output range (see the docstring).
@@ -96,9 +98,11 @@ class Int8Report:
 def resolve_keep(model: onnx.ModelProto, keep: int | str | list[str] | tuple[str, ...]) -> list[str]:
     """Node names to keep in float: the first ``keep`` convs, or the nodes (or module scopes) named."""
     if isinstance(keep, int) and not isinstance(keep, bool):
-        if keep < 0:
-            raise UsageError(f"int8 keep must be >= 0 layers, got {keep}")
-        return [n.name for n in model.graph.node if n.op_type in KEEPABLE_OPS][:keep]
+        convs = [n.name for n in model.graph.node if n.op_type in KEEPABLE_OPS]
+        if not 0 <= keep <= len(convs):
+            raise UsageError(f"--int8-keep {keep}: the graph has {len(convs)} convolutions, so from 0 to {len(convs)} "
+                             "can stay float (all of them is not int8)")
+        return convs[:keep]
     names = [keep] if isinstance(keep, str) else list(keep)
     chosen = []
     for name in names:
@@ -137,10 +141,11 @@ def quantize_qdq(
     return _quantize(model, reader, report, report.kept, symmetric_activations, per_channel), report
 
 
-def _calibration_batches(reader) -> list[np.ndarray]:
+def _calibration_batches(reader) -> Iterator[np.ndarray]:
+    """The calibration batches, one at a time (a list of 10,000 images was 6 GB of float32)."""
     if hasattr(reader, "rewind"):
         reader.rewind()
-    return [next(iter(feed.values())) for feed in iter(reader.get_next, None)]
+    return (next(iter(feed.values())) for feed in iter(reader.get_next, None))
 
 
 def _quantize(model: onnx.ModelProto, reader, report: Int8Report, exclude: list[str], symmetric: bool,
@@ -210,7 +215,7 @@ def _quantize_auto(model: onnx.ModelProto, reader, report: Int8Report, symmetric
         if sum(len(b) for b in batches) >= AUTO_IMAGES:
             break
     reference = _run(model, batches, input_name)
-    convs = resolve_keep(model, len(model.graph.node))
+    convs = [n.name for n in model.graph.node if n.op_type in KEEPABLE_OPS]
     means: dict[str, np.ndarray] = {}  # bias correction's input means, measured once for every candidate
 
     def build(count: int) -> tuple[float, tuple[onnx.ModelProto, int]]:

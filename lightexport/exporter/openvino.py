@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,50 +16,43 @@ from typing import Any
 import numpy as np
 
 from lightexport.artifacts import RT_SECTION
-from lightexport.backends import get_backend
-from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, UsageError
-from lightexport.exporter.base import ExportResult, artifact_metadata, preprocess_for
-from lightexport.exporter.keep_search import AUTO_IMAGES, DEFAULT_KEEP, calibration_cosine, search_keep
+from lightexport.backends import require
+from lightexport.errors import ExportError, InputFileError, UsageError
+from lightexport.exporter.base import (
+    ExportResult,
+    Stopwatch,
+    calibration_preprocess,
+    example_input,
+    input_size_of,
+    prepared_module,
+    provenance,
+    quiet,
+    refuse_passes_on_file,
+)
+from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, search_keep
 from lightexport.exporter.openvino_pin import fold_pads, pin_float_layers
 from lightexport.fileio import atomic_outputs, output_failure
 from lightexport.loading import LoadedModel
 from lightexport.onnxfile import INPUT_NAME, load_onnx, read_metadata
-from lightexport.options import ExportOptions
+from lightexport.options import DEFAULT_KEEP, ExportOptions
+from lightexport.precision import Precision
 
 
 def _openvino():
-    try:
-        import openvino
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "OpenVINO is not installed; install it with: pip install 'lightexport[openvino]'"
-        ) from exc
-    return openvino
+    return require("openvino", "OpenVINO export")
 
 
-def ir_paths(xml: str | Path) -> list[Path]:
-    xml = Path(xml)
-    if xml.suffix != ".xml":
-        raise UsageError(f"an OpenVINO IR is written as .xml + .bin; got output {xml}")
-    return [xml, xml.with_suffix(".bin")]
-
-
-def _convert_module(loaded: LoadedModel, fuse: bool, passes: tuple[str, ...] | None, input_size: int, batch: int,
-                    dynamic: bool):
+def _convert_module(loaded: LoadedModel, opts: ExportOptions):
     """Trace the (optionally fused) PyTorch module with OpenVINO's PyTorch frontend."""
-    import torch
-
     from lightexport.exporter.onnx import output_names
-    from lightexport.reparam import DEFAULT_PASSES, apply_passes
 
     ov = _openvino()
-    module, reports = (apply_passes(loaded.module, list(passes or DEFAULT_PASSES)) if fuse else (loaded.module, []))
-    shape = [-1, 3, -1, -1] if dynamic else [batch, 3, input_size, input_size]
-    example = torch.zeros(batch, 3, input_size, input_size)
+    module, reports = prepared_module(loaded, opts)
+    size = input_size_of(loaded, opts)
+    shape = [-1, 3, -1, -1] if opts.dynamic else [opts.batch, 3, size, size]
     try:
-        with warnings.catch_warnings():  # torch.jit.trace deprecation noise from OpenVINO's frontend
-            warnings.simplefilter("ignore")
-            model = ov.convert_model(module, example_input=example, input=[ov.PartialShape(shape)])
+        with quiet():  # torch.jit.trace deprecation noise from OpenVINO's frontend
+            model = ov.convert_model(module, example_input=example_input(loaded, opts), input=[ov.PartialShape(shape)])
     except Exception as exc:
         reason = str(exc).strip().splitlines()[-1]
         raise ExportError(f"openvino.convert_model failed for {loaded.name}: {reason}") from exc
@@ -91,8 +82,9 @@ def keep_scope(model, keep: int | list[str] | tuple[str, ...] | str) -> list[str
     """Friendly names of the ops to leave in float: the first ``keep`` convolutions, or those of named modules."""
     ops = [op for op in model.get_ordered_ops() if op.get_type_name() in KEEPABLE_OPS]
     if isinstance(keep, int) and not isinstance(keep, bool):
-        if keep < 0:
-            raise UsageError(f"int8 keep must be >= 0 layers, got {keep}")
+        if not 0 <= keep <= len(ops):
+            raise UsageError(f"--int8-keep {keep}: the model has {len(ops)} convolutions, so from 0 to {len(ops)} "
+                             "can stay float (all of them is not int8)")
         return [op.get_friendly_name() for op in ops[:keep]]
     if keep == "auto":
         raise ValueError("int8 keep 'auto' is a search, not a scope: _quantize resolves it")
@@ -143,12 +135,10 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
     faster than f32 and 0.97-1.04x OpenVINO's own bf16 default (1 thread, idle AMD EPYC;
     benchmarks/precision_table.py).
     """
-    try:
-        import nncf
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-    except ImportError as exc:
-        raise BackendUnavailableError("int8 needs NNCF; install it with: pip install 'lightexport[openvino]'") from exc
+    nncf = require("nncf", "OpenVINO int8")
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
     from lightexport.calib import ImageFolder, to_nncf_dataset
 
     nncf.set_log_level(logging.WARNING)  # its INFO lines ("Not adding activation input quantizer ...") drown ours
@@ -178,7 +168,7 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
     # auto: the fewest leading convolutions float whose int8 model reaches the target cosine on calibration images
     check = list(source.batches(batch, max(min(images, AUTO_IMAGES), batch), drop_last=True))
     reference = _outputs(model, check)
-    convs = keep_scope(model, len(model.get_ops()))
+    convs = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in KEEPABLE_OPS]
 
     def build(count: int):
         candidate = quantize(convs[:count])
@@ -207,44 +197,37 @@ def _stamp(model, metadata: dict[str, str]) -> None:
         model.set_rt_info(metadata[key], [RT_SECTION, key.removeprefix(RT_SECTION + ".")])
 
 
-def export_openvino(source: LoadedModel | str | Path, output: str | Path | None = None, **options: Any) -> ExportResult:
+def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
     """Write an OpenVINO IR from a loaded PyTorch model or from an ONNX file.
 
-    ``options`` are :class:`~lightexport.options.ExportOptions`' plus ``preprocess`` (int8
-    calibration preprocessing for an ONNX that records none) and ``progress``. For an ONNX
-    input the provenance recorded by ``lightexport onnx`` is carried over, and int8
-    calibration uses the preprocessing of the model it names (or ``preprocess``).
+    ``opts`` takes ``preprocess`` (int8 calibration preprocessing for an ONNX that records none)
+    and ``progress`` beyond the common options. For an ONNX input the provenance recorded by
+    ``lightexport onnx`` is carried over, and int8 calibration uses the preprocessing of the model
+    it names (or ``preprocess``).
     """
-    opts = ExportOptions.build(get_backend("openvino"), output=output, **options)
+    backend = opts.backend
     ov = _openvino()
     opts.require_calibration(source.name if isinstance(source, LoadedModel) else str(source))
-    fuse, input_size, batch, dynamic = opts.fuse, opts.input_size, opts.batch, opts.dynamic
-    precision, calib, calib_size = opts.precision, opts.calib, opts.calib_size
-    preprocess, progress = opts.extra.get("preprocess"), opts.extra.get("progress", True)
-    start = time.perf_counter()
+    refuse_passes_on_file(source, opts, backend)
+    precision = opts.precision
+    clock = Stopwatch()
     notes: list[str] = []
     if isinstance(source, LoadedModel):
-        input_size = input_size or source.spec.input_size
-        model, reports = _convert_module(source, fuse or bool(opts.passes), opts.passes, input_size, batch, dynamic)
-        metadata = artifact_metadata(source, [r.name for r in reports], input_size, batch, dynamic, precision)
+        model, reports = _convert_module(source, opts)
+        metadata = provenance(source, opts, reports)
         notes += [r.summary() for r in reports if r.count]
-        default_stem = f"{source.name}{'_features' if source.features else ''}"
     else:
-        path = Path(source)
-        if fuse or opts.passes:
-            raise UsageError("--fuse applies to PyTorch models; an ONNX input is exported as it is")
-        model, reports = _convert_onnx(path), []
-        metadata = read_metadata(path)
+        model, reports = _convert_onnx(Path(source)), []
+        metadata = read_metadata(Path(source))
         metadata["lightexport.precision"] = precision.value
-        default_stem = path.stem
-    if precision == "int8":
-        preprocess = preprocess or preprocess_for(metadata)
+    if precision is Precision.INT8:
+        preprocess = opts.get("preprocess") or calibration_preprocess(source, opts, metadata)
         if fold_pads(model):  # else OpenVINO folds them at compile time into convolutions that lose the f32 pin
             notes.append("zero Pads folded into the convolutions they feed")
-        made = _quantize(model, calib, calib_size, preprocess, progress, opts.extra.get("int8_keep", DEFAULT_KEEP))
+        made = _quantize(model, opts.calib, opts.calib_size, preprocess, opts.get("progress"), opts.int8_keep)
         model, kept, ranges = made.model, made.kept, made.ranges
         notes.append(f"int8 post-training quantization with NNCF (full bias correction, activation ranges: {ranges}) "
-                     f"on up to {calib_size} images from {calib}")
+                     f"on up to {opts.calib_size} images from {opts.calib}")
         if made.search:
             tried = ", ".join(f"{k}: {c:.4f}" for k, c in made.search)
             notes.append(f"int8 keep auto: calibration cosine by float-kept convs {tried}")
@@ -254,24 +237,49 @@ def export_openvino(source: LoadedModel | str | Path, output: str | Path | None 
         metadata["lightexport.int8"] = json.dumps({"activations": "nncf mixed", "ranges": ranges,
                                                    "kept_float": kept, "auto_search": made.search,
                                                    "float_layers": "f32, pinned in the IR"})
-    if precision == "bf16":
+    if precision is Precision.BF16:
         # An IR cannot pin its execution precision (OpenVINO ignores INFERENCE_PRECISION_HINT in rt_info);
         # the precision is the compile-time hint. The IR keeps fp32 weights (bf16 rounding happens once, in
         # the plugin) and records bf16, so parity pins the bf16 hint and judges by the bf16 limits.
         notes.append("bf16: fp32 weights; run with INFERENCE_PRECISION_HINT=bf16 (OpenVINO's default on CPUs "
                      "with AMX or AVX512-BF16)")
     _stamp(model, metadata)
-    xml, binary = ir_paths(opts.output or f"{default_stem}{precision.tag}.xml")
-    with atomic_outputs([xml, binary]) as (tmp_xml, _tmp_bin):
+    files = backend.files(opts.output)
+    with atomic_outputs(files) as (tmp_xml, *_):
         try:
-            ov.save_model(model, str(tmp_xml), compress_to_fp16=(precision == "fp16"))
+            ov.save_model(model, str(tmp_xml), compress_to_fp16=(precision is Precision.FP16))
         except Exception as exc:
-            failure = output_failure(exc, xml)  # a full disk surfaces as "basic_ios::clear: iostream error"
+            failure = output_failure(exc, files[0])  # a full disk surfaces as "basic_ios::clear: iostream error"
             if failure is not None:
                 raise failure from exc
             raise ExportError(f"openvino.save_model failed: {str(exc).strip().splitlines()[-1]}") from exc
-        if precision == "int8":
+        if precision is Precision.INT8:
             pin_float_layers(tmp_xml)  # the layers kept float for accuracy would otherwise run bf16 by default
     histogram = Counter(op.get_type_name() for op in model.get_ops())
-    return ExportResult(format="openvino", path=xml, seconds=time.perf_counter() - start, precision=precision.value,
-                        files=[xml, binary], op_histogram=histogram, metadata=metadata, notes=notes, passes=reports)
+    return ExportResult(format=backend.name, path=files[0], seconds=clock.seconds, precision=precision, files=files,
+                        op_histogram=histogram, metadata=metadata, notes=notes, passes=reports)
+
+
+def planned_outputs(opts: ExportOptions) -> list[tuple[str, Path]]:
+    """The IR's .xml and the .bin OpenVINO names after it."""
+    xml = opts.output
+    if xml.suffix.lower() != ".xml":
+        raise UsageError(f"an OpenVINO IR is written as .xml + .bin; got output {xml}")
+    return [("-o/--output (the IR's .xml)", xml), ("the IR's .bin (beside -o)", xml.with_suffix(".bin"))]
+
+
+def naive_export(loaded: LoadedModel, example, path: Path) -> Path:
+    """``ov.convert_model(model, example_input=x)`` of the unfused module, as a user without lightexport calls it.
+
+    Without ``example_input`` the frontend scripts the module, which fails on ordinary Python in
+    these models. Saved uncompressed only so the same runner loads it: ``compress_to_fp16`` applies
+    to saving, and a user compiling the converted model in memory gets fp32 weights.
+    """
+    ov = require("openvino", "the OpenVINO baseline")
+    try:
+        with quiet():
+            model = ov.convert_model(loaded.module.eval(), example_input=example)
+        ov.save_model(model, str(path), compress_to_fp16=False)
+    except Exception as exc:
+        raise ExportError(f"naive ov.convert_model of {loaded.name} failed: {str(exc).strip()[:200]}") from exc
+    return path

@@ -26,15 +26,20 @@ from types import ModuleType
 from typing import Any
 
 from lightexport.artifacts import META_PREFIX, sidecar_path
-from lightexport.errors import BackendUnavailableError, ExportError, InputFileError, OutputError, UsageError
-from lightexport.exporter.base import ExportResult, preprocess_for
-from lightexport.exporter.keep_search import DEFAULT_KEEP
-from lightexport.exporter.onnx import export_onnx
+from lightexport.errors import (
+    BackendUnavailableError,
+    ExportError,
+    InputFileError,
+    LightExportError,
+    OutputError,
+    UsageError,
+)
+from lightexport.exporter.base import ExportResult, intermediate_onnx, refuse_passes_on_file
 from lightexport.exporter.onnx_fp16 import export_onnx_fp16, is_fp16_model
-from lightexport.exporter.trt_preflight import QDQ_OPS, PreflightReport, Profile, preflight, trtexec_command
+from lightexport.exporter.trt_preflight import PreflightReport, Profile, make_profile, preflight, trtexec_command
 from lightexport.fileio import atomic_output, atomic_outputs
 from lightexport.loading import LoadedModel
-from lightexport.onnxfile import load_onnx, op_histogram, read_metadata, save_onnx, stamp_metadata
+from lightexport.onnxfile import load_onnx, op_histogram, read_metadata, save_onnx
 from lightexport.options import ExportOptions
 from lightexport.precision import Precision
 
@@ -132,14 +137,14 @@ def _parse(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path) -> tuple
     return network, parser
 
 
-def _configure(trt: TensorRT, builder: Any, network: Any, config: Any, precision: str, profile: Profile,
+def _configure(trt: TensorRT, builder: Any, network: Any, config: Any, precision: Precision, profile: Profile,
                workspace_gib: float) -> None:
     flags = trt.module.BuilderFlag
     config.set_memory_pool_limit(trt.module.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    if precision == "fp32":
+    if precision is Precision.FP32:
         config.clear_flag(flags.TF32)  # TF32 convolutions would fail fp32 parity (10-bit mantissa)
     elif not trt.strongly_typed:
-        config.set_flag(flags.FP16 if precision == "fp16" else flags.INT8)  # INT8 from Q/DQ: no calibrator
+        config.set_flag(flags.FP16 if precision is Precision.FP16 else flags.INT8)  # INT8 from Q/DQ: no calibrator
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     dynamic = [t.name for t in inputs if -1 in tuple(t.shape)]
     if not dynamic:
@@ -170,7 +175,7 @@ def _set_timing_cache(config: Any, path: Path | None, notes: list[str]) -> None:
         notes.append(f"timing cache: reused {path}")
 
 
-def _build(trt: TensorRT, onnx_path: Path, precision: str, profile: Profile, workspace_gib: float,
+def _build(trt: TensorRT, onnx_path: Path, precision: Precision, profile: Profile, workspace_gib: float,
            timing_cache: Path | None, notes: list[str]) -> tuple[Any, Any]:
     """Serialized engine and serialized timing cache (both TensorRT host memory)."""
     logger = _collecting_logger(trt.module)
@@ -195,7 +200,7 @@ def _write(path: Path, host_memory: Any) -> None:
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
-    precision: str = "fp32",
+    precision: Precision | str = Precision.FP32,
     *,
     profile: Profile | None = None,
     workspace_gib: float = DEFAULT_WORKSPACE_GIB,
@@ -209,7 +214,7 @@ def build_engine(
     written back after the build. ``metadata`` (``lightexport.*`` keys) defaults to the
     ONNX's own and goes to the sidecar with the build settings.
     """
-    precision = Precision.parse(precision, (Precision.FP32, Precision.FP16, Precision.INT8)).value
+    precision = Precision.parse(precision, (Precision.FP32, Precision.FP16, Precision.INT8))
     if workspace_gib <= 0:
         raise UsageError(f"--workspace must be positive (GiB), got {workspace_gib}")
     trt = load_tensorrt()
@@ -217,20 +222,20 @@ def build_engine(
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     cache_path = Path(timing_cache) if timing_cache else None
     model = load_onnx(onnx_path)
-    report = preflight(model, profile, precision=precision, source=str(onnx_path))
+    report = preflight(model, profile, precision=precision.value, source=str(onnx_path))
     report.raise_for_blockers()
     typing = "strongly typed" if trt.strongly_typed else "weakly typed with precision flags"
     notes = [f"TensorRT {trt.version}, {typing}", *(f"preflight warning: {w}" for w in report.warnings)]
     with tempfile.TemporaryDirectory(prefix="lightexport-trt-") as work:
         parsed = onnx_path
-        if precision == "fp16" and trt.strongly_typed and not is_fp16_model(model):
+        if precision is Precision.FP16 and trt.strongly_typed and not is_fp16_model(model):
             converted = export_onnx_fp16(onnx_path, Path(work) / f"{onnx_path.stem}_fp16.onnx")
             parsed, notes = converted.path, notes + converted.notes
         engine, cache = _build(trt, parsed, precision, report.profile, workspace_gib, cache_path, notes)
     import torch
 
     meta = dict(metadata if metadata is not None else read_metadata(model))
-    meta.update({META_PREFIX + "precision": precision, META_PREFIX + "tensorrt": trt.version,
+    meta.update({META_PREFIX + "precision": precision.value, META_PREFIX + "tensorrt": trt.version,
                  META_PREFIX + "strongly_typed": str(trt.strongly_typed).lower(),
                  META_PREFIX + "device": torch.cuda.get_device_name(),
                  META_PREFIX + "profile": json.dumps({n: asdict(r) for n, r in report.profile.items()})})
@@ -249,107 +254,65 @@ def build_engine(
 # --------------------------------------------------------------------------- models and ONNX files in
 
 
-def _options(source: LoadedModel | str | Path, output: str | Path | None, options: dict[str, Any]) -> ExportOptions:
-    """Validate once (the options record) plus what only a TensorRT build can say about its source."""
-    from lightexport.backends import get_backend
-
-    opts = ExportOptions.build(get_backend("tensorrt"), output=output, **options)
+def _check_source(source: LoadedModel | Path, opts: ExportOptions) -> None:
+    """What only a TensorRT build can say about its source (the options record checked the rest)."""
     if isinstance(source, LoadedModel):
         opts.require_calibration(source.name)
-    elif opts.fuse:
-        raise UsageError("--fuse applies to PyTorch models; an ONNX input is built as it is")
-    return opts
+    refuse_passes_on_file(source, opts, opts.backend)
 
 
-def _stem(source: LoadedModel | str | Path) -> str:
-    if isinstance(source, LoadedModel):
-        return f"{source.name}{'_features' if source.features else ''}"
-    return Path(source).stem
+def profile_of(opts: ExportOptions) -> Profile | None:
+    """The optimization profile from ``--min/--opt/--max-shape`` (trtexec syntax)."""
+    return make_profile(opts.get("min_shape"), opts.get("opt_shape"), opts.get("max_shape"))
 
 
-def default_engine_path(source: LoadedModel | str | Path, precision: str) -> Path:
-    return Path(f"{_stem(source)}{Precision.parse(precision).tag}.engine")
+def planned_outputs(opts: ExportOptions) -> list[tuple[str, Path]]:
+    """The engine and its provenance sidecar, and the timing cache it updates; a dry run writes at most the
+    ONNX trtexec builds from (``--write-onnx``)."""
+    if opts.get("write_onnx") and not opts.get("dry_run"):
+        raise UsageError("--write-onnx goes with --dry-run (a build keeps its intermediate ONNX in a temporary folder)")
+    if opts.get("dry_run"):
+        return [("--write-onnx's ONNX", trtexec_onnx_path(opts.output))] if opts.get("write_onnx") else []
+    outputs = [("-o/--output (the engine)", opts.output), ("the engine's provenance sidecar (beside -o)",
+                                                            sidecar_path(opts.output))]
+    if opts.get("timing_cache"):
+        outputs.append(("--timing-cache", Path(opts.get("timing_cache"))))
+    return outputs
 
 
-def _quantize(onnx_path: Path, output: Path, calib: str | Path, calib_size: int, preprocess,
-              keep: int | str | list[str] = DEFAULT_KEEP) -> Path:
-    """fp32 ONNX -> QDQ ONNX calibrated on ``calib``: TensorRT's explicit int8 (symmetric), on both generations."""
-    from lightexport.calib import ImageFolder, OrtCalibrationReader
-    from lightexport.exporter.onnx_int8 import quantize_qdq
-
-    model = load_onnx(onnx_path)
-    metadata = read_metadata(model)
-    reader = OrtCalibrationReader(ImageFolder(calib, preprocess=preprocess or preprocess_for(metadata)),
-                                  model.graph.input[0].name, n=calib_size)
-    quantized, report = quantize_qdq(model, reader, symmetric_activations=True, keep=keep)
-    stamp_metadata(quantized, {**metadata, META_PREFIX + "precision": "int8", META_PREFIX + "int8": report.metadata()})
-    save_onnx(quantized, output)
-    return output
-
-
-@dataclass
-class _Source:
-    onnx: Path
-    exported: ExportResult | None = None  # set when the ONNX was exported from a PyTorch model here
-    written: list[Path] = field(default_factory=list)
-
-
-def _source_onnx(source: LoadedModel | str | Path, folder: Path, *, fuse: bool, input_size: int | None, batch: int,
-                 dynamic: bool, precision: str, calib: str | Path | None, calib_size: int,
-                 keep: int | str | list[str] = DEFAULT_KEEP) -> _Source:
-    """The ONNX TensorRT parses: the file given, or one exported (and for int8 quantized) into ``folder``."""
-    stem, preprocess = _stem(source), None
-    if isinstance(source, LoadedModel):
-        from lightexport.calib import Preprocess
-
-        exported = export_onnx(source, folder / f"{stem}.onnx", fuse=fuse, input_size=input_size, batch=batch,
-                               dynamic=dynamic)
-        result = _Source(exported.path, exported, [exported.path])
-        preprocess = Preprocess.from_spec(source.spec, input_size=input_size)
-    else:
-        result = _Source(Path(source))
-    if precision != "int8":
-        return result
-    if any(node.op_type in QDQ_OPS for node in load_onnx(result.onnx, load_weights=False).graph.node):
-        if calib is not None:
-            raise UsageError(f"{result.onnx} is already quantized (Q/DQ nodes): build it with --int8, without --calib")
-        return result
-    if calib is None:
-        raise UsageError(f"{result.onnx} is fp32: --int8 needs --calib DIR, or a QDQ ONNX from "
-                         "`lightexport onnx MODEL --int8 --calib DIR`")
-    result.onnx = _quantize(result.onnx, folder / f"{stem}_int8.onnx", calib, calib_size, preprocess, keep)
-    result.written.append(result.onnx)
-    return result
-
-
-def export_tensorrt(source: LoadedModel | str | Path, output: str | Path | None = None, **options: Any) -> ExportResult:
+def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
     """Build an engine from a loaded PyTorch model (exported to ONNX first) or from an ONNX file.
 
-    ``options`` are :class:`~lightexport.options.ExportOptions`' plus ``profile``,
-    ``workspace_gib`` and ``timing_cache``. TensorRT and CUDA are checked before any export
-    work, so a machine without them fails at once and writes nothing. Intermediate ONNX
-    files live in a temporary folder.
+    ``opts`` takes the profile shapes, ``workspace_gib``, ``timing_cache`` and ``opset`` beyond
+    the common options; ``dry_run`` plans instead (:func:`plan_tensorrt`). TensorRT and CUDA are
+    checked before any export work, so a machine without them fails at once and writes nothing.
+    Intermediate ONNX files live in a temporary folder, made by the shared pipeline from the same
+    options (passes included) and, for int8, quantized in batches of the export's batch size.
     """
-    opts = _options(source, output, options)
-    fuse, input_size, batch, dynamic = opts.fuse, opts.input_size, opts.batch, opts.dynamic
-    precision, calib, calib_size = opts.precision.value, opts.calib, opts.calib_size
-    profile, timing_cache = opts.extra.get("profile"), opts.extra.get("timing_cache")
-    workspace_gib = opts.extra.get("workspace_gib", DEFAULT_WORKSPACE_GIB)
+    _check_source(source, opts)
+    profile = profile_of(opts)
+    if opts.get("dry_run"):
+        return _plan_result(plan_tensorrt(source, opts))
     load_tensorrt()
-    engine = opts.output or default_engine_path(source, precision)
     with tempfile.TemporaryDirectory(prefix="lightexport-trt-") as work:
-        src = _source_onnx(source, Path(work), fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
-                           precision=precision, calib=calib, calib_size=calib_size,
-                           keep=opts.extra.get("int8_keep", DEFAULT_KEEP))
-        result = build_engine(src.onnx, engine, precision, profile=profile, workspace_gib=workspace_gib,
-                              timing_cache=timing_cache)
-    if src.exported is not None:
-        result.passes = src.exported.passes
-        result.notes = [*src.exported.notes, *result.notes]
-    if precision == "int8":
-        result.notes.append(f"int8: QDQ ONNX calibrated on {calib_size} images from {calib}" if calib else
-                            "int8: built from the given QDQ ONNX")
+        src = intermediate_onnx(source, opts, Path(work), symmetric=True)
+        result = build_engine(src.path, opts.output, opts.precision, profile=profile,
+                              workspace_gib=opts.get("workspace_gib"), timing_cache=opts.get("timing_cache"))
+    result.passes = src.passes
+    result.notes = [*src.notes, *result.notes]
     return result
+
+
+def _plan_result(plan: TrtPlan) -> ExportResult:
+    """A dry run as a result: nothing built, the plan's lines to print, its blockers raised after showing them."""
+    problem = None
+    try:
+        plan.report.raise_for_blockers()
+    except LightExportError as exc:
+        problem = exc
+    written = [plan.onnx] if any(n.startswith("wrote ") for n in plan.notes) else []
+    return ExportResult(format="tensorrt", path=plan.engine, seconds=0.0, precision=plan.precision, files=written,
+                        notes=[], built=False, plan_lines=plan.lines(), plan=plan.to_dict(), problem=problem)
 
 
 # --------------------------------------------------------------------------- --dry-run
@@ -361,7 +324,7 @@ class TrtPlan:
 
     onnx: Path  # the file trtexec builds from (ENGINE_STEM.trtexec.onnx when exported here; written if asked)
     engine: Path
-    precision: str
+    precision: Precision
     strongly_typed: bool
     report: PreflightReport
     trtexec: str
@@ -372,7 +335,7 @@ class TrtPlan:
                 f"  {self.trtexec}"]
 
     def to_dict(self) -> dict:
-        return {"onnx": str(self.onnx), "engine": str(self.engine), "precision": self.precision,
+        return {"onnx": str(self.onnx), "engine": str(self.engine), "precision": str(self.precision),
                 "strongly_typed": self.strongly_typed, "preflight": self.report.to_dict(), "trtexec": self.trtexec,
                 "notes": self.notes}
 
@@ -383,8 +346,7 @@ def trtexec_onnx_path(engine: str | Path) -> Path:
     return engine.with_name(f"{engine.stem}.trtexec.onnx")
 
 
-def plan_tensorrt(source: LoadedModel | str | Path, output: str | Path | None = None, *,
-                  strongly_typed: bool | None = None, write_onnx: bool = False, **options: Any) -> TrtPlan:
+def plan_tensorrt(source: LoadedModel | Path, opts: ExportOptions, *, strongly_typed: bool | None = None) -> TrtPlan:
     """``--dry-run`` on any machine: preflight the ONNX and give the equivalent trtexec command.
 
     A dry run writes nothing by default: an ONNX exported from a PyTorch model (and its QDQ
@@ -395,26 +357,20 @@ def plan_tensorrt(source: LoadedModel | str | Path, output: str | Path | None = 
     and used as it is, is not copied. ``strongly_typed`` defaults to the installed
     TensorRT's typing, or strongly typed (valid for 10.x and 11) where there is none.
     """
-    opts = _options(source, output, options)
-    fuse, input_size, batch, dynamic = opts.fuse, opts.input_size, opts.batch, opts.dynamic
-    precision, calib, calib_size = opts.precision.value, opts.calib, opts.calib_size
-    profile, timing_cache = opts.extra.get("profile"), opts.extra.get("timing_cache")
-    workspace_gib = opts.extra.get("workspace_gib", DEFAULT_WORKSPACE_GIB)
-    engine = opts.output or default_engine_path(source, precision)
+    _check_source(source, opts)
+    precision, engine = opts.precision, opts.output
     strongly_typed = installed_strongly_typed() if strongly_typed is None else strongly_typed
     target = trtexec_onnx_path(engine)
     with tempfile.TemporaryDirectory(prefix="lightexport-trt-") as work:
-        src = _source_onnx(source, Path(work), fuse=fuse, input_size=input_size, batch=batch, dynamic=dynamic,
-                           precision=precision, calib=calib, calib_size=calib_size,
-                           keep=opts.extra.get("int8_keep", DEFAULT_KEEP))
-        onnx_path, notes = src.onnx, []
-        if precision == "fp16" and strongly_typed and not is_fp16_model(load_onnx(onnx_path)):
+        src = intermediate_onnx(source, opts, Path(work), symmetric=True)
+        onnx_path, notes = src.path, []
+        if precision is Precision.FP16 and strongly_typed and not is_fp16_model(load_onnx(onnx_path)):
             converted = export_onnx_fp16(onnx_path, Path(work) / f"{onnx_path.stem}_fp16.onnx")
             onnx_path, notes = converted.path, [*converted.notes]
-        report = preflight(onnx_path, profile, precision=precision)
+        report = preflight(onnx_path, profile_of(opts), precision=precision.value)
         made_here = Path(work) in onnx_path.parents
         if made_here:
-            if write_onnx:
+            if opts.get("write_onnx"):
                 if target.exists():
                     raise OutputError(f"{target} exists; a dry run does not overwrite files "
                                       "(remove it, or pass -o to name the engine differently)")
@@ -424,5 +380,6 @@ def plan_tensorrt(source: LoadedModel | str | Path, output: str | Path | None = 
                 notes.append(f"wrote nothing; add --write-onnx to write the ONNX it builds from as {target}")
             onnx_path = target
             report.source = str(target)  # not the temporary folder's path, gone when this returns
-    line = trtexec_command(onnx_path, engine, precision, report.profile, workspace_gib, timing_cache, strongly_typed)
+    line = trtexec_command(onnx_path, engine, precision.value, report.profile, opts.get("workspace_gib"),
+                           opts.get("timing_cache"), strongly_typed)
     return TrtPlan(onnx_path, engine, precision, strongly_typed, report, line, notes)

@@ -25,6 +25,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from lightexport.errors import ExportError, UsageError
+from lightexport.precision import Precision
 
 OPSET_RANGE = (9, 24)  # onnx-tensorrt docs/operators.md, TensorRT 10.15
 PARSER_DOC = "onnx-tensorrt operators.md (TensorRT 10.15)"
@@ -123,7 +124,16 @@ def make_profile(
     uneven = sorted(n for n in names if not all(n in parsed[k] for k in given))
     if uneven:
         raise UsageError(f"input(s) {', '.join(uneven)} need a shape in each of --min-shape, --opt-shape, --max-shape")
-    return {name: ShapeRange(parsed["min"][name], parsed["opt"][name], parsed["max"][name]) for name in parsed["opt"]}
+    profile = {name: ShapeRange(parsed["min"][name], parsed["opt"][name], parsed["max"][name])
+               for name in parsed["opt"]}
+    for name, shapes in profile.items():
+        if not len(shapes.min) == len(shapes.opt) == len(shapes.max):
+            raise UsageError(f"input {name}: --min-shape, --opt-shape and --max-shape must have the same rank")
+        if not all(lo <= opt <= hi for lo, opt, hi in zip(shapes.min, shapes.opt, shapes.max)):
+            raise UsageError(f"input {name}: each dimension needs min <= opt <= max, got min "
+                             f"{'x'.join(map(str, shapes.min))}, opt {'x'.join(map(str, shapes.opt))}, max "
+                             f"{'x'.join(map(str, shapes.max))}")
+    return profile
 
 
 # --------------------------------------------------------------------------- findings
@@ -447,18 +457,18 @@ def _profile_problem(dims: list[int | str], shapes: ShapeRange) -> str | None:
     return None
 
 
-def _check_precision(model: onnx.ModelProto, precision: str) -> Iterator[Finding]:
+def _check_precision(model: onnx.ModelProto, precision: Precision) -> Iterator[Finding]:
     from lightexport.exporter.onnx_fp16 import is_fp16_model
 
     quantized = any(node.op_type in QDQ_OPS for node in _walk(model.graph))
-    if precision == "int8" and not quantized:
+    if precision is Precision.INT8 and not quantized:
         yield Finding("blocker", "(graph)", "", "int8 needs explicit quantization (QuantizeLinear/DequantizeLinear "
                       "nodes): build from the QDQ ONNX of `lightexport onnx MODEL --int8 --calib DIR`, or pass --calib "
                       "to `lightexport trt`")
-    elif precision != "int8" and quantized:
+    elif precision is not Precision.INT8 and quantized:
         yield Finding("blocker", "(graph)", "", f"this ONNX is quantized (Q/DQ nodes) but precision is {precision}: "
                       "build it with --int8")
-    elif precision == "fp32" and is_fp16_model(model):
+    elif precision is Precision.FP32 and is_fp16_model(model):
         yield Finding("warning", "(graph)", "", "this ONNX computes in fp16, and so will the engine: build it with "
                       "--fp16 so that parity judges it as fp16")
 
@@ -467,7 +477,7 @@ def preflight(
     model: onnx.ModelProto | str | Path,
     profile: Profile | None = None,
     *,
-    precision: str = "fp32",
+    precision: Precision | str = Precision.FP32,
     source: str | None = None,
 ) -> PreflightReport:
     """Every reason TensorRT would refuse ``model``, by node, plus the validated profile for its dynamic inputs."""
@@ -480,7 +490,7 @@ def preflight(
     report = PreflightReport(source or model.graph.name or "model", opset, findings)
     graph = _Graph(model)
     report.findings += [*_check_nodes(model, graph), *_check_weights(model, graph), *_check_io(model, graph),
-                        *_check_precision(model, precision)]
+                        *_check_precision(model, Precision.parse(precision))]
     _check_profile(model, graph, profile or {}, report)
     return report
 
@@ -491,7 +501,7 @@ def preflight(
 def trtexec_command(
     onnx_path: str | Path,
     engine_path: str | Path,
-    precision: str = "fp32",
+    precision: Precision | str = Precision.FP32,
     profile: Profile | None = None,
     workspace_gib: float | None = None,
     timing_cache: str | Path | None = None,
@@ -504,12 +514,13 @@ def trtexec_command(
     flags) the same fp32 or QDQ file gets ``--fp16``/``--int8``. fp32 turns TF32 off so the
     engine really computes in fp32, as ``lightexport trt`` does.
     """
+    precision = Precision.parse(precision)
     args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
     if strongly_typed:
         args.append("--stronglyTyped")
-    elif precision in ("fp16", "int8"):
-        args.append(f"--{precision}")
-    if precision == "fp32":
+    elif precision is not Precision.FP32:
+        args.append(f"--{precision.value}")
+    if precision is Precision.FP32:
         args.append("--noTF32")
     for which, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")) if profile else ():
         args.append(f"{flag}=" + ",".join(f"{name}:{r.spec(which)}" for name, r in profile.items()))

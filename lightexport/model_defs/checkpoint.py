@@ -65,7 +65,12 @@ def _sniff_format(path: Path) -> None:
         return
     if head[257:262] == b"ustar":  # torch's pre-1.0 tar format
         return
-    kind = "an empty file" if not head else ("a text file" if _is_text(head) else "unrecognised binary data")
+    if not head:
+        kind = "an empty file"
+    elif not head.strip(b"\0"):
+        kind = "only zero bytes where a checkpoint starts (a sparse or preallocated file?)"
+    else:
+        kind = "a text file" if _is_text(head) else "unrecognised binary data"
     raise CheckpointError(
         f"{path}: not a readable PyTorch checkpoint ({kind}, neither a torch.save zip archive nor a pickle)"
     )
@@ -73,10 +78,10 @@ def _sniff_format(path: Path) -> None:
 
 def _is_text(head: bytes) -> bool:
     try:
-        head.decode("utf-8")
+        text = head.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return True
+    return not any(ord(c) < 32 and c not in "\t\r\n" for c in text)  # control bytes: binary, not text
 
 
 def _unpickler_reason(exc: BaseException) -> str:
@@ -117,7 +122,18 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> StateDict:
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (corrupt pickle stream: {type(exc).__name__})"
         ) from exc
-    return unwrap_state_dict(obj, source=str(path))
+    return check_finite(unwrap_state_dict(obj, source=str(path)), path)
+
+
+def check_finite(state_dict: StateDict, source: str | Path) -> StateDict:
+    """Refuse weights holding NaN or Inf: an artifact made from them computes NaN, and parity of NaN against NaN
+    once passed ``--check`` without a word."""
+    bad = [(key, int((~torch.isfinite(t)).sum())) for key, t in state_dict.items()
+           if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        named = ", ".join(f"{key} ({n})" for key, n in bad[:5]) + (f", and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CheckpointError(f"{source}: {len(bad)} tensor(s) hold NaN or Inf values: {named}")
+    return state_dict
 
 
 def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> StateDict:

@@ -89,8 +89,25 @@ def resolve_name(name: str) -> str:
     return _ALIASES.get(name, name)
 
 
+def families() -> list[str]:
+    return list(dict.fromkeys(s.family for s in _REGISTRY.values()))
+
+
 def list_models(family: str | None = None) -> list[str]:
-    return [n for n, s in _REGISTRY.items() if family is None or s.family == family]  # registration order
+    """Registered names in registration order; ``family`` matches case-insensitively (``FasterNet`` as the
+    README writes it, ``fasternet`` as the registry does), and an unknown family is a usage error."""
+    if family is None:
+        return list(_REGISTRY)
+    def key(name: str) -> str:
+        return "".join(c for c in name.lower() if c.isalnum())
+
+    known = {key(f): f for f in families()}
+    wanted = known.get(key(family))
+    if wanted is None:
+        close = difflib.get_close_matches(key(family), list(known), n=1, cutoff=0.5)
+        hint = f"; did you mean {known[close[0]]}?" if close else ""
+        raise UnknownModelError(f"unknown family {family!r}{hint} (families: {', '.join(families())})")
+    return [n for n, s in _REGISTRY.items() if s.family == wanted]
 
 
 def _normalize(name: str) -> str:

@@ -56,12 +56,13 @@ def check_parity(
     tolerance = tolerance or tolerance_for(precision)
     artifact = runner_or_path if isinstance(runner_or_path, Runner) else runner_for(runner_or_path)
     reference = reference if isinstance(reference, Runner) else TorchRunner(reference)
-    ref_runs, art_runs = [], []
+    ref_runs, art_runs, samples = [], [], 0
     with _active(artifact), _active(reference):
         feed_name, ref_name = _input_name(artifact, input_name), _input_name(reference, None)
         steps = track(inputs, description=f"parity ({artifact.backend})", disable=not progress, transient=True,
                       console=Console(stderr=True))
-        for x in steps:
+        for x in steps:  # inputs may be made as they are used (LazyInputs): one pass, one batch in memory
             ref_runs.append(reference.infer({ref_name: x}))
             art_runs.append(artifact.infer({feed_name: x}))
-    return report_from_runs(artifact, ref_runs, art_runs, tolerance, sum(len(x) for x in inputs))
+            samples += len(x)
+    return report_from_runs(artifact, ref_runs, art_runs, tolerance, samples)

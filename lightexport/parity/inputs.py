@@ -9,7 +9,9 @@ the photos are fixed files and the noise is drawn from ``seed``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -40,6 +42,27 @@ def _preprocess(spec_or_preprocess: ModelSpec | Preprocess, input_size: int | No
     return Preprocess.from_spec(spec_or_preprocess, input_size)
 
 
+class LazyInputs(Sequence):
+    """Parity inputs made as they are used: memory stays one batch whatever their count (10,000 inputs were
+    12 GB when made at once), and every pass yields the same arrays (the generation is seeded)."""
+
+    def __init__(self, count: int, make: Callable[[], Iterator[np.ndarray]]) -> None:
+        self.count, self._make = count, make
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._make()
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(itertools.islice(self, *index.indices(self.count)))
+        if not -self.count <= index < self.count:
+            raise IndexError(index)
+        return next(itertools.islice(self, index % self.count, None))
+
+
 def make_inputs(
     spec_or_preprocess: ModelSpec | Preprocess,
     n: int = PARITY_INPUTS,
@@ -48,20 +71,31 @@ def make_inputs(
     photos: bool = True,
     input_size: int | None = None,
     batch: int = 1,
-) -> list[np.ndarray]:
+) -> LazyInputs:
     """``n`` float32 NCHW arrays of ``batch`` images each: as many sample photos as there are, then noise.
 
-    ``input_size`` overrides the model's (for artifacts exported at another size).
+    ``input_size`` overrides the model's (for artifacts exported at another size). The noise is
+    drawn one image at a time from one seeded stream, which yields the same values as one draw.
     """
     if n < 1 or batch < 1:
         raise UsageError(f"need at least one input of at least one image (got n={n}, batch={batch})")
     preprocess = _preprocess(spec_or_preprocess, input_size)
     total = n * batch
-    images = [preprocess(p) for p in (_photos_if_available() if photos else [])[:total]]
-    shape = (total - len(images), *preprocess.shape[1:])
-    images.append(np.random.default_rng(seed).standard_normal(shape, dtype=np.float32))
-    stacked = np.concatenate(images)
-    return [np.ascontiguousarray(stacked[i : i + batch]) for i in range(0, total, batch)]
+    sources = (_photos_if_available() if photos else [])[:total]
+
+    def images() -> Iterator[np.ndarray]:
+        for photo in sources:
+            yield preprocess(photo)
+        rng = np.random.default_rng(seed)
+        for _ in range(total - len(sources)):
+            yield rng.standard_normal((1, *preprocess.shape[1:]), dtype=np.float32)
+
+    return LazyInputs(n, lambda: _batched(images(), batch))
+
+
+def _batched(images: Iterator[np.ndarray], batch: int) -> Iterator[np.ndarray]:
+    while chunk := list(itertools.islice(images, batch)):
+        yield np.ascontiguousarray(np.concatenate(chunk))
 
 
 def decision_inputs(
@@ -70,7 +104,7 @@ def decision_inputs(
     *,
     input_size: int | None = None,
     batch: int = 1,
-) -> list[np.ndarray]:
+) -> LazyInputs:
     """``n`` augmented photo crops (the decision set of :mod:`lightexport.calib.crops`), in batches of ``batch``.
 
     For classifiers whose decisions matter (trained weights, int8, bf16): agreement on a few
@@ -81,5 +115,5 @@ def decision_inputs(
     if n < 1 or batch < 1:
         raise UsageError(f"need at least one image in batches of at least one (got n={n}, batch={batch})")
     preprocess = _preprocess(spec_or_preprocess, input_size)
-    images = np.concatenate([preprocess(c) for c in decision_crops(n * batch)])
-    return [np.ascontiguousarray(images[i : i + batch]) for i in range(0, n * batch, batch)]
+    crops = decision_crops(n * batch)  # small uint8 crops; normalized a batch at a time
+    return LazyInputs(n, lambda: _batched((preprocess(c) for c in crops), batch))

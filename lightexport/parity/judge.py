@@ -30,8 +30,11 @@ def judge(artifact: Runner, feeds: Sequence[np.ndarray], reference: Sequence[Out
     with artifact:
         if len(artifact.input_names) != 1:
             raise UsageError(f"{artifact.name} has inputs {artifact.input_names}; the suite feeds one")
-        runs = [artifact.infer({artifact.input_names[0]: x}) for x in feeds]
-    return report_from_runs(artifact, list(reference), runs, tolerance, sum(len(x) for x in feeds))
+        runs, samples = [], 0
+        for x in feeds:
+            runs.append(artifact.infer({artifact.input_names[0]: x}))
+            samples += len(x)
+    return report_from_runs(artifact, list(reference), runs, tolerance, samples)
 
 
 def _stack(runs: Sequence[Outputs]) -> list[np.ndarray]:

@@ -16,7 +16,8 @@ along the batch axis, so one sample cannot hide behind the others:
 - ``top1``/``top5`` (2-D outputs only, read as ``(batch, classes)`` logits):
   ``top1`` is the fraction of samples whose argmax agrees; ``top5`` the fraction
   whose reference argmax is among the artifact's five highest, i.e. the artifact's
-  top-5 accuracy if the reference's prediction were the label.
+  top-5 accuracy if the reference's prediction were the label. Ties count: where
+  classes share the maximum, any of them is the decision (:func:`topk_agreement`).
 - ``top1_near_ties``: the fraction of samples whose top-1 flipped between two classes
   the reference nearly tied. Noise spread over all logits flips near-ties and cannot
   flip clear decisions; an error that flips a clear decision is concentrated on the
@@ -106,12 +107,20 @@ def _cosines(reference: np.ndarray, artifact: np.ndarray) -> np.ndarray:
 
 
 def topk_agreement(reference: np.ndarray, artifact: np.ndarray, k: int = TOPK) -> tuple[float, float]:
-    """(top-1 agreement, fraction of samples whose reference argmax is in the artifact's top-k)."""
+    """(top-1 agreement, fraction of samples whose reference top class is among the artifact's top k), ties aware.
+
+    Where several classes share the maximum, any of them is the decision: top-1 agrees when a
+    class the reference ranks first is also one the artifact ranks first, and top-k when a class
+    the reference ranks first scores at least the artifact's k-th highest value. Without that, a
+    head whose outputs are all equal agreed with an identical copy of itself on 0 % of top-5
+    (``argpartition`` picks among equal values arbitrarily).
+    """
     k = min(k, reference.shape[1])
-    ref_top1 = reference.argmax(axis=1)
-    art_topk = np.argpartition(-artifact, k - 1, axis=1)[:, :k]
-    top1 = float(np.mean(ref_top1 == artifact.argmax(axis=1)))
-    topk = float(np.mean((art_topk == ref_top1[:, None]).any(axis=1)))
+    ref_top = reference == reference.max(axis=1, keepdims=True)  # every class the reference ranks first
+    art_best = artifact.max(axis=1, keepdims=True)
+    kth = -np.partition(-artifact, k - 1, axis=1)[:, k - 1 : k]  # the artifact's k-th highest value
+    top1 = float(np.mean((ref_top & (artifact == art_best)).any(axis=1)))
+    topk = float(np.mean((ref_top & (artifact >= kth)).any(axis=1)))
     return top1, topk
 
 
@@ -157,5 +166,5 @@ def compare(name: str, reference: np.ndarray, artifact: np.ndarray) -> OutputSta
         sure = confident_samples(ref)
         stats.confident = float(sure.mean())
         if sure.any():
-            stats.top1_confident = float(np.mean(ref[sure].argmax(axis=1) == art[sure].argmax(axis=1)))
+            stats.top1_confident = topk_agreement(ref[sure], art[sure])[0]
     return stats

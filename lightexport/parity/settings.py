@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightexport.backends import Backend
-from lightexport.parity.tolerances import coarser
+from lightexport.backends import Backend, resolve
 from lightexport.precision import Precision
 
 
@@ -26,23 +25,22 @@ class RunSetting:
     label: str | None  #: e.g. "f32 pinned", "bf16: openvino's default on this CPU"; None when there is one setting
     runner_options: dict[str, Any] = field(default_factory=dict)
     precision: Precision = Precision.FP32  #: whose limits judge this setting
+    #: how bench names an entry run in this setting ("f32", "default"); None when there is one setting
+    tag: str | None = None
+    pinned: bool = True  #: the artifact's own precision forced, rather than the runtime's choice
 
 
 def run_settings(backend: Backend, made: str | Precision, *, threads: int | None = None,
                  runtime_default: bool = True) -> list[RunSetting]:
-    """The settings to judge an artifact of precision ``made`` in, on this machine, the pinned one first."""
-    made = Precision.parse(made)
-    if "inference_precision" not in backend.runner_options:
-        return [RunSetting(None, {"threads": threads}, made)]
-    from lightexport.parity.runners.openvino import HINTS, PRECISION_OF_HINT, default_execution_precision
+    """The settings to judge an artifact of precision ``made`` in, on this machine, the pinned one first.
 
-    pinned = HINTS[made.value]
-    settings = [RunSetting(f"{pinned} pinned", {"threads": threads, "inference_precision": pinned}, made)]
-    default = default_execution_precision()
-    if runtime_default and default != PRECISION_OF_HINT[pinned]:
-        settings.append(RunSetting(f"{default}: {backend.runtime}'s default on this CPU",
-                                   {"threads": threads, "inference_precision": None}, coarser(made, default)))
-    return settings
+    A format whose runtime picks a precision of its own names a function in its record
+    (``settings``); every other format has the one setting it was made for.
+    """
+    made = Precision.parse(made)
+    if backend.settings is None:
+        return [RunSetting(None, {"threads": threads}, made)]
+    return resolve(backend.settings)(made, threads=threads, runtime_default=runtime_default)
 
 
 def execution_label(setting: RunSetting, runner: object) -> str | None:

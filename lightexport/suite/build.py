@@ -13,6 +13,7 @@ from pathlib import Path
 from lightexport.backends import get_backend
 from lightexport.errors import BackendUnavailableError, LightExportError
 from lightexport.loading import LoadedModel, load_model
+from lightexport.precision import Precision
 from lightexport.suite.matrix import Cell
 
 
@@ -64,7 +65,7 @@ def build_artifacts(cells: list[Cell], workdir: Path, calib: Path | None, calib_
         backend = get_backend(cell.backend)
         path = workdir / f"{cell.model}_{cell.input_size}_{cell.precision}{backend.suffix}"
         options = dict(fuse=True, input_size=cell.input_size, precision=cell.precision)
-        if cell.precision == "int8":
+        if cell.precision is Precision.INT8:
             options.update(calib=calib, calib_size=calib_size)
         try:
             result = api.export(models.get(cell.model, cell.weights), backend.name, output=path, **options)

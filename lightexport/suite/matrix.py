@@ -13,7 +13,7 @@ from lightexport.backends import RUNTIMES
 from lightexport.bench.profiles import get_profile
 from lightexport.errors import UsageError
 from lightexport.model_defs import get_spec
-from lightexport.precision import PRECISION_NAMES
+from lightexport.precision import PRECISION_NAMES, Precision
 
 #: The fused PyTorch model, run in-process: fp32 only (eager fp16/int8 would test PyTorch, not an artifact).
 TORCH_FUSED = "torch-fused"
@@ -26,7 +26,7 @@ SUPPORTED = {TORCH_FUSED: ("fp32",), **{name: tuple(p.value for p in b.precision
 class Cell:
     model: str
     backend: str
-    precision: str
+    precision: Precision
     profile: str
     input_size: int
     weights: str | None = None  # a checkpoint path; None: the model's seeded random weights
@@ -36,7 +36,7 @@ class Cell:
         return f"{self.model}/{self.backend}/{self.precision}/{self.profile}/{self.input_size}"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "precision": self.precision.value}
 
 
 def _split(value: str | list[str], allowed: tuple[str, ...] | None, what: str) -> list[str]:
@@ -66,7 +66,7 @@ def build_matrix(models, backends, precisions, profiles, input_sizes: list[int] 
         if precision not in SUPPORTED[backend]:
             continue
         for size in input_sizes or get_profile(profile).input_sizes:
-            cells.append(Cell(model, backend, precision, profile, size, weights.get(model)))
+            cells.append(Cell(model, backend, Precision.parse(precision), profile, size, weights.get(model)))
     if not cells:
         raise UsageError("the selection leaves no cell to run (e.g. torch-fused supports only fp32)")
     return cells

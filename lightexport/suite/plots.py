@@ -12,7 +12,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from lightexport.fileio import atomic_output  # noqa: E402
 from lightexport.parity.tolerances import TOLERANCES  # noqa: E402
 
-COLORS = {"torch-fused": "#7f7f7f", "onnxruntime": "#1f77b4", "openvino": "#9467bd", "tensorrt": "#2ca02c"}
+#: The fused PyTorch model's colour; every runtime's comes from its format record.
+TORCH_FUSED_COLOR = "#7f7f7f"
+
+
+def colors() -> dict[str, str]:
+    """Each backend of the suite (torch-fused, then every record's runtime) and its colour, in the table's order."""
+    from lightexport.backends import BACKENDS
+    from lightexport.suite.matrix import TORCH_FUSED
+
+    return {TORCH_FUSED: TORCH_FUSED_COLOR, **{b.runtime: b.color for b in BACKENDS.values()}}
 
 
 def _save(fig, path: Path) -> Path:
@@ -60,7 +69,8 @@ def plot_errors(results: list[dict], path: Path) -> Path:
         floor = limit * 1e-3 if limit else 1e-12  # every panel spans three decades under its limit
         values = [max(max(metric(o) for o in r["parity"]["outputs"]), floor) for r in cells]
         failed = [not r["parity"]["passed"] for r in cells]
-        bars = ax.barh(range(len(cells)), values, color=[COLORS.get(r["cell"]["backend"], "black") for r in cells])
+        palette = colors()
+        bars = ax.barh(range(len(cells)), values, color=[palette.get(r["cell"]["backend"], "black") for r in cells])
         top = max([limit * 3 if limit else floor * 10, *(v * 4 for v in values)])
         for bar, value, bad in zip(bars, values, failed):
             if bad:
@@ -81,8 +91,10 @@ def plot_errors(results: list[dict], path: Path) -> Path:
         limit_text = f", limit {limit:g}" if limit else ""
         ax.set_title(f"{precision}: {title}{limit_text}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-    present = [b for b in COLORS if any(r["cell"]["backend"] == b for r in results)]
-    handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[b]) for b in present]
+    palette = colors()
+    present = [b for b in palette if any(r["cell"]["backend"] == b for r in results)]
+    present += sorted({r["cell"]["backend"] for r in results} - set(palette))  # a backend no record names any more
+    handles = [plt.Rectangle((0, 0), 1, 1, color=palette.get(b, "black")) for b in present]
     labels = list(present)
     handles.append(plt.Line2D([0], [0], color="red", linestyle="--", linewidth=1.2))
     labels.append("limit")
@@ -127,7 +139,7 @@ def plot_latency(results: list[dict], path: Path) -> Path:
                 hit = [r for r in match if (r["cell"]["backend"], r["cell"]["precision"]) == (backend, precision)]
                 if hit:
                     style = PRECISION_STYLE.get(precision, {"alpha": 1.0, "hatch": None})
-                    color = COLORS.get(backend, "black")
+                    color = colors().get(backend, "black")
                     ax.bar(g + (s + 1) * width, hit[0]["latency_ms"], width, facecolor=color, alpha=style["alpha"],
                            hatch=style["hatch"], edgecolor=color, linewidth=0.8,
                            label=f"{backend} {precision}" if g == 0 else None)

@@ -55,6 +55,10 @@ HEADER = ["model", "backend", "precision", "profile", "size", "verdict", "max er
           "runtime default", "p50 ms", "vs eager", "notes"]
 
 
+#: The files a report directory holds (the suite guards them before running).
+REPORT_FILES = ("report.json", "report.md", "errors.png", "latency.png")
+
+
 def write_report(results: list[dict], directory: Path, meta: dict) -> list[Path]:
     from lightexport.suite.plots import plot_errors, plot_latency
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from lightexport.bench.profiles import get_profile
 from lightexport.errors import ExportError
 from lightexport.parity.inputs import PARITY_INPUTS
+from lightexport.precision import Precision
 from lightexport.suite.build import ModelCache, artifact_key, build_artifacts
 from lightexport.suite.matrix import TORCH_FUSED, Cell
 from lightexport.suite.worker import reference_for, save_reference
@@ -42,7 +43,7 @@ def run_suite(
             on_step(text)
 
     def building(index: int, count: int, cell: Cell) -> None:
-        calibrating = f", calibrating on {calib_size} images" if cell.precision == "int8" else ""
+        calibrating = f", calibrating on {calib_size} images" if cell.precision is Precision.INT8 else ""
         step(f"build {index}/{count}: {cell.model} @{cell.input_size} -> {cell.backend} {cell.precision}{calibrating}")
 
     results: list[dict] = []
@@ -56,8 +57,9 @@ def run_suite(
     interpreters = {name: get_profile(name).interpreter(on_step) for name in dict.fromkeys(c.profile for c in cells)}
     unrunnable = [c for c in cells if not get_profile(c.profile).runs(c.backend)]
     for cell in unrunnable:
-        record({"cell": cell.to_dict(), "skipped": f"profile {cell.profile} runs "
-                f"{', '.join(get_profile(cell.profile).runtimes or ())} only (its Python has no {cell.backend})"})
+        runs = ", ".join(get_profile(cell.profile).available_runtimes() or ())
+        record({"cell": cell.to_dict(),
+                "skipped": f"profile {cell.profile} runs {runs} only (its Python has no {cell.backend})"})
     built = build_artifacts([c for c in cells if c not in unrunnable], workdir, calib, calib_size, on_build=building)
 
     runnable: dict[str, list[dict]] = {}

@@ -7,8 +7,8 @@ tritonclient or starts a process until asked.
 """
 
 from lightexport.triton.check import LoadLevel, load_check, serve_parity
-from lightexport.triton.repository import TRITON_BACKENDS, RepositoryResult, build_repository
+from lightexport.triton.repository import RepositoryResult, build_repository, triton_backends
 from lightexport.triton.server import TritonServer
 
-__all__ = ["TRITON_BACKENDS", "LoadLevel", "RepositoryResult", "TritonServer", "build_repository", "load_check",
+__all__ = ["LoadLevel", "RepositoryResult", "TritonServer", "build_repository", "load_check", "triton_backends",
            "serve_parity"]

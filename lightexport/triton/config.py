@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lightexport.errors import BackendUnavailableError, ExportError
-from lightexport.triton.tensors import TensorSpec
+from lightexport.triton.tensors import TensorSpec, triton_type
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class ModelConfig:
         lines.append(f"max_batch_size: {self.max_batch_size}")
         for section, tensors in (("input", self.inputs), ("output", self.outputs)):
             for t in tensors:
-                lines += [f"{section} {{", f"  name: {quote(t.name)}", f"  data_type: {t.data_type}",
+                lines += [f"{section} {{", f"  name: {quote(t.name)}", f"  data_type: {triton_type(t)}",
                           f"  dims: [ {', '.join(str(d) for d in self.dims(t))} ]", "}"]
         lines += ["instance_group {", f"  count: {self.instance_count}", f"  kind: {self.instance_kind}", "}"]
         if self.batching:
@@ -72,7 +72,7 @@ class ModelConfig:
             for t in self.inputs:
                 dims = ", ".join(str(d) for d in self.warmup_dims[t.name])
                 lines += ["  inputs {", f"    key: {quote(t.name)}",
-                          f"    value: {{ data_type: {t.data_type} dims: [ {dims} ] zero_data: true }}", "  }"]
+                          f"    value: {{ data_type: {triton_type(t)} dims: [ {dims} ] zero_data: true }}", "  }"]
             lines.append("}")
         return "\n".join(lines) + "\n"
 

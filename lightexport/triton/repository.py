@@ -3,8 +3,8 @@
 ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/<artifact>``, for Triton's native backends
 (ONNX Runtime, OpenVINO, TensorRT) or for its Python backend hosting ONNX Runtime or
 OpenVINO (``model.py``), which is what a CPU-only Triton build without those backends can
-serve. Each Triton backend is a record in :data:`TRITON_BACKENDS`; which artifact format it
-packages is a name in lightexport's own table (:mod:`lightexport.backends`).
+serve. The ways Triton serves each format are entries of that format's record
+(:mod:`lightexport.backends`, ``triton``), read by :func:`triton_backends`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightexport.artifacts import read_artifact_metadata, sidecar_path
-from lightexport.backends import backend_for_path
+from lightexport.artifacts import read_artifact_metadata
+from lightexport.backends import BACKENDS, backend_for_path
 from lightexport.errors import OutputError, UsageError
 from lightexport.triton.config import Batching, ModelConfig, has_schema, parse_config
 from lightexport.triton.tensors import read_io
@@ -40,24 +40,29 @@ class TritonBackend:
     python_runtime: str | None = None  #: for the Python backend: which runtime model.py hosts
 
 
-TRITON_BACKENDS: dict[str, TritonBackend] = {
-    b.name: b
-    for b in (
-        TritonBackend("onnxruntime", "onnx", "model.onnx", backend="onnxruntime"),
-        TritonBackend("openvino", "openvino", "model.xml", backend="openvino"),
-        TritonBackend("tensorrt", "tensorrt", "model.plan", platform="tensorrt_plan", kind="KIND_GPU"),
-        TritonBackend("python-ort", "onnx", "model.onnx", backend="python", python_runtime="onnxruntime"),
-        TritonBackend("python-openvino", "openvino", "model.xml", backend="python", python_runtime="openvino"),
-    )
-}
+def triton_backends() -> dict[str, TritonBackend]:
+    """Every way Triton serves a lightexport format, from the format records' ``triton`` entries."""
+    found: dict[str, TritonBackend] = {}
+    for record in BACKENDS.values():
+        kind = "KIND_CPU" if record.cpu else "KIND_GPU"
+        for name, how, filename in record.triton:
+            field_name, _, value = how.partition(":")
+            if field_name == "python":  # Triton's Python backend hosting the runtime (model.py)
+                found[name] = TritonBackend(name, record.name, filename, backend="python", python_runtime=value)
+            elif field_name == "platform":
+                found[name] = TritonBackend(name, record.name, filename, platform=value, kind=kind)
+            else:
+                found[name] = TritonBackend(name, record.name, filename, backend=value, kind=kind)
+    return found
 
 
 def get_triton_backend(name: str) -> TritonBackend:
-    if name not in TRITON_BACKENDS:
-        close = difflib.get_close_matches(name, list(TRITON_BACKENDS), n=1)
+    backends = triton_backends()
+    if name not in backends:
+        close = difflib.get_close_matches(name, list(backends), n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
-        raise UsageError(f"unknown Triton backend {name!r}{hint} (choose one of {', '.join(TRITON_BACKENDS)})")
-    return TRITON_BACKENDS[name]
+        raise UsageError(f"unknown Triton backend {name!r}{hint} (choose one of {', '.join(backends)})")
+    return backends[name]
 
 
 @dataclass
@@ -87,23 +92,24 @@ def preferred_batch_sizes(max_batch: int) -> tuple[int, ...]:
 
 
 def _package(source: str | Path, target: TritonBackend, version_dir: Path) -> tuple[Path, list[str]]:
-    """Copy an artifact into ``version_dir`` under Triton's file name, or export a model name there."""
+    """Copy an artifact (every file it is made of) into ``version_dir`` under Triton's file name, or export a
+    model name there."""
     artifact = version_dir / target.filename
     path = Path(source)
     if path.suffix and path.is_file():
-        fmt = backend_for_path(path).name
-        if fmt != target.format:
-            fitting = [b.name for b in TRITON_BACKENDS.values() if b.format == fmt]
-            raise UsageError(f"{path} is a {fmt} artifact; --backend {target.name} serves {target.format} "
-                             f"artifacts (use --backend {' or '.join(fitting)})")
-        shutil.copy2(path, artifact)
-        if fmt == "openvino":
-            weights = path.with_suffix(".bin")
-            if not weights.is_file():
-                raise UsageError(f"{weights} is missing: an OpenVINO IR is the .xml plus the .bin beside it")
-            shutil.copy2(weights, artifact.with_suffix(".bin"))
-        if fmt == "tensorrt" and sidecar_path(path).is_file():
-            shutil.copy2(sidecar_path(path), sidecar_path(artifact))
+        record = backend_for_path(path)
+        if record.name != target.format:
+            fitting = [b.name for b in triton_backends().values() if b.format == record.name]
+            use = f"use --backend {' or '.join(fitting)}" if fitting else "Triton cannot serve it"
+            raise UsageError(f"{path} is a {record.name} artifact; --backend {target.name} serves {target.format} "
+                             f"artifacts ({use})")
+        for companion, given, placed in zip(("", *record.companions), record.files(path), record.files(artifact)):
+            if not given.is_file():
+                if companion.startswith("+"):  # appended sidecars hold provenance only
+                    continue
+                raise UsageError(f"{given} is missing: a {record.name} artifact is "
+                                 f"{' + '.join(f.name for f in record.files(path))}")
+            shutil.copy2(given, placed)
         return artifact, [f"packaged {path}"]
     if path.suffix and not path.exists() and any(c in str(source) for c in "/\\."):
         raise UsageError(f"{source} is neither an artifact file nor a registered model name")
@@ -139,11 +145,13 @@ def build_config(name: str, target: TritonBackend, artifact: Path, *, max_batch:
     parameters = {f"lightexport.{k}": v for k, v in sorted(meta.items())}
     if target.python_runtime:
         parameters.update({"runtime": target.python_runtime, "artifact": target.filename})
-    if target.python_runtime == "openvino":
-        from lightexport.parity.runners.openvino import HINTS
+        from lightexport.parity.settings import run_settings
+        from lightexport.precision import Precision
 
-        # OpenVINO's CPU plugin runs float layers in bf16 by default on CPUs that have it; run as exported
-        parameters["inference_precision"] = HINTS.get(meta.get("precision", "fp32"), "f32")
+        # run as exported (the pinned setting): OpenVINO's CPU plugin runs float layers in bf16 by default
+        pinned = run_settings(backend_for_path(artifact), Precision.parse(meta.get("precision")))[0]
+        if pinned.runner_options.get("inference_precision"):
+            parameters["inference_precision"] = pinned.runner_options["inference_precision"]
     return ModelConfig(
         name=name, inputs=io.inputs, outputs=io.outputs, max_batch_size=max_batch, platform=target.platform,
         backend=target.backend, default_model_filename=target.filename if target.python_runtime is None else None,

@@ -3,11 +3,14 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from lightexport.bench.naive import NAIVE_ONNX, NAIVE_OPENVINO, naive_onnx
+from lightexport.backends import BACKENDS
+from lightexport.bench.naive import build_naive
 from lightexport.bench.profiles import PROFILES, get_profile
 from lightexport.bench.timing import Timing, measure_interleaved, ratio_spread
 from lightexport.cli import cli
 from lightexport.errors import UsageError
+
+NAIVE_ONNX, NAIVE_OPENVINO = BACKENDS["onnx"].naive_label, BACKENDS["openvino"].naive_label
 
 
 def test_interleaving_shuffles_the_order_of_every_round():
@@ -81,12 +84,12 @@ def test_naive_onnx_is_torchs_default_export(tmp_path):
     """The baseline is what torch.onnx.export writes by default: the unfused module (BatchNorm still there
     before any runtime optimizes it), not a lightexport artifact under another name."""
     import onnx
-    import torch
 
     from lightexport.loading import load_model
 
     loaded = load_model("mobilenet_v3_small")
-    artifact = naive_onnx(loaded, torch.zeros(1, 3, 64, 64), tmp_path / "naive.onnx")
+    (artifact,) = build_naive(loaded, 1, 64, tmp_path, ("onnxruntime",))
+    assert artifact.label == NAIVE_ONNX and artifact.path.suffix == ".onnx"
     model = onnx.load(str(artifact.path))
     assert artifact.runtime == "onnxruntime"
     assert not any(p.key.startswith("lightexport.") for p in model.metadata_props)
@@ -96,7 +99,7 @@ def test_naive_onnx_is_torchs_default_export(tmp_path):
 def test_bench_cli_batch_and_f32_only(tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(cli, ["bench", "mobilenet_v3_small", "--input-size", "64", "--batch", "2", "--runs",
-                                      "2", "--warmup", "0", "--ov-precision", "f32", "--threads", "2",
+                                      "2", "--warmup", "0", "--settings", "pinned", "--threads", "2",
                                       "--json", str(out)])
     assert result.exit_code == 0, result.output
     (report,) = json.loads(out.read_text())["benchmarks"]

@@ -61,7 +61,12 @@ def test_nncf_dataset(folder):
     np.testing.assert_array_equal(np.concatenate(items), np.concatenate(list(folder.batches(1, n=4))))
 
 
-def test_nncf_missing_is_a_backend_error(folder, monkeypatch):
+def test_nncf_missing_is_a_backend_error_with_the_records_hint(folder, monkeypatch, tmp_path):
+    from lightexport import api
+    from lightexport.backends import install_hint
+
     monkeypatch.setitem(sys.modules, "nncf", None)
-    with pytest.raises(BackendUnavailableError, match="int8 needs NNCF"):
-        to_nncf_dataset(folder)
+    with pytest.raises(BackendUnavailableError, match="OpenVINO int8 needs nncf; install it with: ") as caught:
+        api.export("fasternet_t0", "openvino", output=tmp_path / "t0.xml", input_size=32, precision="int8",
+                   calib=folder.root)
+    assert install_hint("nncf") in str(caught.value) and not (tmp_path / "t0.xml").exists()

@@ -4,9 +4,8 @@ import numpy as np
 import onnx
 import pytest
 
+from lightexport import api
 from lightexport.calib import ImageFolder, Preprocess, write_sample_photos
-from lightexport.exporter.onnx import export_onnx
-from lightexport.exporter.openvino import export_openvino
 from lightexport.loading import load_model
 from lightexport.parity import check_parity, make_inputs, runner_for
 
@@ -29,7 +28,8 @@ def _parity(path, loaded):
 
 
 def test_qdq_onnx_from_photos(tmp_path, photos, t0):
-    result = export_onnx(t0, tmp_path / "t0_int8.onnx", fuse=True, precision="int8", calib=photos, calib_size=8)
+    result = api.export(t0, "onnx", output=tmp_path / "t0_int8.onnx", fuse=True, precision="int8", calib=photos,
+                        calib_size=8)
     ops = {n.op_type for n in onnx.load(str(result.path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "BatchNormalization" not in ops
     report = _parity(result.path, t0)
@@ -37,7 +37,8 @@ def test_qdq_onnx_from_photos(tmp_path, photos, t0):
 
 
 def test_int8_ir_from_photos(tmp_path, photos, t0):
-    result = export_openvino(t0, tmp_path / "t0_int8.xml", fuse=True, precision="int8", calib=photos, calib_size=8)
+    result = api.export(t0, "openvino", output=tmp_path / "t0_int8.xml", fuse=True, precision="int8", calib=photos,
+                        calib_size=8)
     ov = pytest.importorskip("openvino")
     types = {op.get_type_name() for op in ov.Core().read_model(str(result.path)).get_ops()}
     assert "FakeQuantize" in types or "FakeConvert" in types
@@ -48,8 +49,8 @@ def test_int8_ir_from_photos(tmp_path, photos, t0):
 def test_int8_ir_activation_ranges_cover_every_calibration_image(tmp_path, photos, t0):
     """With few images: global min/max, not NNCF's mean of per-image extremes, which clips the outlying images."""
     ov = pytest.importorskip("openvino")
-    result = export_openvino(t0, tmp_path / "t0_int8.xml", fuse=True, precision="int8", calib=photos, calib_size=8,
-                             int8_keep=0)  # with the stem kept float, nothing quantizes the input itself
+    result = api.export(t0, "openvino", output=tmp_path / "t0_int8.xml", fuse=True, precision="int8", calib=photos,
+                        calib_size=8, int8_keep=0)  # with the stem kept float, nothing quantizes the input itself
     images = np.concatenate(list(ImageFolder(photos, Preprocess.from_spec(t0.spec)).batches(1, 8)))
     ops = ov.Core().read_model(str(result.path)).get_ops()
     (quantizer,) = [op for op in ops if op.get_type_name() == "FakeQuantize"
@@ -76,8 +77,8 @@ def test_int8_ir_ranges_average_the_extremes_of_many_images(tmp_path, t0):
 
     n = MEAN_RANGE_IMAGES + 4
     crops = write_calibration_crops(tmp_path / "crops", n)
-    result = export_openvino(t0, tmp_path / "t0_int8.xml", fuse=True, precision="int8", calib=crops, calib_size=n,
-                             int8_keep=0)
+    result = api.export(t0, "openvino", output=tmp_path / "t0_int8.xml", fuse=True, precision="int8", calib=crops,
+                        calib_size=n, int8_keep=0)
     images = np.concatenate(list(ImageFolder(crops, Preprocess.from_spec(t0.spec)).batches(1, n)))
     per_image_max = images.reshape(len(images), -1).max(axis=1)
     _low, high = _input_range(result.path, ov)
@@ -111,8 +112,8 @@ def test_auto_keep_records_its_search_and_keeps_the_fewest_that_meet(tmp_path, p
     from lightexport.exporter import keep_search
 
     monkeypatch.setattr(keep_search, "AUTO_TARGET", -1.0)  # every count meets: the search walks down to 0 kept
-    result = export_onnx(t0, tmp_path / "auto.onnx", fuse=True, precision="int8", calib=photos, calib_size=8,
-                         int8_keep="auto")
+    result = api.export(t0, "onnx", output=tmp_path / "auto.onnx", fuse=True, precision="int8", calib=photos,
+                        calib_size=8, int8_keep="auto")
     from lightexport.onnxfile import read_metadata
 
     recorded = json.loads(read_metadata(result.path)["lightexport.int8"])
@@ -127,8 +128,8 @@ def test_openvino_auto_keep_records_its_search(tmp_path, photos, t0, monkeypatch
 
     monkeypatch.setattr(keep_search, "AUTO_TARGET", 2.0)  # nothing meets: every larger count is tried, best kept
     monkeypatch.setattr(keep_search, "AUTO_STEPS", (2, 3, 4))
-    result = export_openvino(t0, tmp_path / "auto.xml", fuse=True, precision="int8", calib=photos, calib_size=8,
-                             int8_keep="auto", input_size=128)
+    result = api.export(t0, "openvino", output=tmp_path / "auto.xml", fuse=True, precision="int8", calib=photos,
+                        calib_size=8, int8_keep="auto", input_size=128)
     recorded = json.loads(result.metadata["lightexport.int8"])
     counts = [count for count, _ in recorded["auto_search"]]
     assert counts == [3, 4]  # from the default up; 2 is never tried when 3 misses
@@ -151,8 +152,8 @@ def test_auto_keep_is_judged_by_the_worst_output():
 def test_int8_ir_with_a_fixed_batch_calibrates_in_batches_of_that_size(tmp_path, photos, t0):
     """NNCF feeds the model items shaped like its input: a batch-2 IR gets pairs of images (it refused singles)."""
     ov = pytest.importorskip("openvino")
-    result = export_openvino(t0, tmp_path / "b2.xml", fuse=True, precision="int8", calib=photos, calib_size=8,
-                             batch=2, input_size=64, int8_keep="auto")
+    result = api.export(t0, "openvino", output=tmp_path / "b2.xml", fuse=True, precision="int8", calib=photos,
+                        calib_size=8, batch=2, input_size=64, int8_keep="auto")
     model = ov.Core().read_model(str(result.path))
     assert list(model.inputs[0].get_partial_shape().to_shape()) == [2, 3, 64, 64]
     assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())

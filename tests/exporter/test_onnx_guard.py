@@ -8,8 +8,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from lightexport.bench.naive import naive_onnx
-from lightexport.exporter.onnx import export_onnx, simplify
+from lightexport import api
+from lightexport.exporter.onnx import naive_export, simplify
 from lightexport.exporter.onnx_guard import Candidate, RuntimeProfile, guarded_simplify, ort_profile
 from lightexport.loading import load_model
 
@@ -79,7 +79,7 @@ def test_profile_comparison():
 def t0_export(tmp_path_factory):
     loaded = load_model("fasternet_t0")
     out = tmp_path_factory.mktemp("guard") / "t0.onnx"
-    return loaded, export_onnx(loaded, out, fuse=True, input_size=64)
+    return loaded, api.export(loaded, "onnx", output=out, fuse=True, input_size=64)
 
 
 def test_fasternet_t0_keeps_ort_gelu_fusion_and_is_no_larger_than_the_naive_export(t0_export, tmp_path):
@@ -87,8 +87,8 @@ def test_fasternet_t0_keeps_ort_gelu_fusion_and_is_no_larger_than_the_naive_expo
     (139 nodes after its optimizer instead of 100) and the file was slower than a plain torch.onnx.export."""
     loaded, result = t0_export
     ours = ort_profile(onnx.load(str(result.path)))
-    naive = naive_onnx(loaded, torch.zeros(1, 3, 64, 64), tmp_path / "naive.onnx")
-    theirs = ort_profile(onnx.load(str(naive.path)))
+    naive = naive_export(loaded, torch.zeros(1, 3, 64, 64), tmp_path / "naive.onnx")
+    theirs = ort_profile(onnx.load(str(naive)))
     gelus = sum(n for op, n in ours.ops.items() if op.split(":")[-1] == "Gelu")
     assert gelus == 14  # one per MLP block (13) and the head's
     assert not any(op in ours.ops for op in ("Erf", "Div"))
@@ -116,5 +116,5 @@ def test_full_onnxsim_is_kept_where_it_costs_nothing():
 
 def test_guarded_export_is_byte_identical(t0_export, tmp_path):
     loaded, result = t0_export
-    again = export_onnx(loaded, tmp_path / "again.onnx", fuse=True, input_size=64)
+    again = api.export(loaded, "onnx", output=tmp_path / "again.onnx", fuse=True, input_size=64)
     assert again.path.read_bytes() == result.path.read_bytes()

@@ -1,9 +1,8 @@
 import pytest
 
+from lightexport import api
 from lightexport.artifacts import read_artifact_metadata
 from lightexport.errors import InputFileError, UsageError
-from lightexport.exporter.onnx import export_onnx
-from lightexport.exporter.openvino import export_openvino
 from lightexport.loading import load_model
 from lightexport.parity import check_parity, make_inputs, runner_for
 from tests.conftest import randomize_bn
@@ -31,7 +30,8 @@ def _weight_types(xml) -> set[str]:
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_ir_matches_reference_on_real_photos(tmp_path, name, size, precision):
     loaded = _loaded(name)
-    result = export_openvino(loaded, tmp_path / f"{name}.xml", fuse=True, input_size=size, precision=precision)
+    result = api.export(loaded, "openvino", output=tmp_path / f"{name}.xml", fuse=True, input_size=size,
+                        precision=precision)
     assert [p.name for p in result.files] == [f"{name}.xml", f"{name}.bin"]
     # An fp32 IR must really hold fp32 weights; --fp16 must really compress them.
     assert _weight_types(result.path) == ({"f32"} if precision == "fp32" else {"f16"})
@@ -42,8 +42,8 @@ def test_ir_matches_reference_on_real_photos(tmp_path, name, size, precision):
 
 def test_onnx_input_carries_provenance(tmp_path):
     loaded = _loaded("fasternet_t0")
-    onnx_path = export_onnx(loaded, tmp_path / "t0.onnx", fuse=True).path
-    result = export_openvino(onnx_path, tmp_path / "t0.xml")
+    onnx_path = api.export(loaded, "onnx", output=tmp_path / "t0.onnx", fuse=True).path
+    result = api.export(onnx_path, "openvino", output=tmp_path / "t0.xml")
     meta = read_artifact_metadata(result.path)
     assert meta["model"] == "fasternet_t0" and "fuse_conv_bn" in meta["passes"] and meta["precision"] == "fp32"
     report = check_parity(runner_for(result.path), loaded.module, make_inputs(loaded.spec, 2), progress=False)
@@ -54,11 +54,11 @@ def test_corrupt_onnx_is_refused_without_partial_ir(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07this is not protobuf")
     with pytest.raises(InputFileError, match="bad.onnx"):
-        export_openvino(bad, tmp_path / "out.xml")
+        api.export(bad, "openvino", output=tmp_path / "out.xml")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
 
 
 def test_int8_requires_calibration_folder(tmp_path):
     with pytest.raises(UsageError, match="--calib"):
-        export_openvino(_loaded("fasternet_t0"), tmp_path / "x.xml", precision="int8")
+        api.export(_loaded("fasternet_t0"), "openvino", output=tmp_path / "x.xml", precision="int8")
     assert not list(tmp_path.iterdir())

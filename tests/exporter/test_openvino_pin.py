@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
+from lightexport import api
 from lightexport.calib import write_sample_photos
-from lightexport.exporter.openvino import export_openvino
 from lightexport.exporter.openvino_pin import PRECISE, pin_float_layers, pinned_layers
 from lightexport.loading import load_model
 from lightexport.parity.runners.openvino import layer_precisions
@@ -31,8 +31,8 @@ def int8_ir(tmp_path_factory):
     """MobileNetV2 (random weights, 96 px) in int8 with its first three convolutions kept float."""
     work = tmp_path_factory.mktemp("pin")
     loaded = load_model("mobilenet_v2")
-    return export_openvino(loaded, work / "m_int8.xml", fuse=True, precision="int8", input_size=96,
-                           calib=write_sample_photos(work / "photos"), calib_size=8, int8_keep=3, progress=False)
+    return api.export(loaded, "openvino", output=work / "m_int8.xml", fuse=True, precision="int8", input_size=96,
+                      calib=write_sample_photos(work / "photos"), calib_size=8, int8_keep=3, progress=False)
 
 
 def _compiled(xml, hint):
@@ -91,7 +91,7 @@ def test_same_padding_folds_into_the_convolutions_exactly(tmp_path):
     from lightexport.exporter.openvino_pin import fold_pads
 
     loaded = load_model("efficientnet_lite0")
-    xml = export_openvino(loaded, tmp_path / "lite0.xml", fuse=True, input_size=96).path
+    xml = api.export(loaded, "openvino", output=tmp_path / "lite0.xml", fuse=True, input_size=96).path
     core = ov.Core()
     model = core.read_model(str(xml))
     x = np.random.default_rng(0).standard_normal((1, 3, 96, 96), dtype=np.float32)
@@ -107,8 +107,8 @@ def test_same_padding_folds_into_the_convolutions_exactly(tmp_path):
 @needs_bf16
 def test_a_same_padded_stem_stays_pinned(tmp_path):
     loaded = load_model("efficientnet_lite0")
-    result = export_openvino(loaded, tmp_path / "lite0_int8.xml", fuse=True, precision="int8", input_size=96,
-                             calib=write_sample_photos(tmp_path / "photos"), calib_size=8, progress=False)
+    result = api.export(loaded, "openvino", output=tmp_path / "lite0_int8.xml", fuse=True, precision="int8",
+                        input_size=96, calib=write_sample_photos(tmp_path / "photos"), calib_size=8, progress=False)
     assert "zero Pads folded into the convolutions they feed" in result.notes
     census = layer_precisions(_compiled(result.path, "bf16"))
     assert census.get("f32") == 3 and "bf16" not in census, census  # the stem too (it ran bf16 before the fold)

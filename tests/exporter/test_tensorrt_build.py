@@ -19,10 +19,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from lightexport import api
 from lightexport.artifacts import read_artifact_metadata
 from lightexport.errors import BackendUnavailableError, ExitCode, ExportError, InputFileError, OutputError, UsageError
 from lightexport.exporter.onnx_fp16 import is_fp16_model
-from lightexport.exporter.tensorrt import build_engine, export_tensorrt, plan_tensorrt
+from lightexport.exporter.tensorrt import build_engine, plan_tensorrt
 from lightexport.exporter.trt_preflight import PreflightError, make_profile
 from lightexport.loading import load_model
 from lightexport.parity.runners.tensorrt import TensorRTRunner
@@ -227,7 +228,7 @@ def _listing(folder: Path) -> list[str]:
 def test_without_tensorrt_one_line_error_and_nothing_written(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` now raises ImportError
     onnx_path = _onnx(tmp_path)
-    for build in (lambda: export_tensorrt(load_model("fasternet_t0"), tmp_path / "t0.engine"),
+    for build in (lambda: api.export(load_model("fasternet_t0"), "tensorrt", output=tmp_path / "t0.engine"),
                   lambda: build_engine(onnx_path, tmp_path / "m.engine")):
         with pytest.raises(BackendUnavailableError) as caught:
             build()
@@ -335,8 +336,8 @@ def test_timing_cache_is_reused_and_saved(monkeypatch, gpu, tmp_path):
 
 def test_export_from_a_model_name(monkeypatch, gpu, tmp_path):
     _install(monkeypatch, "11.1.0")
-    result = export_tensorrt(load_model("fasternet_t0"), tmp_path / "t0.engine", fuse=True, input_size=64,
-                             precision="fp16")
+    result = api.export(load_model("fasternet_t0"), "tensorrt", output=tmp_path / "t0.engine", fuse=True, input_size=64,
+                        precision="fp16")
     assert _engine_record(result.path)["parsed_fp16"]
     assert [r.name for r in result.passes] and read_artifact_metadata(result.path)["input_size"] == "64"
     assert _listing(tmp_path) == ["t0.engine", "t0.engine.json"]  # the ONNX was exported to a temporary folder
@@ -350,9 +351,9 @@ def test_export_from_a_model_name(monkeypatch, gpu, tmp_path):
 def test_option_mistakes_are_usage_errors_before_any_work(monkeypatch, tmp_path, kwargs, message):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(UsageError, match=message):
-        export_tensorrt(load_model("fasternet_t0"), tmp_path / "t0.engine", **kwargs)
+        api.export(load_model("fasternet_t0"), "tensorrt", output=tmp_path / "t0.engine", **kwargs)
     with pytest.raises(UsageError, match="--fuse applies to PyTorch models"):
-        export_tensorrt(_onnx(tmp_path), fuse=True)
+        api.export(_onnx(tmp_path), "tensorrt", fuse=True)
 
 
 # --------------------------------------------------------------------------- --dry-run

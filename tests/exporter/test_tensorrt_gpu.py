@@ -12,9 +12,8 @@ import torch
 
 from lightexport import api
 from lightexport.errors import InputFileError, UsageError
-from lightexport.exporter.onnx import export_onnx
 from lightexport.exporter.onnx_int8 import QUANTIZED_OPS
-from lightexport.exporter.tensorrt import build_engine, export_tensorrt
+from lightexport.exporter.tensorrt import build_engine
 from lightexport.exporter.trt_preflight import make_profile
 from lightexport.loading import load_model
 from lightexport.parity import check_parity, make_inputs, runner_for
@@ -52,7 +51,7 @@ def qdq_onnx(t0, tmp_path_factory):
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     folder = tmp_path_factory.mktemp("qdq")
-    fp32 = export_onnx(t0, folder / "t0.onnx", fuse=True).path
+    fp32 = api.export(t0, "onnx", output=folder / "t0.onnx", fuse=True).path
     quant_pre_process(str(fp32), str(folder / "prepared.onnx"), skip_optimization=True, skip_symbolic_shape=True)
     batches = iter(make_inputs(t0.spec, 16, seed=1))
 
@@ -70,7 +69,7 @@ def qdq_onnx(t0, tmp_path_factory):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_matches_pytorch(t0, tmp_path, precision):
-    result = export_tensorrt(t0, tmp_path / f"t0_{precision}.engine", fuse=True, precision=precision)
+    result = api.export(t0, "tensorrt", output=tmp_path / f"t0_{precision}.engine", fuse=True, precision=precision)
     assert result.files == [result.path, tmp_path / f"t0_{precision}.engine.json"]
     report = api.verify(result.path, t0, inputs=8, progress=False)  # tolerance from the recorded precision
     assert report.precision == precision and report.passed, report.failures
@@ -87,12 +86,12 @@ def test_int8_engine_from_calibration_images(t0, tmp_path):
     from lightexport.calib import write_sample_photos
 
     photos = write_sample_photos(tmp_path / "photos")
-    result = export_tensorrt(t0, tmp_path / "t0_int8.engine", fuse=True, precision="int8", calib=photos)
+    result = api.export(t0, "tensorrt", output=tmp_path / "t0_int8.engine", fuse=True, precision="int8", calib=photos)
     assert api.verify(result.path, t0, inputs=8, progress=False).passed
 
 
 def test_dynamic_shapes_within_the_profile(t0, tmp_path):
-    onnx_path = export_onnx(t0, tmp_path / "t0_dynamic.onnx", fuse=True, dynamic=True).path
+    onnx_path = api.export(t0, "onnx", output=tmp_path / "t0_dynamic.onnx", fuse=True, dynamic=True).path
     profile = make_profile("input:1x3x160x160", "input:2x3x224x224", "input:4x3x224x224")
     engine = build_engine(onnx_path, tmp_path / "t0_dynamic.engine", profile=profile).path
     rng = np.random.default_rng(0)
@@ -106,7 +105,7 @@ def test_dynamic_shapes_within_the_profile(t0, tmp_path):
 
 
 def test_timing_cache_makes_the_second_build_reuse_it(t0, tmp_path):
-    onnx_path = export_onnx(t0, tmp_path / "t0.onnx", fuse=True, input_size=160).path
+    onnx_path = api.export(t0, "onnx", output=tmp_path / "t0.onnx", fuse=True, input_size=160).path
     cache = tmp_path / "t0.cache"
     build_engine(onnx_path, tmp_path / "a.engine", timing_cache=cache)
     assert cache.stat().st_size > 0

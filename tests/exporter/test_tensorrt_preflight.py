@@ -7,6 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from lightexport import api
 from lightexport.errors import ExportError, UsageError
 from lightexport.exporter.trt_preflight import (
     PreflightError,
@@ -209,12 +210,12 @@ def test_accepts_fasternet_t0_exports(fasternet_onnx):
 
 @pytest.fixture(scope="module")
 def fasternet_onnx(tmp_path_factory):
-    from lightexport.exporter.onnx import export_onnx
     from lightexport.loading import load_model
 
     folder = tmp_path_factory.mktemp("t0")
     loaded = load_model("fasternet_t0")
-    return tuple(onnx.load(export_onnx(loaded, folder / f"{d}.onnx", fuse=True, dynamic=d, input_size=64).path)
+    return tuple(onnx.load(api.export(loaded, "onnx", output=folder / f"{d}.onnx", fuse=True, dynamic=d,
+                                      input_size=64).path)
                  for d in (False, True))
 
 

@@ -7,7 +7,7 @@ import onnx
 import torch
 import torch.nn as nn
 
-from lightexport.exporter.onnx import export_onnx
+from lightexport import api
 from lightexport.loading import load_model
 from lightexport.parity import check_parity, make_inputs
 
@@ -24,7 +24,7 @@ def assert_checkpoint_reproduces(name: str, reference: nn.Module, path: Path) ->
 def fused_onnx_ops(tmp_path: Path, name: str, path: Path) -> set[str]:
     """Export the checkpoint fused, check ORT against the unfused model, and return the graph's op types."""
     loaded = load_model(name, path)
-    result = export_onnx(loaded, tmp_path / f"{name}.onnx", fuse=True)
+    result = api.export(loaded, "onnx", output=tmp_path / f"{name}.onnx", fuse=True)
     report = check_parity(result.path, loaded.module, make_inputs(loaded.spec, 4), progress=False)
     assert report.passed, report.failures
     assert np.isfinite(report.outputs[0].max_rel) and report.outputs[0].max_rel < 1e-5

@@ -15,8 +15,8 @@ import torch.nn as nn
 from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
+from lightexport import api
 from lightexport.errors import InputFileError, UsageError
-from lightexport.exporter.onnx import export_onnx
 from lightexport.loading import LoadedModel, load_model
 from lightexport.onnxfile import load_onnx
 from lightexport.parity.bisect import (
@@ -53,7 +53,7 @@ def fasternet(tmp_path_factory) -> tuple[LoadedModel, Path]:
     loaded = load_model("fasternet_t0")
     randomize_bn(loaded.module)
     path = tmp_path_factory.mktemp("bisect") / "t0.onnx"
-    export_onnx(loaded, path, fuse=True, input_size=SIZE)
+    api.export(loaded, "onnx", output=path, fuse=True, input_size=SIZE)
     return loaded, path
 
 

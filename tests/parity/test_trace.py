@@ -12,7 +12,6 @@ from rich.console import Console
 
 from lightexport import api
 from lightexport.calib import write_sample_photos
-from lightexport.exporter.onnx import export_onnx
 from lightexport.loading import load_model
 from lightexport.parity.trace import LEVELS, Int8Trace
 
@@ -25,8 +24,8 @@ PLANTED_CONV = "/stages/stages.4/blocks/blocks.3/mlp/mlp.0/Conv"  # FasterNet st
 def int8_t0(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trace")
     loaded = load_model("fasternet_t0")
-    result = export_onnx(loaded, tmp / "t0_int8.onnx", fuse=True, input_size=SIZE, precision="int8",
-                         calib=write_sample_photos(tmp / "photos"), calib_size=8)
+    result = api.export(loaded, "onnx", output=tmp / "t0_int8.onnx", fuse=True, input_size=SIZE, precision="int8",
+                        calib=write_sample_photos(tmp / "photos"), calib_size=8)
     return loaded, result.path
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from lightexport import api
 from lightexport.bench.profiles import get_profile
 from lightexport.cli import cli
 from lightexport.errors import BackendUnavailableError
-from lightexport.exporter.onnx import export_onnx
 from lightexport.loading import load_model
 from lightexport.parity import check_parity, make_inputs, runner_for
 from lightexport.parity.judge import judge
@@ -39,7 +39,7 @@ def test_arm64_profiles_run_only_the_runtimes_their_python_has():
 def test_stored_reference_judges_like_check_parity(tmp_path):
     """The emulated worker's judge, fed saved outputs, finds what check_parity finds with PyTorch beside it."""
     loaded = load_model("fasternet_t0")
-    path = export_onnx(loaded, tmp_path / "t0.onnx", input_size=64, precision="fp16").path
+    path = api.export(loaded, "onnx", output=tmp_path / "t0.onnx", input_size=64, precision="fp16").path
     feeds = make_inputs(loaded.spec, 3, input_size=64)
     with TorchRunner(loaded.module) as ref:
         outputs = [ref.infer({"input": x}) for x in feeds]

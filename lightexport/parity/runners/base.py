@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,6 +19,27 @@ from lightexport.errors import UsageError
 
 Feed = Mapping[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of an artifact: its name, NumPy dtype name and full shape (-1 where dynamic)."""
+
+    name: str
+    dtype: str  #: "float32", "float16", "uint8", ...
+    shape: tuple[int, ...]
+
+    @property
+    def batch_dynamic(self) -> bool:
+        return bool(self.shape) and self.shape[0] == -1
+
+
+@dataclass(frozen=True)
+class ArtifactIO:
+    """An artifact's tensors as it declares them (each format's ``read_io`` reads them without running it)."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]  #: empty where the artifact does not say (an engine without TensorRT)
 
 
 class Runner(ABC):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from lightexport.errors import BackendUnavailableError, InputFileError, UsageError
-from lightexport.parity.runners.base import Feed, Outputs, Runner
+from lightexport.parity.runners.base import ArtifactIO, Feed, Outputs, Runner, TensorSpec
 
 GRAPH_OPTIMIZATIONS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                        "all": "ORT_ENABLE_ALL"}
@@ -86,3 +86,28 @@ class OnnxRuntimeRunner(Runner):
             shapes = {n: tuple(a.shape) for n, a in inputs.items()}
             raise InputFileError(f"{self.path} cannot run on inputs {shapes}: {_message(exc)}") from exc
         return dict(zip(self.output_names, values))
+
+
+def read_io(path: Path, metadata: dict[str, str] | None = None) -> ArtifactIO:
+    """An ONNX file's graph inputs (initializers aside) and outputs, read from the graph without running it."""
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:
+        raise InputFileError(f"{path} is not a readable ONNX file: {exc}") from exc
+    initializers = {i.name for i in graph.initializer}
+
+    def spec(value) -> TensorSpec:
+        kind = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in kind.shape.dim)
+        try:
+            dtype = np.dtype(tensor_dtype_to_np_dtype(kind.elem_type)).name
+        except (KeyError, TypeError, ValueError):
+            raise InputFileError(f"{path}: tensor {value.name} has ONNX element type {kind.elem_type}, which has no "
+                                 "NumPy type") from None
+        return TensorSpec(value.name, dtype, dims)
+
+    return ArtifactIO(tuple(spec(v) for v in graph.input if v.name not in initializers),
+                      tuple(spec(v) for v in graph.output))

@@ -14,8 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lightexport.errors import BackendUnavailableError, InputFileError
-from lightexport.parity.runners.base import Feed, Outputs, Runner, reason
+from lightexport.artifacts import check_ir
+from lightexport.backends import require
+from lightexport.errors import InputFileError
+from lightexport.parity.runners.base import ArtifactIO, Feed, Outputs, Runner, TensorSpec, reason
+from lightexport.parity.settings import RunSetting
+from lightexport.parity.tolerances import coarser
+from lightexport.precision import Precision
 
 #: The INFERENCE_PRECISION_HINT that runs an artifact of each precision as exported (int8 layers stay int8).
 HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "f32"}
@@ -64,6 +69,19 @@ def layer_precisions(compiled) -> dict[str, int]:
     return dict(counts.most_common())
 
 
+def run_settings(made: Precision, *, threads: int | None = None, runtime_default: bool = True) -> list[RunSetting]:
+    """Pinned to the hint the IR was made for, then (where it differs on this CPU) OpenVINO's own default,
+    judged by the limits of the coarser of the two precisions."""
+    pinned = HINTS[made.value]
+    settings = [RunSetting(f"{pinned} pinned", {"threads": threads, "inference_precision": pinned}, made, tag=pinned)]
+    default = default_execution_precision()
+    if runtime_default and default != PRECISION_OF_HINT[pinned]:
+        settings.append(RunSetting(f"{default}: openvino's default on this CPU",
+                                   {"threads": threads, "inference_precision": None}, coarser(made, default),
+                                   tag="default", pinned=False))
+    return settings
+
+
 def _port_name(port, fallback: str) -> str:
     return next(iter(sorted(port.get_names())), fallback)
 
@@ -92,17 +110,14 @@ class OpenVINORunner(Runner):
         self.inference_precision = inference_precision
 
     def activate_impl(self) -> None:
-        try:
-            import openvino as ov
-        except ImportError as exc:
-            raise BackendUnavailableError(
-                "OpenVINO is not installed; install it with: pip install 'lightexport[openvino]'"
-            ) from exc
+        ov = require("openvino", "an OpenVINO artifact")
         if not self.path.is_file():
             raise InputFileError(f"OpenVINO model not found: {self.path}")
         weights = self.path.with_suffix(".bin")
         if self.path.suffix.lower() == ".xml" and not weights.is_file():
             raise InputFileError(f"{weights} is missing: an OpenVINO IR is the .xml plus the .bin beside it")
+        if self.path.suffix.lower() == ".xml":
+            check_ir(self.path)
         core = ov.Core()
         config: dict[str, object] = {}
         if self.threads:
@@ -138,3 +153,25 @@ class OpenVINORunner(Runner):
             shapes = {n: tuple(feed[n].shape) for n in self.input_names}
             raise InputFileError(f"{self.path} cannot run on inputs {shapes}: {reason(exc)}") from exc
         return {n: np.array(results[port]) for n, port in zip(self.output_names, self.compiled.outputs)}
+
+
+def read_io(xml: Path, metadata: dict[str, str] | None = None) -> ArtifactIO:
+    """An IR's ports: names, element types and partial shapes, read without compiling."""
+    ov = require("openvino", "reading an OpenVINO IR")
+    try:
+        model = ov.Core().read_model(str(xml))
+    except Exception as exc:
+        raise InputFileError(f"{xml} is not a readable OpenVINO IR: {reason(exc)}") from exc
+
+    def spec(port, fallback: str) -> TensorSpec:
+        name = port.get_any_name() if port.get_names() else fallback
+        try:
+            dtype = np.dtype(port.get_element_type().to_dtype()).name
+        except Exception:  # an element type NumPy cannot name (u1, nf4)
+            raise InputFileError(f"{xml}: port {name} has element type {port.get_element_type()}, "
+                                 "which has no NumPy type") from None
+        dims = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
+        return TensorSpec(name, dtype, dims)
+
+    return ArtifactIO(tuple(spec(p, f"input_{i}") for i, p in enumerate(model.inputs)),
+                      tuple(spec(p, f"output_{i}") for i, p in enumerate(model.outputs)))

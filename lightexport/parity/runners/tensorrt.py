@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from lightexport.errors import InputFileError, UsageError
-from lightexport.parity.runners.base import Feed, Outputs, Runner
+from lightexport.parity.runners.base import ArtifactIO, Feed, Outputs, Runner, TensorSpec
+from lightexport.precision import Precision
 
 # TensorRT DataType name -> torch dtype name (resolved lazily: torch.cuda is only touched on activation)
 _TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
@@ -92,3 +93,30 @@ class TensorRTRunner(Runner):
             raise InputFileError(f"TensorRT could not run {self.path} on inputs {shapes}")
         stream.synchronize()
         return {n: (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy() for n, t in outputs.items()}
+
+
+def read_io(engine: Path, metadata: dict[str, str] | None = None) -> ArtifactIO:
+    """An engine's inputs from its sidecar (an engine cannot be opened without TensorRT): the profile per
+    dynamic input, else the recorded fixed input. Outputs are not recorded."""
+    import json
+
+    from lightexport.artifacts import read_sidecar_provenance, strip_prefix
+    from lightexport.onnxfile import INPUT_NAME
+
+    meta = metadata or strip_prefix(read_sidecar_provenance(engine))
+    fp16_io = Precision.parse(meta.get("precision")) is Precision.FP16 and meta.get("io_fp16") == "true"
+    dtype = "float16" if fp16_io else "float32"
+    try:
+        profile = json.loads(meta.get("profile") or "{}")
+        if profile:
+            inputs = tuple(TensorSpec(name, dtype, tuple(lo if lo == hi else -1 for lo, hi in zip(r["min"], r["max"])))
+                           for name, r in profile.items())
+            return ArtifactIO(inputs, ())
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise InputFileError(f"{engine}: its sidecar's profile is not readable; re-export it with lightexport trt") \
+            from None
+    size, batch = meta.get("input_size"), meta.get("batch")
+    if not size or not size.isdigit() or not batch or not batch.isdigit():
+        raise InputFileError(f"{engine}: its sidecar records neither an optimization profile nor a fixed input "
+                             "shape; re-export it with lightexport trt")
+    return ArtifactIO((TensorSpec(INPUT_NAME, dtype, (int(batch), 3, int(size), int(size))),), ())

@@ -1,0 +1,3 @@
+from lightexport.cli import main
+
+main()
