@@ -64,7 +64,10 @@ def render(rows: list[dict]) -> str:
         models = row["models"]
         names = ", ".join(f"`{m['name']}`" + (f" (`{'`, `'.join(m['aliases'])}`)" if m["aliases"] else "")
                           for m in models)
-        sizes = sorted({m["input_size"] for m in models})
+        # one size when all share it, else one per model in the models' order (a sorted set of three sizes
+        # beside nine models said nothing about which model takes which)
+        sizes = [m["input_size"] for m in models] if len({m["input_size"] for m in models}) > 1 else \
+            [models[0]["input_size"]]
         suffix = " (backbone only)" if any(m["backbone_only"] for m in models) else ""
         lines.append(
             f"| {TITLES.get(row['family'], row['family'])}{suffix} | {names} "

@@ -51,9 +51,10 @@ class OrtCalibrationReader:
     ``isinstance(reader, CalibrationDataReader)`` holds and ``quantize_static`` accepts it.
     """
 
-    def __init__(self, source: ImageFolder, input_name: str, n: int | None = None, batch_size: int = 1) -> None:
+    def __init__(self, source: ImageFolder, input_name: str, n: int | None = None, batch_size: int = 1,
+                 drop_last: bool = False) -> None:
         self.input_name = input_name
-        self._stream = BatchStream(source, batch_size, n)
+        self._stream = BatchStream(source, batch_size, n, drop_last=drop_last)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = self._stream.next_batch()

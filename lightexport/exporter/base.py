@@ -241,11 +241,14 @@ def calibration_preprocess(source: Source, opts: ExportOptions, metadata: dict[s
 
 def calibration_reader(opts: ExportOptions, preprocess, input_name: str):
     """ONNX Runtime's calibration reader over ``opts.calib``, in batches of the export's batch size
-    (a fixed-batch graph takes nothing else: the size is never left to a caller to remember)."""
+    (a fixed-batch graph takes nothing else: the size is never left to a caller to remember; the
+    TensorRT path once forgot it and ended in ONNX Runtime's InvalidArgument at ``--batch 2``)."""
     from lightexport.calib import ImageFolder, OrtCalibrationReader
 
     source = ImageFolder(opts.calib, preprocess)
-    return OrtCalibrationReader(source, input_name, opts.calib_size, batch_size=opts.batch), source
+    # a fixed batch of B takes batches of exactly B: a short last batch is dropped
+    fixed = not opts.dynamic and opts.batch > 1
+    return OrtCalibrationReader(source, input_name, opts.calib_size, batch_size=opts.batch, drop_last=fixed), source
 
 
 def quantize_onnx(model, opts: ExportOptions, preprocess, *, symmetric: bool):

@@ -50,39 +50,57 @@ def _cell_label(cell: dict) -> str:
 FAIL_HATCH = "////"
 
 
+def _outcome(result: dict) -> str | None:
+    """None for a judged cell, else why it has no bar ("errored: ...", "skipped: ...")."""
+    if "parity" in result:
+        return None
+    reason = result.get("error") or result.get("skipped") or ""
+    kind = "errored" if result.get("error") else "skipped"
+    return f"{kind}: {reason}"[:90]
+
+
 def plot_errors(results: list[dict], path: Path) -> Path:
     """One panel per precision: each cell's worst output on the judged metric, log scale, limit as a red line.
 
     Rows name the backend as well as the cell (two backends' rows differ only there); a cell
     that fails parity is hatched, outlined in red and labelled FAIL, and the x axis reaches
-    past the worst bar so nothing is cut at the limit. Legends sit above the panels, off the bars.
+    past the worst bar so nothing is cut at the limit. A cell that errored or was skipped keeps
+    its row, labelled with why (an errored cell once showed as an empty frame). The legend sits
+    just above the panels, off the bars.
     """
     precisions = [p for p in TOLERANCES if any(r["cell"]["precision"] == p for r in results)] or ["fp32"]
     rows = max(1, max(sum(r["cell"]["precision"] == p for r in results) for p in precisions))
-    height = 1.6 + 0.26 * rows
+    height = 1.3 + 0.26 * rows
     fig, axes = plt.subplots(1, len(precisions), figsize=(5.6 * len(precisions), height), squeeze=False)
+    palette = colors()
     for ax, precision in zip(axes[0], precisions):
         title, limit, metric = _judged_error(precision)
         cells = sorted((r for r in results if r["cell"]["precision"] == precision),
                        key=lambda r: (r["cell"]["model"], r["cell"]["input_size"], r["cell"]["profile"],
                                       r["cell"]["backend"]))
         floor = limit * 1e-3 if limit else 1e-12  # every panel spans three decades under its limit
-        values = [max(max(metric(o) for o in r["parity"]["outputs"]), floor) for r in cells]
-        failed = [not r["parity"]["passed"] for r in cells]
-        palette = colors()
-        bars = ax.barh(range(len(cells)), values, color=[palette.get(r["cell"]["backend"], "black") for r in cells])
+        values = [floor if _outcome(r) else max(max(metric(o) for o in r["parity"]["outputs"]), floor)
+                  for r in cells]
+        failed = [_outcome(r) is None and not r["parity"]["passed"] for r in cells]
+        bars = ax.barh(range(len(cells)), [0 if _outcome(r) else v for r, v in zip(cells, values)],
+                       color=[palette.get(r["cell"]["backend"], "black") for r in cells], left=floor)
         top = max([limit * 3 if limit else floor * 10, *(v * 4 for v in values)])
-        for bar, value, bad in zip(bars, values, failed):
-            if bad:
+        for bar, value, bad, result in zip(bars, values, failed, cells):
+            middle = bar.get_y() + bar.get_height() / 2
+            if _outcome(result):
+                ax.text(floor * 1.3, middle, _outcome(result), va="center", fontsize=7, color="#444444",
+                        style="italic")
+            elif bad:
                 bar.set_hatch(FAIL_HATCH)
                 bar.set_edgecolor("#d62728")
                 bar.set_linewidth(1.2)
-                ax.text(value * 1.15, bar.get_y() + bar.get_height() / 2, "FAIL", va="center", fontsize=7,
-                        color="#d62728", fontweight="bold")
+                ax.text(value * 1.15, middle, "FAIL", va="center", fontsize=7, color="#d62728", fontweight="bold")
         ax.set_yticks(range(len(cells)), [_cell_label(r["cell"]) for r in cells], fontsize=7)
-        for tick, bad in zip(ax.get_yticklabels(), failed):
+        for tick, bad, result in zip(ax.get_yticklabels(), failed, cells):
             if bad:
                 tick.set_color("#d62728")
+            elif _outcome(result):
+                tick.set_color("#777777")
         ax.invert_yaxis()
         ax.set_xscale("log")
         ax.set_xlim(floor, top)
@@ -91,19 +109,24 @@ def plot_errors(results: list[dict], path: Path) -> Path:
         limit_text = f", limit {limit:g}" if limit else ""
         ax.set_title(f"{precision}: {title}{limit_text}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-    palette = colors()
     present = [b for b in palette if any(r["cell"]["backend"] == b for r in results)]
     present += sorted({r["cell"]["backend"] for r in results} - set(palette))  # a backend no record names any more
     handles = [plt.Rectangle((0, 0), 1, 1, color=palette.get(b, "black")) for b in present]
     labels = list(present)
     handles.append(plt.Line2D([0], [0], color="red", linestyle="--", linewidth=1.2))
     labels.append("limit")
-    if any(not r["parity"]["passed"] for r in results):
+    if any(failed_result(r) for r in results):
         handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="#d62728", hatch=FAIL_HATCH))
         labels.append("fails parity")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / height))
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
+    legend_inches = 0.22
+    fig.tight_layout(rect=(0, 0, 1, 1 - legend_inches / height))
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
     return _save(fig, path)
+
+
+def failed_result(result: dict) -> bool:
+    return "parity" in result and not result["parity"]["passed"]
 
 
 #: How a precision is drawn in a backend's colour: solid, lighter, and hatched so fp16 and int8

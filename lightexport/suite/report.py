@@ -75,7 +75,7 @@ def write_report(results: list[dict], directory: Path, meta: dict) -> list[Path]
     lines += ["", "![errors](errors.png)", ""] + (["![latency](latency.png)", ""] if timed else [])
     with atomic_output(directory / "report.md") as tmp:
         tmp.write_text("\n".join(lines))
-    files = [directory / "report.json", directory / "report.md", plot_errors(done, directory / "errors.png")]
+    files = [directory / "report.json", directory / "report.md", plot_errors(results, directory / "errors.png")]
     return files + ([plot_latency(timed, directory / "latency.png")] if timed else [])
 
 

@@ -78,6 +78,26 @@ def test_legends_cover_no_bar(figures):
                     assert not box.overlaps(bar.get_window_extent(renderer)), (ax.get_title(), bar)
 
 
+def test_an_errored_cell_keeps_its_row_and_says_why(monkeypatch):
+    """Issue #26: an errored cell was an empty frame that never said 'errored'."""
+    captured = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: captured.setdefault("fig", fig) and path)
+    errored = {"cell": {**RESULTS[0]["cell"], "backend": "tensorrt"}, "error": "build failed: no GPU"}
+    plots.plot_errors([RESULTS[0], errored], Path("errors.png"))
+    ax = captured["fig"].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()][1].endswith("tensorrt")
+    assert any(t.get_text() == "errored: build failed: no GPU" for t in ax.texts)
+    plots.plt.close(captured["fig"])
+
+
+def test_the_legend_sits_close_above_the_panels(figures):
+    fig = figures["errors.png"]
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    titles = min(ax.title.get_window_extent(renderer).y1 for ax in fig.axes)
+    assert 0 <= legend.y0 - titles < 0.25 * fig.dpi  # a quarter inch at most (it was a gap under the legend)
+
+
 def test_latency_precisions_differ_by_more_than_shade(figures):
     ax = figures["latency.png"].axes[0]
     styles = {}
