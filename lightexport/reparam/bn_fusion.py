@@ -120,7 +120,7 @@ def _fold_pass(model: nn.Module, name: str, *folds: _Fold) -> tuple[nn.Module, P
                 continue
             reason = edge.hazard or _why_not(layer, bn, fold.bn_first, edge.rank)
             if reason:
-                report.skip(reason)
+                report.skip(reason, f"{edge.producer}+{edge.consumer}")
                 continue
             (fold_bn_before if fold.bn_first else fold_bn_after)(layer, bn)
             replacements[bn] = _sequence(bn_tail(bn))
@@ -155,7 +155,7 @@ def bn_to_affine(model: nn.Module) -> tuple[nn.Module, PassReport]:
         if tail is None:
             continue
         if not uses_running_stats(module):
-            report.skip("batch_stats")
+            report.skip("batch_stats", name)
             continue
         replacements[module] = _sequence([ChannelAffine.from_bn(module), *tail])
         report.changed.append(name)

@@ -21,7 +21,28 @@ _STOCHASTIC_PATHS = frozenset({
 
 
 def is_stochastic(module: nn.Module) -> bool:
-    return isinstance(module, _STOCHASTIC_TYPES) or not lineage(module).isdisjoint(_STOCHASTIC_PATHS)
+    return (isinstance(module, _STOCHASTIC_TYPES) or not lineage(module).isdisjoint(_STOCHASTIC_PATHS)
+            or _own_drop_layer(module))
+
+
+def _own_drop_layer(module: nn.Module) -> bool:
+    """A user's own DropPath/Dropout (pasted from a paper's code, not timm's class): stateless, named for dropping,
+    and the identity in eval mode on a probe input."""
+    import torch
+
+    named = "drop" in type(module).__name__.lower()
+    if not named or any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
+        return False
+    was_training = module.training
+    probe = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            out = module.eval()(probe)
+    except Exception:  # noqa: BLE001  # not a layer of one tensor in, one out: not ours to remove
+        return False
+    finally:
+        module.train(was_training)
+    return isinstance(out, torch.Tensor) and out.shape == probe.shape and bool(torch.equal(out, probe))
 
 
 def remove_dropout(model: nn.Module) -> tuple[nn.Module, PassReport]:

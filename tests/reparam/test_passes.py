@@ -51,12 +51,13 @@ def test_passes_on_a_model_with_nothing_to_do():
 
 def test_report_is_data():
     report = PassReport("fuse_conv_bn", ["a+b"])
-    report.skip("fanout")
+    report.skip("fanout", "c+d")
     report.skip("fanout")
     assert report.count == 1 and report.details == {"skipped_fanout": 2}
     assert report.summary() == "fuse_conv_bn: 1 changed (skipped_fanout=2)"
     assert json.loads(json.dumps(report.to_dict())) == {
-        "name": "fuse_conv_bn", "count": 1, "changed": ["a+b"], "details": {"skipped_fanout": 2}
+        "name": "fuse_conv_bn", "count": 1, "changed": ["a+b"], "details": {"skipped_fanout": 2},
+        "left": [{"module": "c+d", "reason": "fanout"}],
     }
 
 
@@ -145,3 +146,29 @@ def test_module_hooks():
         torch.testing.assert_close(model(x), reference, rtol=1e-5, atol=1e-5)
     assert report.changed == ["3", "0"]  # children before parents, in reverse module order
     assert not any(m.training for m in model.modules())
+
+
+def test_a_users_own_drop_path_is_removed_and_a_lookalike_is_not():
+    """A DropPath pasted from a paper's code (not timm's class) is an identity in eval mode: removed. A layer
+    named 'drop...' that changes its input even in eval mode is left alone."""
+    import torch
+
+    class DropPath(nn.Module):
+        def __init__(self, p):
+            super().__init__()
+            self.drop_prob = p
+
+        def forward(self, x):
+            if not self.training or self.drop_prob == 0:
+                return x
+            keep = (torch.rand(x.shape[0], 1, 1, 1) > self.drop_prob).to(x)
+            return x * keep / (1 - self.drop_prob)
+
+    class DropHalf(nn.Module):  # a misleading name: it always halves
+        def forward(self, x):
+            return x * 0.5
+
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), DropPath(0.3), DropHalf()).train()
+    fused, (report,) = apply_passes(model, ["remove_dropout"])
+    assert report.changed == ["1"] and isinstance(fused[1], nn.Identity) and isinstance(fused[2], DropHalf)
+    assert model.training and model[1].training  # the probe restores the mode it found
