@@ -11,53 +11,75 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch.nn as nn
+
 from lightexport.artifacts import Provenance, read_provenance
 from lightexport.backends import BACKENDS, INTERCHANGE, backend_for_path, get_backend, is_interchange
 from lightexport.errors import UsageError
 from lightexport.exporter import memory
 from lightexport.exporter.base import ExportResult, default_output, planned_outputs
 from lightexport.fileio import guard_outputs
-from lightexport.loading import RANDOM_WEIGHTS_SCHEME, LoadedModel, load_model
+from lightexport.loading import RANDOM_WEIGHTS_SCHEME, LoadedModel, from_module, load_model
 from lightexport.options import ExportOptions, check_int
 from lightexport.precision import Precision
 
 FORMATS = tuple(BACKENDS)
 
 load = load_model
+#: a plain nn.Module as a loaded model (``input_shape=``, ``preprocess=``), e.g. the reference for ``verify``
+from_module = from_module
 
 
-def export(source: LoadedModel | str | Path, format: str = INTERCHANGE, **options: Any) -> ExportResult:  # noqa: A002
+def export(source: LoadedModel | nn.Module | str | Path, format: str = INTERCHANGE, *,  # noqa: A002
+           input_shape: tuple[int, ...] | str | None = None, preprocess: str | None = None,
+           model_args: dict[str, Any] | None = None, **options: Any) -> ExportResult:
     """One entry point for every format (like Ultralytics' ``export(format=...)``).
 
-    ``source`` is a loaded model, a registered model name (loaded with random weights), or,
-    for formats that convert ONNX, an ``.onnx`` path. ``options`` are validated once against
-    the format's record (:class:`~lightexport.options.ExportOptions`): a misspelt option is a
-    :class:`~lightexport.errors.UsageError` naming the close match. The outputs are guarded
+    ``source`` is a loaded model, a plain ``nn.Module`` (``input_shape=(N, C, H, W)`` unless the module
+    has an ``input_shape`` attribute; ``preprocess`` "imagenet", "unit" or "none"), a registered model
+    name (loaded with random weights), a user's entry point (``"file.py:factory"`` with
+    ``model_args``), or, for formats that convert ONNX, an ``.onnx`` path. ``options`` are validated
+    once against the format's record (:class:`~lightexport.options.ExportOptions`): a misspelt option
+    is a :class:`~lightexport.errors.UsageError` naming the close match. The outputs are guarded
     against the inputs before any work (:func:`lightexport.fileio.guard_outputs`).
     """
     backend = get_backend(format)
-    opts = ExportOptions.build(backend, **options)  # refuse bad options before loading anything
-    source = export_source(source, backend)
-    opts = opts.with_output(opts.output or default_output(source, backend, opts.precision))
+    ExportOptions.build(backend, **options)  # refuse bad options before loading anything
+    source = export_source(source, backend, input_shape=input_shape, preprocess=preprocess, model_args=model_args)
+    opts = _options_for(source, backend, options)
     guard_outputs(planned_outputs(backend, opts), export_inputs(source, opts))
     if isinstance(source, LoadedModel):
         images = memory.calib_images_in(opts.calib, opts.calib_size) if opts.precision is Precision.INT8 else 0
         memory.require(memory.export_estimate(source.module, source.name, opts.input_size or source.spec.input_size,
-                                              opts.batch, calib_images=images))
+                                              opts.batch, calib_images=images, channels=source.spec.channels))
     return backend.export_function()(source, opts)
 
 
-def export_source(source: LoadedModel | str | Path, backend) -> LoadedModel | Path:
+def _options_for(source: LoadedModel | Path, backend, options: dict[str, Any]) -> ExportOptions:
+    """The options record for this source: a user's model's input shape gives the batch, and the output name."""
+    if isinstance(source, LoadedModel) and source.user and "batch" not in options:
+        options = {**options, "batch": source.spec.config.get("batch", 1)}
+    opts = ExportOptions.build(backend, **options)
+    return opts.with_output(opts.output or default_output(source, backend, opts.precision))
+
+
+def export_source(source: LoadedModel | nn.Module | str | Path, backend, *, input_shape=None, preprocess=None,
+                  model_args=None) -> LoadedModel | Path:
     """What an exporter takes: a loaded model, or an ONNX file for formats that convert ONNX."""
     if isinstance(source, LoadedModel):
         return source
+    if isinstance(source, nn.Module):
+        if model_args:
+            raise UsageError("model_args go with an entry point (file.py:factory); a module is already built")
+        return from_module(source, input_shape=input_shape, preprocess=preprocess)
     if isinstance(source, (str, Path)) and is_interchange(source):
         if not backend.accepts_onnx:
             raise UsageError(f"{backend.name} export takes a PyTorch model, not the ONNX file {source}")
         return Path(source)
     if isinstance(source, (str, Path)):
-        return load_model(str(source))
-    raise UsageError(f"{backend.name} export takes a model name, a loaded model or an ONNX file, not {source!r}")
+        return load_model(str(source), model_args=model_args, input_shape=input_shape, preprocess=preprocess)
+    raise UsageError(f"{backend.name} export takes a model name, a loaded model, an nn.Module or an ONNX file, not "
+                     f"{source!r}")
 
 
 def export_inputs(source: LoadedModel | Path, opts: ExportOptions) -> list[tuple[str, Path | None]]:
@@ -75,9 +97,8 @@ def planned_export(source: LoadedModel | str | Path, format: str = INTERCHANGE, 
     """The (role, path) outputs an export would write and the inputs it reads, without writing anything:
     what a caller with outputs of its own (the CLI's ``--json``) guards together with them."""
     backend = get_backend(format)
-    opts = ExportOptions.build(backend, **options)
     source = export_source(source, backend)
-    opts = opts.with_output(opts.output or default_output(source, backend, opts.precision))
+    opts = _options_for(source, backend, options)
     return planned_outputs(backend, opts), export_inputs(source, opts)
 
 
@@ -114,6 +135,8 @@ def reference_for(
     than a silent comparison against random weights.
     """
     prov = read_provenance(artifact)
+    if prov.source is not None and model is None:
+        return _user_reference(Path(artifact), prov, weights, trust)
     if not prov.raw:
         if not (model and weights):
             raise UsageError(f"{artifact} carries no lightexport provenance (it was not exported by lightexport): "
@@ -136,6 +159,34 @@ def reference_for(
         features=features or bool(build.get("fork_feat")),
         trust=trust,
     )
+
+
+def _user_reference(artifact: Path, prov: Provenance, weights: str | Path | None, trust: bool) -> LoadedModel:
+    """A user's model rebuilt as the artifact records it: the same entry point (refused when its file changed),
+    arguments, weights and input; a whole-model checkpoint or a .pt2 found by its hash."""
+    shape = (prov.batch or 1, prov.channels, prov.input_size, prov.input_size) if prov.input_size else None
+    if prov.source == "entry":
+        from lightexport.usercode import parse_entry
+
+        entry = parse_entry(prov.entry, prov.model_args)
+        now = entry.sha256() if entry else None
+        if entry is not None and prov.entry_sha256 and now and now != prov.entry_sha256:
+            where = Path(entry.target).name if entry.is_file else entry.target
+            raise UsageError(f"{where} changed since {artifact.name} was exported from it (sha256 "
+                             f"{prov.entry_sha256[:12]}... recorded, {now[:12]}... now): re-export the artifact from "
+                             "the current code, or restore the file it was made from")
+        if weights is None and prov.weights:
+            weights = _recorded_weights(artifact, prov)
+        return load_model(prov.entry, weights, trust=trust, model_args=prov.model_args, input_shape=shape,
+                          preprocess=prov.preprocess)
+    if prov.source in ("checkpoint", "program"):
+        path = Path(weights) if weights else _recorded_weights(artifact, prov)
+        if prov.source == "checkpoint" and not trust:
+            raise UsageError(f"{artifact} was exported from the whole-model checkpoint {path.name}, which only "
+                             "--trust-checkpoint loads (it unpickles code)")
+        return load_model(str(path), trust=trust, input_shape=shape, preprocess=prov.preprocess)
+    raise UsageError(f"{artifact} was exported from a module built in Python (api.export(module, ...)), which it "
+                     "cannot rebuild: check it with api.verify(artifact, api.from_module(module, ...))")
 
 
 def _feeds(reference: LoadedModel, prov: Provenance, inputs: int, images: int | None, seed: int):
@@ -188,7 +239,8 @@ def verify(
     reports = []
     for setting in run_settings(backend, made, threads=threads, runtime_default=runtime_default):
         runner = backend.make_runner(artifact, **setting.runner_options)
-        report = check_parity(runner, reference.module, feeds, precision=setting.precision, progress=progress)
+        report = check_parity(runner, reference.module, feeds, precision=setting.precision, progress=progress,
+                              decisions=reference.decision_outputs())
         report.execution = execution_label(setting, runner)
         reports.append(report)
     reports[0].also.extend(reports[1:])

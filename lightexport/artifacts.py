@@ -149,6 +149,13 @@ class Provenance:
     weights_sha256: str | None = None
     random_weights: str | None = None
     version: str | None = None
+    #: a user's model: how it came in ("entry", "checkpoint", "program", "module"), and what rebuilds it
+    source: str | None = None
+    entry: str | None = None
+    entry_sha256: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    channels: int = 3
+    preprocess: str | None = None
     raw: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -210,10 +217,48 @@ def parse_provenance(meta: dict[str, str], source: str | Path = "the artifact") 
     model = meta.get("model")
     if model is not None and (not model or len(model) > 300 or any(ord(c) < 32 for c in model)):
         raise InputFileError(f"{source}: the recorded model name {model[:80]!r} is not a name")
+    user = _user_fields(meta, source)
     return Provenance(model=model, precision=precision, input_size=int(size) if size else None,
                       batch=None if batch_text == "dynamic" else int(batch_text), build_kwargs=build,
                       passes=tuple(passes), weights=meta.get("weights"), weights_sha256=digest,
-                      random_weights=meta.get("random_weights"), version=meta.get("version"), raw=dict(meta))
+                      random_weights=meta.get("random_weights"), version=meta.get("version"), raw=dict(meta), **user)
+
+
+#: What a user's model's provenance may say about how it came in.
+USER_SOURCES = ("entry", "checkpoint", "program", "module")
+
+
+def _user_fields(meta: dict[str, str], source: str) -> dict[str, Any]:
+    """The fields that rebuild a user's model, each checked (an entry point is run at parity time)."""
+    fields: dict[str, Any] = {}
+    kind = meta.get("source")
+    if kind is None:
+        return fields
+    if kind not in USER_SOURCES:
+        raise InputFileError(f"{source}: the recorded source {kind[:40]!r} is not one of {', '.join(USER_SOURCES)}")
+    fields["source"] = kind
+    entry = meta.get("entry")
+    if entry is not None:
+        if ":" not in entry or len(entry) > 4096 or any(ord(c) < 32 for c in entry):
+            raise InputFileError(f"{source}: the recorded entry point {entry[:80]!r} is not FILE_OR_MODULE:FACTORY")
+        fields["entry"] = entry
+        digest = meta.get("entry_sha256") or None
+        if digest is not None and not all(c in "0123456789abcdef" for c in digest):
+            raise InputFileError(f"{source}: the recorded entry_sha256 {digest[:80]!r} is not a hex digest")
+        fields["entry_sha256"] = digest
+        fields["model_args"] = _json_field(meta, "model_args", dict, source)
+    channels = meta.get("channels", "3")
+    if not channels.isdigit() or not 1 <= int(channels) <= 64:
+        raise InputFileError(f"{source}: the recorded channels {channels[:20]!r} is not a number from 1 to 64")
+    fields["channels"] = int(channels)
+    preprocess = meta.get("preprocess")
+    if preprocess is not None and preprocess not in ("imagenet", "unit", "none"):
+        raise InputFileError(f"{source}: the recorded preprocess {preprocess[:40]!r} is not imagenet, unit or none")
+    fields["preprocess"] = preprocess
+    outputs = _json_field(meta, "outputs", list, source)
+    if not all(isinstance(o, str) for o in outputs):
+        raise InputFileError(f"{source}: the recorded outputs {meta.get('outputs')!r} are not a list of names")
+    return fields
 
 
 def read_provenance(path: str | Path) -> Provenance:

@@ -18,9 +18,20 @@ import torch.nn as nn
 
 from lightexport.calib.preprocess import Preprocess
 from lightexport.calib.samples import sample_photos
-from lightexport.errors import CheckpointError, InputFileError
+from lightexport.errors import CheckpointError, InputFileError, UsageError
 from lightexport.model_defs.checkpoint import compare_keys, load_state_dict_strict, read_checkpoint
-from lightexport.model_defs.registry import ModelSpec, StateDict, get_spec, is_registered, list_models
+from lightexport.model_defs.features import output_names as feature_output_names
+from lightexport.model_defs.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    USER_FAMILY,
+    ModelSpec,
+    StateDict,
+    get_spec,
+    is_registered,
+    list_models,
+)
+from lightexport.usercode import Entry, build_from_entry, flat_outputs, load_exported_program, parse_entry, whole_module
 
 RANDOM_WEIGHTS_SEED = 0
 #: Names how random weights are made; artifacts record it, so a reference rebuilt by a lightexport
@@ -32,6 +43,12 @@ class FeatureNormWarning(UserWarning):
     """Backbone mode started feature norms a classification checkpoint does not have."""
 
 
+#: ``--preprocess`` for a user's model: what its input is (mean, std of [0, 1] pixels), or "none" (no image).
+PREPROCESS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), "none": None}
+#: How a user's model came in (recorded in artifacts): an entry point, a whole-model checkpoint, a .pt2, a module.
+USER_SOURCES = ("entry", "checkpoint", "program", "module")
+
+
 @dataclass
 class LoadedModel:
     spec: ModelSpec
@@ -41,6 +58,12 @@ class LoadedModel:
     #: modules the checkpoint did not hold and were freshly initialized (a classification
     #: checkpoint's missing feature norms in backbone mode); recorded in an artifact's provenance
     initialized: tuple[str, ...] = ()
+    #: a user's model: the entry point it was built from (None for a module, a checkpoint, a .pt2)
+    entry: Entry | None = None
+    #: a user's model: how it came in (one of USER_SOURCES); None for registered and library models
+    user_source: str | None = None
+    _outputs: list[str] | None = field(default=None, repr=False, compare=False)
+    _decisions: list[int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -49,6 +72,44 @@ class LoadedModel:
     @property
     def features(self) -> bool:
         return bool(self.build_kwargs.get("fork_feat"))
+
+    @property
+    def user(self) -> bool:
+        return self.spec.family == USER_FAMILY
+
+    def output_names(self) -> list[str]:
+        """``logits``, backbone mode's ``featN``, or for a user's model its flattened outputs (``out0``, ``out1_0``,
+        dict keys), read from one forward pass."""
+        if not self.user:
+            return feature_output_names(self.module) if self.features else ["logits"]
+        self._probe()
+        return list(self._outputs)
+
+    def decision_outputs(self) -> list[int] | None:
+        """The outputs (by index) that are classification heads, whose top-1 parity judges: for a user's model
+        those a Linear layer produces (a detector's pooled features are 2-D too, and decide nothing); None for a
+        registered model (its logits)."""
+        if not self.user:
+            return None
+        self._probe()
+        return list(self._decisions)
+
+    def _probe(self) -> None:
+        if self._outputs is not None:
+            return
+        heads: set[int] = set()
+        hooks = [m.register_forward_hook(lambda _m, _i, out: heads.add(id(out)))
+                 for m in self.module.modules() if isinstance(m, nn.Linear)]
+        size = self.spec.input_size
+        try:
+            with torch.inference_mode():
+                result = self.module.eval()(torch.zeros(1, self.spec.channels, size, size))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        pairs = flat_outputs(result)
+        self._outputs = [name for name, _ in pairs]
+        self._decisions = [i for i, (_, tensor) in enumerate(pairs) if id(tensor) in heads]
 
 
 def photo_batch(spec: ModelSpec, images: int) -> list[np.ndarray]:
@@ -164,6 +225,105 @@ def _fresh_feature_norms(spec: ModelSpec, skeleton: nn.Module, missing: list[str
     return tuple(owners)
 
 
+def user_spec(name: str, module: nn.Module, input_shape: tuple[int, ...] | None = None,
+              preprocess: str | None = None) -> ModelSpec:
+    """A spec for a model the registry does not know: its input from ``input_shape`` or the module's own
+    ``input_shape`` attribute, its preprocessing from ``preprocess`` or its ``preprocess`` attribute."""
+    shape = input_shape if input_shape is not None else getattr(module, "input_shape", None)
+    if shape is None:
+        raise UsageError(f"{name}: give the input shape (--input-shape 1x3x640x640, input_shape=(1, 3, 640, 640)) "
+                         "or set an input_shape attribute on the module")
+    shape = check_input_shape(shape)
+    kind = preprocess if preprocess is not None else getattr(module, "preprocess", "imagenet")
+    if kind not in PREPROCESS:
+        raise UsageError(f"preprocess {kind!r} is not one of {', '.join(PREPROCESS)}")
+    mean, std = PREPROCESS[kind] or ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    return ModelSpec(name=name, family=USER_FAMILY, builder=lambda **_: module, input_size=shape[2], mean=mean,
+                     std=std, crop_pct=1.0, interpolation="bilinear", classifier_weight="", head_prefixes=(),
+                     channels=shape[1], preprocess="none" if kind == "none" else "image",
+                     config={"batch": shape[0], "preprocess": kind})
+
+
+def check_input_shape(shape: Any) -> tuple[int, int, int, int]:
+    """``(N, C, H, W)`` (or ``(C, H, W)``: batch 1) with every dimension in range and H = W."""
+    from lightexport.options import check_int
+
+    if isinstance(shape, str):
+        try:
+            shape = tuple(int(d) for d in shape.lower().replace(",", "x").split("x"))
+        except ValueError:
+            raise UsageError(f"an input shape is written NxCxHxW (1x3x640x640), got {shape!r}") from None
+    if not isinstance(shape, (tuple, list)) or len(shape) not in (3, 4) or not all(
+            isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise UsageError(f"an input shape is (N, C, H, W) of integers, got {shape!r}")
+    shape = (1, *shape) if len(shape) == 3 else tuple(shape)
+    batch, channels, height, width = shape
+    check_int("batch", batch, "the input shape's batch")
+    if not 1 <= channels <= 64:
+        raise UsageError(f"the input shape's channels must be from 1 to 64, got {channels}")
+    check_int("input_size", height, "the input shape's height")
+    if height != width:
+        raise UsageError(f"input shape {'x'.join(map(str, shape))}: only square inputs (H = W) are exported; "
+                         "pad or resize to a square side")
+    return batch, channels, height, width
+
+
+def from_module(module: nn.Module, *, name: str | None = None, input_shape: tuple[int, ...] | None = None,
+                preprocess: str | None = None, weights: Path | None = None, entry: Entry | None = None,
+                source: str = "module") -> LoadedModel:
+    """A user's ``nn.Module`` as a loaded model (the Python door: ``api.export(module, "onnx", input_shape=...)``)."""
+    if not isinstance(module, nn.Module):
+        raise UsageError(f"expected a torch.nn.Module, got {type(module).__name__}")
+    name = name or (entry.name if entry else type(module).__name__.lower())
+    spec = user_spec(name, module, input_shape, preprocess)
+    module = module.eval()
+    if weights is None and spec.preprocess == "image" and spec.channels == 3 and source == "entry":
+        measure_batchnorm_statistics(module, spec)  # random weights as for registered models (see the function)
+    return LoadedModel(spec=spec, module=module, weights=Path(weights) if weights else None, entry=entry,
+                       user_source=source)
+
+
+def _load_user(source: str, weights: str | Path | None, trust: bool, model_args: dict | None,
+               input_shape: tuple[int, ...] | None, preprocess: str | None) -> LoadedModel | None:
+    """A model from user code (``file.py:factory``, ``pkg.mod:factory``), a ``.pt2`` program, or a trusted whole-model
+    checkpoint; None when ``source`` is none of these (a registered name, a state dict)."""
+    entry = parse_entry(source, model_args)
+    if entry is not None:
+        module = build_from_entry(entry)
+        if weights is not None:
+            state_dict = read_checkpoint(weights, trust=trust)
+            load_state_dict_strict(module, state_dict, entry.spelled, weights)
+        return from_module(module, input_shape=input_shape, preprocess=preprocess, weights=weights, entry=entry,
+                           source="entry")
+    if model_args:
+        raise UsageError("--model-arg applies to a model from code (file.py:factory or package.module:factory)")
+    path = Path(source)
+    if path.suffix == ".pt2":
+        if not path.is_file():
+            raise InputFileError(f"no such file: {source}")
+        module = load_exported_program(path)
+        return from_module(module, name=path.stem, input_shape=input_shape, preprocess=preprocess, weights=path,
+                           source="program")
+    if trust and weights is None and path.is_file() and not is_registered(source):
+        obj = _trusted_load(path)
+        module = whole_module(obj, source)
+        if module is not None:
+            return from_module(module, name=path.stem, input_shape=input_shape, preprocess=preprocess, weights=path,
+                               source="checkpoint")
+    return None
+
+
+def _trusted_load(path: Path) -> Any:
+    from lightexport.model_defs.checkpoint import _sniff_format  # the same refusal of non-checkpoints
+
+    _sniff_format(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001  # a trusted pickle can fail in many ways (a class it names is missing)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot load it even with --trust-checkpoint: {reason}") from exc
+
+
 def load_model(
     source: str,
     weights: str | Path | None = None,
@@ -171,8 +331,23 @@ def load_model(
     num_classes: int | None = None,
     features: bool = False,
     trust: bool = False,
+    model_args: dict[str, Any] | None = None,
+    input_shape: tuple[int, ...] | str | None = None,
+    preprocess: str | None = None,
 ) -> LoadedModel:
-    """Build the model ``source`` names (or the one a checkpoint path fits) and load its weights."""
+    """Build the model ``source`` names (or the one a checkpoint path fits) and load its weights.
+
+    ``source`` is a registered name (or ``timm:``/``torchvision:NAME``), a checkpoint file, a user's
+    entry point (``file.py:factory``, ``package.module:factory``, with ``model_args``), a ``.pt2``
+    program, or with ``trust`` a whole-model checkpoint; ``input_shape`` and ``preprocess`` describe
+    a user's model's input where its module does not.
+    """
+    user = _load_user(source, weights, trust, model_args, input_shape, preprocess)
+    if user is not None:
+        return user
+    if input_shape is not None or preprocess is not None:
+        raise UsageError("--input-shape and --preprocess describe a model from your code (file.py:factory); a "
+                         "registered model takes --input-size and --batch")
     state_dict = None
     if not is_registered(source) and (looks_like_path(source) or Path(source).is_file()):
         if weights is not None:

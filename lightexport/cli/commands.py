@@ -21,6 +21,7 @@ from lightexport.cli.common import (
     guard,
     handle_errors,
     json_option,
+    load_source,
     model_options,
     run_parity,
     write_json,
@@ -80,8 +81,7 @@ def _artifact_files(artifact: str) -> list[tuple[str, Path]]:
               help="Find the first module where an ONNX artifact departs (int8: where its error grows most).")
 @json_option
 @handle_errors
-def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, features, inputs, images, precision,
-               threads, seed, do_bisect, json_out) -> None:
+def parity_cmd(artifact, model_name, inputs, images, precision, threads, seed, do_bisect, json_out, **model) -> None:
     """Compare ARTIFACT with the unfused PyTorch reference, in every setting it runs in.
 
     Exits 4 when any output is outside the tolerance for its precision.
@@ -91,17 +91,22 @@ def parity_cmd(artifact, model_name, weights, trust_checkpoint, num_classes, fea
       lightexport parity fasternet_s.onnx
       lightexport parity t0.onnx --model fasternet_t0 --weights t0.pth --inputs 16 --json parity.json
       lightexport parity t0.onnx --bisect
+      lightexport parity detector.onnx --model my_detector.py:build --weights best.pt
     """
     from lightexport.api import reference_for
     from lightexport.backends import is_interchange
 
-    guard([("--json", json_out)], [*_artifact_files(artifact), ("--weights", weights)])
+    guard([("--json", json_out)], [*_artifact_files(artifact), ("--weights", model["weights"])])
     if do_bisect and not is_interchange(artifact):
         # said before the parity run, not after it (bisection replays the ONNX graph node by node)
         raise UsageError(f"--bisect needs an ONNX artifact; {artifact} is not one (bisect the ONNX it was built "
                          "from, or drop --bisect)")
-    reference = reference_for(artifact, model_name, weights, trust=trust_checkpoint, num_classes=num_classes,
-                              features=features)
+    weights = model["weights"]
+    if model_name and (":" in model_name or model["model_args"] or model["input_shape"] or model["preprocess"]):
+        reference = load_source(model_name, model)  # a model from code, named here: built from the options
+    else:
+        reference = reference_for(artifact, model_name, weights, trust=model["trust_checkpoint"],
+                                  num_classes=model["num_classes"], features=model["features"])
     report = run_parity(Path(artifact), reference, inputs, precision, threads, seed, images)
     payload = report.to_dict()
     if do_bisect:

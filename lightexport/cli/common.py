@@ -93,17 +93,38 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every command that builds a PyTorch model shares."""
+    """Options every command that builds a PyTorch model shares (a registered model's, then a user's model's)."""
     options = [
         click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint: official, timm, or wrapped."),
-        click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling (can run code from the file)."),
+        click.option("--trust-checkpoint", is_flag=True,
+                     help="Allow full unpickling (can run code from the file): whole-model checkpoints need it."),
         click.option("--num-classes", type=bounded("num_classes"),
                      help="Classifier width (default: from the checkpoint, else 1000)."),
         click.option("--features", is_flag=True, help="Backbone mode: export the four normalized feature maps."),
+        click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+                     help="An argument of your factory (file.py:factory), a Python literal; repeat per argument."),
+        click.option("--input-shape", metavar="NxCxHxW",
+                     help="Your model's input (default: its input_shape attribute), e.g. 1x3x640x640."),
+        click.option("--preprocess", type=click.Choice(["imagenet", "unit", "none"]),
+                     help="Your model's input: ImageNet mean/std, [0, 1] pixels (YOLO), or not an image "
+                          "(default: its preprocess attribute, else imagenet)."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def load_source(source: str, model: dict[str, Any]):
+    """The PyTorch model the model options describe (see :func:`model_options`)."""
+    from lightexport.loading import load_model
+    from lightexport.usercode import parse_model_args
+
+    return load_model(source, model["weights"], num_classes=model["num_classes"], features=model["features"],
+                      trust=model["trust_checkpoint"], model_args=parse_model_args(model["model_args"]) or None,
+                      input_shape=model["input_shape"], preprocess=model["preprocess"])
+
+
+MODEL_KEYS = ("weights", "trust_checkpoint", "num_classes", "features", "model_args", "input_shape", "preprocess")
 
 
 def guard(outputs: Sequence[tuple[str, str | Path | None]], inputs: Sequence[tuple[str, str | Path | None]] = ()

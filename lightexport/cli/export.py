@@ -17,10 +17,12 @@ import click
 
 from lightexport.backends import BACKENDS, Backend, Option, is_interchange
 from lightexport.cli.common import (
+    MODEL_KEYS,
     bounded,
     guard,
     handle_errors,
     json_option,
+    load_source,
     model_options,
     print_export,
     run_parity,
@@ -85,19 +87,17 @@ def _common_options(precisions: list[Precision], precision_help: dict[Precision,
     ]
 
 
-def _load_source(source: str, weights: str | None, trust: bool, num_classes: int | None, features: bool,
-                 backend: Backend):
+def _load_source(source: str, model: dict[str, Any], backend: Backend):
     """An ONNX file passes through as a path (formats that convert ONNX); anything else names a model to load."""
     if is_interchange(source):
         if not backend.accepts_onnx:
-            raise UsageError(f"{backend.name} export takes a PyTorch model (a registered name or a checkpoint), not "
-                             f"the ONNX file {source}")
-        if weights or num_classes or features:
-            raise UsageError("--weights/--num-classes/--features apply to PyTorch models, not to an ONNX input")
+            raise UsageError(f"{backend.name} export takes a PyTorch model (a registered name, a checkpoint or your "
+                             f"code), not the ONNX file {source}")
+        if any(model[k] for k in MODEL_KEYS if k != "trust_checkpoint"):
+            raise UsageError("--weights, --num-classes, --features and the model-from-code options apply to PyTorch "
+                             "models, not to an ONNX input")
         return Path(source)
-    from lightexport.loading import load_model
-
-    return load_model(source, weights, num_classes=num_classes, features=features, trust=trust)
+    return load_source(source, model)
 
 
 def run_export(fmt: str, source: str, values: dict[str, Any], given: set[str], owners: dict[str, list[str]]) -> None:
@@ -114,15 +114,14 @@ def run_export(fmt: str, source: str, values: dict[str, Any], given: set[str], o
     chosen = [p for p in PRECISION_FLAGS if values.pop(p.value, False)]
     if len(chosen) > 1:
         raise UsageError(f"{' and '.join(PRECISION_FLAGS[p] for p in chosen)} conflict: an artifact has one precision")
-    model = {k: values.pop(k) for k in ("weights", "trust_checkpoint", "num_classes", "features")}
+    model = {k: values.pop(k) for k in MODEL_KEYS}
     check, json_out = values.pop("check"), values.pop("json_out")
     options = {k: v for k, v in values.items() if k not in owners or k in given}
     options["precision"] = chosen[0] if chosen else Precision.FP32
     if "int8_keep" not in given:
         options.pop("int8_keep", None)
     ExportOptions.build(backend, **options)  # every option checked before the model loads
-    loaded = _load_source(source, model["weights"], model["trust_checkpoint"], model["num_classes"],
-                          model["features"], backend)
+    loaded = _load_source(source, model, backend)
     outputs, inputs = api.planned_export(loaded, fmt, **options)
     guard([*outputs, ("--json", json_out)], inputs)
     result = api.export(loaded, fmt, **options)

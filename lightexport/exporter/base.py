@@ -168,7 +168,7 @@ def example_input(source: LoadedModel, opts: ExportOptions):
     import torch
 
     size = input_size_of(source, opts)
-    return torch.zeros(opts.batch, 3, size, size).contiguous()
+    return torch.zeros(opts.batch, source.spec.channels, size, size).contiguous()
 
 
 def require_model(source: Source, backend: Backend) -> LoadedModel:
@@ -209,6 +209,15 @@ def artifact_metadata(loaded: LoadedModel, passes: list[str], input_size: int, b
         meta["initialized"] = json.dumps(list(loaded.initialized))
     else:
         meta["random_weights"] = RANDOM_WEIGHTS_SCHEME
+    if loaded.user:  # what rebuilds a user's model: its entry point, that file's hash, the arguments, its input
+        meta["source"] = loaded.user_source or "module"
+        meta["channels"] = str(spec.channels)
+        meta["preprocess"] = str(spec.config.get("preprocess", "imagenet"))
+        meta["outputs"] = json.dumps(loaded.output_names())
+        if loaded.entry is not None:
+            meta["entry"] = loaded.entry.spelled
+            meta["entry_sha256"] = loaded.entry.sha256() or ""
+            meta["model_args"] = json.dumps(loaded.entry.args, sort_keys=True)
     return {META_PREFIX + k: v for k, v in meta.items()}
 
 
@@ -235,6 +244,10 @@ def calibration_preprocess(source: Source, opts: ExportOptions, metadata: dict[s
     from lightexport.calib import Preprocess
 
     if isinstance(source, LoadedModel):
+        if source.spec.preprocess != "image" or source.spec.channels != 3:
+            raise UsageError(f"{source.name} declares no image preprocessing (--preprocess none, or "
+                             f"{source.spec.channels} input channels), so calibration images cannot feed it: declare "
+                             "--preprocess imagenet or unit for an image model")
         return Preprocess.from_spec(source.spec, input_size_of(source, opts))
     return preprocess_for(metadata or {})
 

@@ -60,7 +60,7 @@ def available_bytes() -> int | None:
     return min(candidates) if candidates else None
 
 
-def activation_bytes(module, input_size: int, batch: int = 1) -> tuple[int, int] | None:
+def activation_bytes(module, input_size: int, batch: int = 1, channels: int = 3) -> tuple[int, int] | None:
     """(every leaf module's output bytes, the outputs' bytes) of one forward pass at ``input_size`` x ``batch``,
     from a pass at ``PROBE`` px scaled by area; None when the probe pass cannot run (a model that needs more pixels)."""
     import torch
@@ -78,16 +78,16 @@ def activation_bytes(module, input_size: int, batch: int = 1) -> tuple[int, int]
     hooks = [m.register_forward_hook(count) for m in leaves]
     try:
         with torch.inference_mode():
-            out = module(torch.zeros(1, 3, probe, probe))
+            out = module(torch.zeros(1, channels, probe, probe))
     except Exception:  # noqa: BLE001  # a probe that fails predicts nothing; the job itself will say why
         return None
     finally:
         for hook in hooks:
             hook.remove()
     scale = (input_size / probe) ** 2 * batch
-    outputs = out if isinstance(out, (tuple, list)) else [out]
-    out_bytes = sum(t.numel() * t.element_size() * (scale if t.ndim == 4 else batch)
-                    for t in outputs if isinstance(t, torch.Tensor))
+    from lightexport.usercode import flat_outputs
+
+    out_bytes = sum(t.numel() * t.element_size() * (scale if t.ndim >= 3 else batch) for _, t in flat_outputs(out))
     return int(total * scale), int(out_bytes)
 
 
@@ -118,9 +118,10 @@ def require(estimate: Estimate | None, available: int | None = None) -> None:
                         else ""))
 
 
-def export_estimate(module, name: str, input_size: int, batch: int, *, calib_images: int = 0) -> Estimate | None:
+def export_estimate(module, name: str, input_size: int, batch: int, *, calib_images: int = 0,
+                    channels: int = 3) -> Estimate | None:
     """What exporting ``module`` at ``input_size`` x ``batch`` takes beyond this process (``calib_images``: int8)."""
-    counted = activation_bytes(module, input_size, batch)
+    counted = activation_bytes(module, input_size, batch, channels)
     if counted is None:
         return None
     activations, _ = counted
@@ -130,10 +131,10 @@ def export_estimate(module, name: str, input_size: int, batch: int, *, calib_ima
     return Estimate(f"exporting {name} at {input_size} px, batch {batch}", sum(p for _, p in parts), tuple(parts))
 
 
-def parity_estimate(module, name: str, input_size: int, batch: int, inputs: int, runners: int = 2
-                    ) -> Estimate | None:
+def parity_estimate(module, name: str, input_size: int, batch: int, inputs: int, runners: int = 2,
+                    channels: int = 3) -> Estimate | None:
     """Parity over ``inputs`` batches: each runner's activations for one batch, and every output kept to compare."""
-    counted = activation_bytes(module, input_size, batch)
+    counted = activation_bytes(module, input_size, batch, channels)
     if counted is None:
         return None
     activations, outputs = counted

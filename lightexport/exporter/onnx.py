@@ -31,7 +31,6 @@ from lightexport.exporter.base import (
 from lightexport.exporter.onnx_cleanup import drop_noop_slices
 from lightexport.exporter.onnx_guard import Candidate, guarded_simplify
 from lightexport.loading import LoadedModel
-from lightexport.model_defs.features import output_names as feature_output_names
 from lightexport.onnxfile import INPUT_NAME, check_model, op_histogram, save_onnx, stamp_metadata
 from lightexport.options import ExportOptions
 from lightexport.precision import Precision
@@ -46,8 +45,8 @@ EXPORTERS = ("torchscript", "dynamo")
 
 
 def output_names(loaded: LoadedModel) -> list[str]:
-    """``logits``, or in backbone mode one ``featN`` per feature map the module declares."""
-    return feature_output_names(loaded.module) if loaded.features else ["logits"]
+    """``logits``, in backbone mode one ``featN`` per feature map, for a user's model its flattened outputs."""
+    return loaded.output_names()
 
 
 def torch_to_onnx(

@@ -21,6 +21,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: prefixes that name a model of another library instead of a registered one
 LIBRARY_PREFIXES = ("timm", "torchvision")
+#: The family of every model that comes from a user's own code or module (not the registry).
+USER_FAMILY = "user"
 
 StateDict = dict[str, Any]
 CheckpointFilter = Callable[[StateDict, "nn.Module | None"], StateDict]
@@ -54,6 +56,11 @@ class ModelSpec:
     backbone_builder: Callable[..., nn.Module] | None = None
     #: the checkpoint layouts ``--weights`` accepts, as a user would name their source (the README's family table)
     checkpoints: tuple[str, ...] = ()
+    #: input channels (a user's model may take other than RGB)
+    channels: int = 3
+    #: what the input is: "image" (photos preprocessed with mean/std feed calibration and parity) or "none"
+    #: (no image semantics: parity feeds seeded noise, int8 needs calibration data of its own)
+    preprocess: str = "image"
 
     def build(self, **kwargs: Any) -> nn.Module:
         """The classifier; with ``fork_feat=True`` backbone mode: the family built without its head

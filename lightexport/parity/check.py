@@ -44,12 +44,14 @@ def check_parity(
     input_name: str | None = None,
     progress: bool = True,
     tolerance: Tolerance | None = None,
+    decisions: Sequence[int] | None = None,
 ) -> ParityReport:
     """Compare the artifact's outputs with the reference's, output by output in order, under ``precision``'s tolerance.
 
     ``reference`` is usually the unfused PyTorch module (run in eval mode under no_grad;
     a tensor, or a list of tensors in backbone mode); any runner works, e.g. to compare
-    two backends. ``tolerance`` overrides the precision's default limits.
+    two backends. ``tolerance`` overrides the precision's default limits; ``decisions`` names the
+    outputs (by index) that are classification heads, where not every 2-D output is one.
     """
     if not inputs:
         raise UsageError("parity needs at least one input")
@@ -65,4 +67,4 @@ def check_parity(
             ref_runs.append(reference.infer({ref_name: x}))
             art_runs.append(artifact.infer({feed_name: x}))
             samples += len(x)
-    return report_from_runs(artifact, ref_runs, art_runs, tolerance, samples)
+    return report_from_runs(artifact, ref_runs, art_runs, tolerance, samples, decisions)

@@ -81,6 +81,10 @@ def make_inputs(
         raise UsageError(f"need at least one input of at least one image (got n={n}, batch={batch})")
     preprocess = _preprocess(spec_or_preprocess, input_size)
     total = n * batch
+    shape = preprocess.shape[1:]
+    if isinstance(spec_or_preprocess, ModelSpec) and (spec_or_preprocess.preprocess != "image"
+                                                        or spec_or_preprocess.channels != 3):
+        photos, shape = False, (spec_or_preprocess.channels, *shape[1:])  # no image semantics: noise only
     sources = (_photos_if_available() if photos else [])[:total]
 
     def images() -> Iterator[np.ndarray]:
@@ -88,7 +92,7 @@ def make_inputs(
             yield preprocess(photo)
         rng = np.random.default_rng(seed)
         for _ in range(total - len(sources)):
-            yield rng.standard_normal((1, *preprocess.shape[1:]), dtype=np.float32)
+            yield rng.standard_normal((1, *shape), dtype=np.float32)
 
     return LazyInputs(n, lambda: _batched(images(), batch))
 

@@ -19,7 +19,7 @@ from lightexport.parity.tolerances import Tolerance, tolerance_for
 
 
 def judge(artifact: Runner, feeds: Sequence[np.ndarray], reference: Sequence[Outputs], precision: str = "fp32",
-          tolerance: Tolerance | None = None) -> ParityReport:
+          tolerance: Tolerance | None = None, decisions: Sequence[int] | None = None) -> ParityReport:
     """Run ``artifact`` on ``feeds`` and compare with ``reference[i]``, the reference's outputs for ``feeds[i]``.
 
     Outputs are matched in order (the reference's names may differ from the artifact's), as ``check_parity`` does.
@@ -34,7 +34,7 @@ def judge(artifact: Runner, feeds: Sequence[np.ndarray], reference: Sequence[Out
         for x in feeds:
             runs.append(artifact.infer({artifact.input_names[0]: x}))
             samples += len(x)
-    return report_from_runs(artifact, list(reference), runs, tolerance, samples)
+    return report_from_runs(artifact, list(reference), runs, tolerance, samples, decisions)
 
 
 def _stack(runs: Sequence[Outputs]) -> list[np.ndarray]:
@@ -43,10 +43,14 @@ def _stack(runs: Sequence[Outputs]) -> list[np.ndarray]:
 
 
 def report_from_runs(artifact: Runner, ref_runs: Sequence[Outputs], art_runs: Sequence[Outputs],
-                     tolerance: Tolerance, samples: int) -> ParityReport:
-    """Compare per-input outputs, output by output in order, and judge them: the one rule parity has."""
+                     tolerance: Tolerance, samples: int, decisions: Sequence[int] | None = None) -> ParityReport:
+    """Compare per-input outputs, output by output in order, and judge them: the one rule parity has.
+
+    ``decisions``: the indices of the outputs that are classification heads (their top-1 is judged);
+    None: every 2-D output (a registered classifier's logits)."""
     names = list(art_runs[0])
-    outputs = [compare(name, ref, art) for name, ref, art in zip(names, _stack(ref_runs), _stack(art_runs))]
+    outputs = [compare(name, ref, art, decisions is None or i in decisions)
+               for i, (name, ref, art) in enumerate(zip(names, _stack(ref_runs), _stack(art_runs)))]
     failures = [f for stats in outputs for f in tolerance.check(stats)]
     if len(ref_runs[0]) != len(names):
         failures.insert(0, f"the artifact has {len(names)} output(s) ({', '.join(names)}) but the reference "

@@ -140,8 +140,11 @@ def confident_samples(logits: np.ndarray, threshold: float = CONFIDENT_PROB) -> 
     return top >= threshold
 
 
-def compare(name: str, reference: np.ndarray, artifact: np.ndarray) -> OutputStats:
-    """Statistics of ``artifact`` against ``reference`` for one output (arrays of equal shape)."""
+def compare(name: str, reference: np.ndarray, artifact: np.ndarray, decisions: bool = True) -> OutputStats:
+    """Statistics of ``artifact`` against ``reference`` for one output (arrays of equal shape).
+
+    ``decisions`` False keeps the classifier statistics (top-1, top-5, confident) off an output
+    that is no classification head (a detector's pooled features are 2-D too)."""
     samples = int(artifact.shape[0]) if artifact.ndim else 1
     stats = OutputStats(name, tuple(artifact.shape), str(artifact.dtype), samples=samples)
     if reference.shape != artifact.shape:
@@ -160,7 +163,7 @@ def compare(name: str, reference: np.ndarray, artifact: np.ndarray) -> OutputSta
     cosines = _cosines(ref, art)
     stats.cosine, stats.cosine_min = float(cosines.mean()), float(cosines.min())
     stats.cosine_p05 = float(np.percentile(cosines, 5))
-    if ref.ndim == 2 and ref.shape[1] > 1:
+    if decisions and ref.ndim == 2 and ref.shape[1] > 1:
         stats.top1, stats.top5 = topk_agreement(ref, art)
         stats.top1_near_ties = float(near_tie_flips(ref, art).mean())
         sure = confident_samples(ref)

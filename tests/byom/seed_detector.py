@@ -268,7 +268,9 @@ class FasterNet(nn.Module):
                 )
             )
             if i < self.num_stages - 1:
-                layers.append(PatchMerging(patch_size2=patch_size2, patch_stride2=patch_stride2, dim=dim, norm_layer=norm_layer))
+                layers.append(
+                    PatchMerging(patch_size2=patch_size2, patch_stride2=patch_stride2, dim=dim, norm_layer=norm_layer)
+                )
         self.stages = nn.Sequential(*layers)  # flat: stage, merge, stage, merge, ...
 
         self.fork_feat = fork_feat
@@ -425,7 +427,7 @@ class SeedDetector(nn.Module):
     def __init__(self, scale: str = "n", nc: int = 80, pconv: str = "split_cat"):
         super().__init__()
         um = ultralytics_modules()
-        Conv, C2f, SPPF, Concat, Detect = um.Conv, um.C2f, um.SPPF, um.Concat, um.Detect
+        Conv, C2f, SPPF, Concat, Detect = um.Conv, um.C2f, um.SPPF, um.Concat, um.Detect  # noqa: N806
         ch = partial(scaled_channels, scale=scale)
         rep = partial(scaled_repeats, scale=scale)
         self.scale, self.nc = scale, nc
@@ -519,7 +521,8 @@ if __name__ == "__main__":
         model = build().eval()
         y, raw = model(x)
         print("SeedDetector eval: y", tuple(y.shape))
-        print("  raw:", {k: (tuple(v.shape) if torch.is_tensor(v) else [tuple(t.shape) for t in v]) for k, v in raw.items()})
+        shapes = {k: tuple(v.shape) if torch.is_tensor(v) else [tuple(t.shape) for t in v] for k, v in raw.items()}
+        print("  raw:", shapes)
         model.detect.export = True
         print("  export=True:", tuple(model(x).shape))
     print("parameters:", sum(p.numel() for p in model.parameters()))

@@ -31,9 +31,9 @@ def test_torch_runner_names_outputs_and_restores_mode(classifier, backbone, batc
         assert classifier.training  # the caller's mode is restored
     finally:
         classifier.eval()
-    assert list(out) == ["output"] and runner.output_names == ["output"]
+    assert list(out) == ["out0"] and runner.output_names == ["out0"]
     with TorchRunner(backbone) as runner:
-        assert list(runner.infer({"input": batch})) == ["output_0", "output_1"]
+        assert list(runner.infer({"input": batch})) == ["out0", "out1"]
     with TorchRunner(backbone, output_names=["feat0", "feat1"]) as runner:
         assert [a.shape for a in runner.infer({"input": batch}).values()] == [(3, 16, 32, 32), (3, 32, 16, 16)]
     with TorchRunner(backbone, output_names=["only"]) as runner, pytest.raises(UsageError, match="2 outputs"):

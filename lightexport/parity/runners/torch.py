@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -10,13 +10,14 @@ import torch.nn as nn
 
 from lightexport.errors import UsageError
 from lightexport.parity.runners.base import Feed, Outputs, Runner
+from lightexport.usercode import flat_outputs
 
 
 class TorchRunner(Runner):
     """Runs ``module`` in eval mode under ``no_grad``; its train/eval mode is restored on deactivation.
 
-    Outputs are named by ``output_names`` when given; otherwise a tensor is ``output``,
-    a list/tuple gives ``output_0``, ``output_1``, ... and a dict keeps its keys.
+    Outputs are named by ``output_names`` when given; otherwise as exporters flatten them
+    (:func:`lightexport.usercode.flat_outputs`: ``out0``, nested ``out1_0``, dict keys).
     """
 
     backend = "torch"
@@ -44,12 +45,8 @@ class TorchRunner(Runner):
     @torch.no_grad()
     def infer_impl(self, feed: Feed) -> Outputs:
         result = self.module(*(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in self.input_names))
-        if isinstance(result, Mapping):
-            names, tensors = list(result), list(result.values())
-        elif isinstance(result, (list, tuple)):
-            names, tensors = [f"output_{i}" for i in range(len(result))], list(result)
-        else:
-            names, tensors = ["output"], [result]
+        pairs = flat_outputs(result)
+        names, tensors = [n for n, _ in pairs], [t for _, t in pairs]
         if self._given_output_names is not None:
             if len(self._given_output_names) != len(tensors):
                 raise UsageError(f"{self.name}: module returned {len(tensors)} outputs, names given for "
