@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from lightexport.artifacts import Provenance, read_provenance
 from lightexport.backends import BACKENDS, INTERCHANGE, backend_for_path, get_backend, is_interchange
-from lightexport.errors import UsageError
+from lightexport.errors import InputFileError, UsageError
 from lightexport.exporter import memory
 from lightexport.exporter.base import ExportResult, default_output, planned_outputs
 from lightexport.fileio import guard_outputs
@@ -172,7 +172,7 @@ def _user_reference(artifact: Path, prov: Provenance, weights: str | Path | None
         now = entry.sha256() if entry else None
         if entry is not None and prov.entry_sha256 and now and now != prov.entry_sha256:
             where = Path(entry.target).name if entry.is_file else entry.target
-            raise UsageError(f"{where} changed since {artifact.name} was exported from it (sha256 "
+            raise InputFileError(f"{where} changed since {artifact.name} was exported from it (sha256 "
                              f"{prov.entry_sha256[:12]}... recorded, {now[:12]}... now): re-export the artifact from "
                              "the current code, or restore the file it was made from")
         if weights is None and prov.weights:

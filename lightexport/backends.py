@@ -278,6 +278,34 @@ BACKENDS: dict[str, Backend] = {
                 "lightexport trt fasternet_s --fuse --dynamic --min-shape input:1x3x224x224 "
                 "--opt-shape input:8x3x224x224 --max-shape input:32x3x224x224 --dry-run"),
         ),
+        Backend(
+            name="ncnn", runtime="ncnn", label="ncnn", color="#e377c2", suffixes=(".ncnn.param",),
+            precisions=(F32, F16), description="ncnn (.ncnn.param + .ncnn.bin) through pnnx, fp32 weights unless "
+                                               "--fp16; int8 is not offered (no registry tool makes it)",
+            exporter="lightexport.exporter.ncnn:export",
+            precision_help={F16: "fp16 weights (pnnx's own default; fp32 here unless asked)."},
+            runner="lightexport.parity.runners.ncnn:NcnnRunner", runner_options=("threads", "inference_precision"),
+            metadata="lightexport.parity.runners.ncnn:read_metadata", io="lightexport.parity.runners.ncnn:read_io",
+            settings="lightexport.parity.runners.ncnn:run_settings",
+            naive="lightexport.exporter.ncnn:naive_export", naive_label="naive pnnx.export",
+            companions=(".bin", ".json"), module="ncnn", install_hint="pip install 'lightexport[ncnn]'",
+            aarch64_wheels=("ncnn",),
+        ),
+        Backend(
+            name="mnn", runtime="mnn", label="MNN", color="#bcbd22", suffixes=(".mnn",),
+            precisions=(F32, F16, I8), description="MNN (.mnn) through MNN's converter, from lightexport's fused ONNX",
+            exporter="lightexport.exporter.mnn:export",
+            options=(Option("weight_only", "flag", "With --int8: int8 weights only (--weightQuantBits 8 --hqq), fp32 "
+                                               "compute: 3.7x smaller, decisions kept, no faster.", default=False),),
+            precision_help={F16: "fp16 weights (MNN --fp16).",
+                            I8: "int8 with mnnquant on --calib images (EMA ranges; the classifier stays float)."},
+            runner="lightexport.parity.runners.mnn:MnnRunner", runner_options=("threads", "inference_precision"),
+            metadata="lightexport.parity.runners.mnn:read_metadata", io="lightexport.parity.runners.mnn:read_io",
+            settings="lightexport.parity.runners.mnn:run_settings",
+            naive="lightexport.exporter.mnn:naive_export", naive_label="naive mnnconvert",
+            companions=("+.json",), module="MNN", install_hint="pip install 'lightexport[mnn]'", accepts_onnx=True,
+            aarch64_wheels=("MNN",),
+        ),
     )
 }
 #: Runtimes by their report names, for the suite and bench ("onnxruntime" -> the onnx record).
@@ -370,6 +398,18 @@ def disable_openvino_telemetry() -> None:
         except Exception:  # noqa: BLE001  # never configured: nothing of ours will configure it with consent
             pass
     os.environ.setdefault("NNCF_CI", "1")  # NNCF's documented switch to its telemetry stub (read at import)
+
+
+def require_installed(module: str, what: str) -> None:
+    """Like :func:`require`, without importing ``module`` (its tools run in child processes, or its import prints)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise BackendUnavailableError(f"{what} needs {module}; install it with: {install_hint(module)}")
 
 
 def require(module: str, what: str | None = None) -> Any:

@@ -226,13 +226,35 @@ def whole_module(obj: Any, source: str) -> nn.Module | None:
     return None
 
 
+class ProgramModule(nn.Module):
+    """A ``torch.export``-ed program as a module: ``ExportedProgram.module()`` refuses ``eval()``/``train()`` (the
+    program was captured in one mode for good), so this holds it and keeps the mode flag for callers."""
+
+    def __init__(self, program: nn.Module, example_shape: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.program = program
+        if example_shape is not None:
+            self.input_shape = example_shape
+
+    def train(self, mode: bool = True) -> ProgramModule:
+        self.training = mode
+        return self
+
+    def forward(self, *args: Any) -> Any:
+        return self.program(*args)
+
+
 def load_exported_program(path: Path) -> nn.Module:
-    """A ``torch.export``-ed program (``.pt2``) as the module it runs (``ExportedProgram.module()``)."""
+    """A ``torch.export``-ed program (``.pt2``) as the module it runs, with its example input's shape."""
     try:
         program = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001  # torch raises many types for a file that is no program
         raise InputFileError(f"{path} is not a torch.export program (.pt2): {_one_line(exc)}") from exc
-    return program.module()
+    shape = None
+    example = getattr(program, "example_inputs", None)
+    if example and example[0] and isinstance(example[0][0], torch.Tensor):
+        shape = tuple(example[0][0].shape)
+    return ProgramModule(program.module(), shape)
 
 
 def flat_outputs(result: Any) -> list[tuple[str, torch.Tensor]]:

@@ -207,7 +207,7 @@ def artifact_metadata(loaded: LoadedModel, passes: list[str], input_size: int, b
         meta["weights_sha256"] = file_digest(loaded.weights)
     if loaded.initialized:  # modules the checkpoint lacked, started fresh (backbone mode's feature norms)
         meta["initialized"] = json.dumps(list(loaded.initialized))
-    else:
+    elif loaded.weights is None:  # how the random weights were made (a checkpoint's are its own)
         meta["random_weights"] = RANDOM_WEIGHTS_SCHEME
     if loaded.user:  # what rebuilds a user's model: its entry point, that file's hash, the arguments, its input
         meta["source"] = loaded.user_source or "module"

@@ -1,0 +1,268 @@
+"""ncnn behind the runner interface: the ``.ncnn.param`` + ``.ncnn.bin`` pair, checked before ncnn sees it.
+
+ncnn trusts its files: after a failed ``load_model`` (an empty, truncated or foreign ``.bin``) the
+next ``extract`` dies with SIGSEGV; a ``.bin`` of the right size full of junk runs and returns NaN;
+a ``.param`` it cannot parse loads as nothing and extracts an empty Mat with no error. So the
+pair is checked here first (:func:`check_pair`): the ``.param``'s magic, counts and lines, and the
+``.bin``'s size, exactly what the ``.param``'s weighted layers need (fp32 or fp16 storage), and each
+weight blob's tag. Inputs are fed as ncnn wants NCHW (``Mat(x, batch_index=0)``: built from a
+bare array, a 4-D tensor becomes a 3-D Mat of the wrong axes and runs with 2-10 % errors).
+
+ncnn's defaults (``Net()``) turn fp16 storage, packing and arithmetic on wherever the CPU has them
+(on x86 fp16 storage of InnerProduct weights through F16C, compute in fp32; on ARMv8.2 fp16
+arithmetic everywhere): the pinned setting switches them off, and parity judges both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lightexport.backends import require
+from lightexport.errors import InputFileError
+from lightexport.parity.runners.base import ArtifactIO, Feed, Outputs, Runner, TensorSpec
+from lightexport.parity.settings import RunSetting
+from lightexport.parity.tolerances import coarser
+from lightexport.precision import Precision
+
+MAGIC = "7767517"
+TAG_FP32, TAG_FP16 = 0, 0x01306B47
+#: Layers with weights, and the param ids of (bias_term, weight_data_size); the .bin holds their blobs in order.
+WEIGHTED = {"Convolution": (5, 6), "ConvolutionDepthWise": (5, 6), "Deconvolution": (5, 6),
+            "DeconvolutionDepthWise": (5, 6), "InnerProduct": (1, 2)}
+
+
+@dataclass
+class Layer:
+    type: str
+    name: str
+    bottoms: list[str]
+    tops: list[str]
+    params: dict[int, str]
+
+
+@dataclass
+class Param:
+    layers: list[Layer] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    def histogram(self) -> Counter:
+        return Counter(layer.type for layer in self.layers)
+
+
+def read_param(path: str | os.PathLike) -> Param:
+    """A text ``.param`` parsed and checked: magic ``7767517``, declared layer/blob counts, whole lines."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("ascii")
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError:
+        raise InputFileError(f"{path} is not an ncnn .param (not text)") from None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines or lines[0].strip() != MAGIC:
+        raise InputFileError(f"{path} is not an ncnn .param (it does not start with the magic {MAGIC})")
+    try:
+        layer_count, blob_count = map(int, lines[1].split())
+    except (IndexError, ValueError):
+        raise InputFileError(f"{path}: its second line is not '<layers> <blobs>'") from None
+    if len(lines) - 2 != layer_count:
+        raise InputFileError(f"{path} declares {layer_count} layers but holds {len(lines) - 2} (truncated?)")
+    param, produced, consumed = Param(), [], set()
+    for line in lines[2:]:
+        fields = line.split()
+        try:
+            kind, name, n_in, n_out = fields[0], fields[1], int(fields[2]), int(fields[3])
+            bottoms, tops = fields[4:4 + n_in], fields[4 + n_in:4 + n_in + n_out]
+            params = {int(k): v for k, _, v in (f.partition("=") for f in fields[4 + n_in + n_out:])}
+        except (IndexError, ValueError):
+            raise InputFileError(f"{path}: a layer line is cut short or malformed: {line[:60]!r}") from None
+        if len(tops) != n_out:
+            raise InputFileError(f"{path}: layer {name} lists fewer outputs than it declares")
+        param.layers.append(Layer(kind, name, bottoms, tops, params))
+        produced += tops
+        consumed.update(bottoms)
+    if len(set(produced)) != blob_count:
+        raise InputFileError(f"{path} declares {blob_count} blobs but its layers make {len(set(produced))}")
+    param.inputs = [layer.tops[0] for layer in param.layers if layer.type == "Input"]
+    param.outputs = [b for b in dict.fromkeys(produced) if b not in consumed]
+    return param
+
+
+def _payload(count: int, fp16: bool) -> int:
+    return (2 * count + 3) // 4 * 4 if fp16 else 4 * count
+
+
+def check_pair(param_path: str | os.PathLike, bin_path: str | os.PathLike) -> Param:
+    """The pair, refused unless the ``.bin`` is exactly the weights the ``.param`` reads (see the module doc)."""
+    param_path, bin_path = Path(param_path), Path(bin_path)
+    param = read_param(param_path)
+    if not bin_path.is_file():
+        raise InputFileError(f"{bin_path} is missing: an ncnn model is the .param plus the .bin beside it")
+    records = []
+    for layer in param.layers:
+        if layer.type in WEIGHTED:
+            bias_id, size_id = WEIGHTED[layer.type]
+            if int(layer.params.get(8, 0)):  # int8 layers carry scales whose layout is not modelled: size unchecked
+                return param
+            bias = int(layer.params.get(0, 0)) if int(layer.params.get(bias_id, 0)) else 0
+            records.append((layer.name, int(layer.params.get(size_id, 0)), bias))
+    size = bin_path.stat().st_size
+    with bin_path.open("rb") as f:
+        first = int.from_bytes(f.read(4), "little") if records else TAG_FP32
+        if first not in (TAG_FP32, TAG_FP16):
+            raise InputFileError(f"{bin_path} is not ncnn weights (its first tag is {first:#010x})")
+        fp16 = first == TAG_FP16
+        want = sum(4 + _payload(n, fp16) + 4 * bias for _, n, bias in records)
+        if size != want:
+            raise InputFileError(f"{bin_path} holds {size} bytes but {param_path.name} needs {want} "
+                                 f"({'fp16' if fp16 else 'fp32'} weights): the .bin belongs to another model or is "
+                                 "truncated")
+        f.seek(0)
+        for name, n, bias in records:
+            tag = int.from_bytes(f.read(4), "little")
+            if tag != first:
+                raise InputFileError(f"{bin_path}: the weights of layer {name} are not where {param_path.name} "
+                                     "expects them (another model's .bin)")
+            f.seek(_payload(n, fp16) + 4 * bias, 1)
+    return param
+
+
+def read_metadata(param_path: Path) -> dict[str, str]:
+    """The provenance sidecar ``NAME.ncnn.json`` beside the pair (ncnn files hold no metadata)."""
+    sidecar = Path(param_path).with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputFileError(f"{sidecar} is not a readable provenance file: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InputFileError(f"{sidecar} is not a provenance file (expected a JSON object)")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _output_shapes(meta: dict[str, str]) -> list[list[int]]:
+    try:
+        shapes = json.loads(meta.get("lightexport.ncnn_outputs") or meta.get("ncnn_outputs") or "[]")
+    except ValueError:
+        raise InputFileError("the ncnn sidecar's output shapes are not JSON") from None
+    if not isinstance(shapes, list) or not all(isinstance(s, list) and all(isinstance(d, int) and d > 0 for d in s)
+                                               for s in shapes):
+        raise InputFileError("the ncnn sidecar's output shapes are not lists of positive sizes")
+    return shapes
+
+
+def read_io(param_path: Path, metadata: dict[str, str] | None = None) -> ArtifactIO:
+    meta = metadata or {k.removeprefix("lightexport."): v for k, v in read_metadata(param_path).items()}
+    param = read_param(param_path)
+    size, batch = meta.get("input_size", ""), meta.get("batch", "1")
+    channels = meta.get("channels", "3")
+    shape = (int(batch), int(channels), int(size), int(size)) if size.isdigit() and batch.isdigit() else (-1, 3, -1, -1)
+    names = json.loads(meta["outputs"]) if meta.get("outputs") else param.outputs
+    shapes = _output_shapes({"ncnn_outputs": meta.get("ncnn_outputs", "[]")})
+    outputs = tuple(TensorSpec(n, "float32", tuple(s)) for n, s in zip(names, shapes))
+    return ArtifactIO((TensorSpec(param.inputs[0] if param.inputs else "in0", "float32", shape),), outputs)
+
+
+def run_settings(made: Precision, *, threads: int | None = None, runtime_default: bool = True) -> list[RunSetting]:
+    """Pinned (fp16 storage, packing and arithmetic off), then ncnn's defaults, judged as fp16 where the CPU has
+    fp16 (ARMv8.2 arithmetic, or x86 F16C storage)."""
+    settings = [RunSetting("fp32 pinned (ncnn fp16 off)", {"threads": threads, "inference_precision": "fp32"}, made,
+                           tag="fp32")]
+    if runtime_default:
+        what = default_precision()
+        if what != "fp32":
+            settings.append(RunSetting(f"{what}: ncnn's default on this CPU",
+                                       {"threads": threads, "inference_precision": None},
+                                       coarser(made, Precision.FP16), tag="default", pinned=False))
+    return settings
+
+
+def default_precision() -> str:
+    """What ncnn's default options do to float layers on this CPU: fp16 arithmetic (ARMv8.2), fp16 storage of
+    weights (x86 with F16C: InnerProduct's), or fp32."""
+    ncnn = _ncnn()
+    if ncnn.cpu_support_arm_asimdhp():
+        return "fp16 arithmetic"
+    if hasattr(ncnn, "cpu_support_x86_f16c") and ncnn.cpu_support_x86_f16c() or ncnn.cpu_support_x86_avx2():
+        return "fp16 storage"
+    return "fp32"
+
+
+def _ncnn():
+    return require("ncnn", "an ncnn artifact")
+
+
+class NcnnRunner(Runner):
+    """One ``ncnn.Net``; ``inference_precision`` "fp32" pins fp16 off, None keeps ncnn's defaults."""
+
+    backend = "ncnn"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, inference_precision: str | None = "fp32",
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        self.path = Path(path)
+        self.threads = threads
+        self.inference_precision = inference_precision
+
+    def activate_impl(self) -> None:
+        ncnn = _ncnn()
+        weights = self.path.with_suffix(".bin")
+        param = check_pair(self.path, weights)
+        meta = read_metadata(self.path)
+        self.shapes = _output_shapes(meta)
+        net = ncnn.Net()
+        opt = net.opt  # set before loading: ncnn fixes the layer implementations at load time
+        opt.use_vulkan_compute = False
+        opt.num_threads = self.threads or 1
+        if self.inference_precision == "fp32":
+            for flag in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage",
+                         "use_bf16_packed"):
+                setattr(opt, flag, False)
+        if net.load_param(str(self.path)) != 0 or net.load_model(str(weights)) != 0:
+            raise InputFileError(f"ncnn cannot load {self.path} + {weights.name}")
+        self.net = net
+        self.blob_in, self.blobs_out = (net.input_names() or param.inputs)[0], net.output_names() or param.outputs
+        names = json.loads(meta["lightexport.outputs"]) if meta.get("lightexport.outputs") else None
+        self.input_names = ["input"]
+        self.output_names = names if names and len(names) == len(self.blobs_out) else (
+            ["logits"] if len(self.blobs_out) == 1 else list(self.blobs_out))
+        self.execution_precision = "fp32" if self.inference_precision == "fp32" else default_precision()
+
+    def deactivate_impl(self) -> None:
+        del self.net
+
+    def infer_impl(self, feed: Feed) -> Outputs:
+        ncnn = _ncnn()
+        x = np.ascontiguousarray(feed["input"], dtype=np.float32)  # float64 would make an 8-byte Mat
+        if x.ndim != 4:
+            raise InputFileError(f"{self.path} takes NCHW input, got shape {x.shape}")
+        extractor = self.net.create_extractor()
+        outputs: Outputs = {}
+        try:
+            if extractor.input(self.blob_in, ncnn.Mat(x, batch_index=0).clone()) != 0:
+                raise InputFileError(f"{self.path} refused an input of shape {x.shape}")
+            for i, (blob, name) in enumerate(zip(self.blobs_out, self.output_names)):
+                code, mat = extractor.extract(blob)
+                if code != 0 or mat.empty():
+                    raise InputFileError(f"{self.path} gave no output {blob} for an input of shape {x.shape}")
+                value = np.array(mat.numpy(batch_index=0), copy=True)
+                outputs[name] = self._shaped(value, i, len(x))
+        finally:
+            extractor.clear()
+        return outputs
+
+    def _shaped(self, value: np.ndarray, index: int, batch: int) -> np.ndarray:
+        """ncnn drops size-1 axes (logits come back as (N, 1000) or (1000,)): restore the recorded shape."""
+        if index < len(self.shapes):
+            shape = [batch, *self.shapes[index][1:]]
+            if int(np.prod(shape)) == value.size:
+                return value.reshape(shape)
+        return value.reshape(batch, -1) if value.size % batch == 0 else value
