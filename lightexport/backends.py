@@ -289,7 +289,7 @@ BACKENDS: dict[str, Backend] = {
             settings="lightexport.parity.runners.ncnn:run_settings",
             naive="lightexport.exporter.ncnn:naive_export", naive_label="naive pnnx.export",
             companions=(".bin", ".json"), module="ncnn", install_hint="pip install 'lightexport[ncnn]'",
-            aarch64_wheels=("ncnn",),
+            aarch64_wheels=("ncnn",), helpers=("lightexport.exporter.ncnn_files",),
         ),
         Backend(
             name="mnn", runtime="mnn", label="MNN", color="#bcbd22", suffixes=(".mnn",),

@@ -27,7 +27,7 @@ LAYERS = {
     "model_defs": 1,
     "calib": 2,
     "backends": 3, "options": 3, "artifacts": 3, "onnxfile": 3,
-    "loading": 4,
+    "loading": 4, "usercode": 4,
     "reparam": 5,
     "exporter": 6,
     "parity": 7,

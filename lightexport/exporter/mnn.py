@@ -36,7 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lightexport.backends import require_installed
+from lightexport.backends import INTERCHANGE, get_backend, require_installed
 from lightexport.errors import ExportError, UsageError
 from lightexport.exporter.base import (
     ExportResult,
@@ -165,7 +165,7 @@ def naive_export(loaded: LoadedModel, example, path: Path) -> Path:
     from lightexport.exporter.onnx import naive_export as naive_onnx
 
     require_installed("MNN", "the MNN baseline")
-    onnx_path = naive_onnx(loaded, example, path.with_suffix(".onnx"))
+    onnx_path = naive_onnx(loaded, example, path.with_suffix(get_backend(INTERCHANGE).suffix))
     try:
         mnnconvert(onnx_path, path)
     finally:

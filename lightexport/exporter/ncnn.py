@@ -39,6 +39,7 @@ from lightexport.exporter.base import (
     quiet,
     require_model,
 )
+from lightexport.exporter.ncnn_files import check_pair, read_param
 from lightexport.fileio import atomic_outputs
 from lightexport.loading import LoadedModel
 from lightexport.options import ExportOptions
@@ -62,8 +63,6 @@ def pnnx_binary() -> Path:
 
 def convert(module: torch.nn.Module, example: torch.Tensor, folder: Path, *, fp16: bool) -> tuple[Path, Path]:
     """``module`` traced and converted by pnnx in ``folder``; returns the checked ``.ncnn.param``/``.bin`` there."""
-    from lightexport.parity.runners.ncnn import check_pair, read_param
-
     with torch.no_grad(), quiet():
         traced = torch.jit.trace(module.eval(), example, check_trace=False, strict=False)
     folder = folder.resolve()
@@ -122,8 +121,6 @@ def export(source: LoadedModel, opts: ExportOptions) -> ExportResult:
             tmp_json.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    from lightexport.parity.runners.ncnn import read_param
-
     histogram = read_param(files[0]).histogram()
     notes = [r.summary() for r in reports if r.count]
     notes.append(f"pnnx, {'fp16' if fp16 else 'fp32'} weights (pnnx's own default is fp16); ncnn's default options "

@@ -75,7 +75,7 @@ def test_nan_in_artifact_fails_with_reason(classifier, inputs):
             return torch.where(torch.arange(10) == 3, torch.nan, y)
 
     report = check_parity(TorchRunner(Broken()), classifier, inputs, progress=False)
-    assert report.failures == ["output: the artifact output has 6 NaN and 0 Inf values (of 60)"]
+    assert report.failures == ["out0: the artifact output has 6 NaN and 0 Inf values (of 60)"]
 
 
 def test_caller_keeps_an_active_runner_and_may_name_the_input(classifier, classifier_onnx, inputs):

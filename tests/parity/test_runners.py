@@ -96,7 +96,7 @@ def test_broken_ir_names_the_file(tmp_path, classifier_ir):
     with pytest.raises(InputFileError, match=r"tiny.bin is missing: an OpenVINO IR is the \.xml plus the \.bin"):
         OpenVINORunner(xml).activate()
     xml.with_suffix(".bin").write_bytes(b"\0" * 16)  # far too short for the weights the .xml declares
-    with pytest.raises(InputFileError, match="OpenVINO cannot read .*tiny.xml"):
+    with pytest.raises(InputFileError, match=r"tiny\.bin holds 16 bytes but tiny\.xml's constants address"):
         OpenVINORunner(xml).activate()
 
 

@@ -17,121 +17,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from lightexport.backends import require
 from lightexport.errors import InputFileError
+from lightexport.exporter.ncnn_files import check_pair, read_param
 from lightexport.parity.runners.base import ArtifactIO, Feed, Outputs, Runner, TensorSpec
 from lightexport.parity.settings import RunSetting
 from lightexport.parity.tolerances import coarser
 from lightexport.precision import Precision
-
-MAGIC = "7767517"
-TAG_FP32, TAG_FP16 = 0, 0x01306B47
-#: Layers with weights, and the param ids of (bias_term, weight_data_size); the .bin holds their blobs in order.
-WEIGHTED = {"Convolution": (5, 6), "ConvolutionDepthWise": (5, 6), "Deconvolution": (5, 6),
-            "DeconvolutionDepthWise": (5, 6), "InnerProduct": (1, 2)}
-
-
-@dataclass
-class Layer:
-    type: str
-    name: str
-    bottoms: list[str]
-    tops: list[str]
-    params: dict[int, str]
-
-
-@dataclass
-class Param:
-    layers: list[Layer] = field(default_factory=list)
-    inputs: list[str] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)
-
-    def histogram(self) -> Counter:
-        return Counter(layer.type for layer in self.layers)
-
-
-def read_param(path: str | os.PathLike) -> Param:
-    """A text ``.param`` parsed and checked: magic ``7767517``, declared layer/blob counts, whole lines."""
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("ascii")
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError:
-        raise InputFileError(f"{path} is not an ncnn .param (not text)") from None
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines or lines[0].strip() != MAGIC:
-        raise InputFileError(f"{path} is not an ncnn .param (it does not start with the magic {MAGIC})")
-    try:
-        layer_count, blob_count = map(int, lines[1].split())
-    except (IndexError, ValueError):
-        raise InputFileError(f"{path}: its second line is not '<layers> <blobs>'") from None
-    if len(lines) - 2 != layer_count:
-        raise InputFileError(f"{path} declares {layer_count} layers but holds {len(lines) - 2} (truncated?)")
-    param, produced, consumed = Param(), [], set()
-    for line in lines[2:]:
-        fields = line.split()
-        try:
-            kind, name, n_in, n_out = fields[0], fields[1], int(fields[2]), int(fields[3])
-            bottoms, tops = fields[4:4 + n_in], fields[4 + n_in:4 + n_in + n_out]
-            params = {int(k): v for k, _, v in (f.partition("=") for f in fields[4 + n_in + n_out:])}
-        except (IndexError, ValueError):
-            raise InputFileError(f"{path}: a layer line is cut short or malformed: {line[:60]!r}") from None
-        if len(tops) != n_out:
-            raise InputFileError(f"{path}: layer {name} lists fewer outputs than it declares")
-        param.layers.append(Layer(kind, name, bottoms, tops, params))
-        produced += tops
-        consumed.update(bottoms)
-    if len(set(produced)) != blob_count:
-        raise InputFileError(f"{path} declares {blob_count} blobs but its layers make {len(set(produced))}")
-    param.inputs = [layer.tops[0] for layer in param.layers if layer.type == "Input"]
-    param.outputs = [b for b in dict.fromkeys(produced) if b not in consumed]
-    return param
-
-
-def _payload(count: int, fp16: bool) -> int:
-    return (2 * count + 3) // 4 * 4 if fp16 else 4 * count
-
-
-def check_pair(param_path: str | os.PathLike, bin_path: str | os.PathLike) -> Param:
-    """The pair, refused unless the ``.bin`` is exactly the weights the ``.param`` reads (see the module doc)."""
-    param_path, bin_path = Path(param_path), Path(bin_path)
-    param = read_param(param_path)
-    if not bin_path.is_file():
-        raise InputFileError(f"{bin_path} is missing: an ncnn model is the .param plus the .bin beside it")
-    records = []
-    for layer in param.layers:
-        if layer.type in WEIGHTED:
-            bias_id, size_id = WEIGHTED[layer.type]
-            if int(layer.params.get(8, 0)):  # int8 layers carry scales whose layout is not modelled: size unchecked
-                return param
-            bias = int(layer.params.get(0, 0)) if int(layer.params.get(bias_id, 0)) else 0
-            records.append((layer.name, int(layer.params.get(size_id, 0)), bias))
-    size = bin_path.stat().st_size
-    with bin_path.open("rb") as f:
-        first = int.from_bytes(f.read(4), "little") if records else TAG_FP32
-        if first not in (TAG_FP32, TAG_FP16):
-            raise InputFileError(f"{bin_path} is not ncnn weights (its first tag is {first:#010x})")
-        fp16 = first == TAG_FP16
-        want = sum(4 + _payload(n, fp16) + 4 * bias for _, n, bias in records)
-        if size != want:
-            raise InputFileError(f"{bin_path} holds {size} bytes but {param_path.name} needs {want} "
-                                 f"({'fp16' if fp16 else 'fp32'} weights): the .bin belongs to another model or is "
-                                 "truncated")
-        f.seek(0)
-        for name, n, bias in records:
-            tag = int.from_bytes(f.read(4), "little")
-            if tag != first:
-                raise InputFileError(f"{bin_path}: the weights of layer {name} are not where {param_path.name} "
-                                     "expects them (another model's .bin)")
-            f.seek(_payload(n, fp16) + 4 * bias, 1)
-    return param
 
 
 def read_metadata(param_path: Path) -> dict[str, str]:
