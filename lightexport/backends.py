@@ -111,6 +111,8 @@ class Backend:
     options: tuple[Option, ...] = ()  #: options the exporter takes beyond the common ones
     #: what --fp16/--bf16/--int8 mean for this format (the CLI's help for each precision it makes)
     precision_help: dict[Precision, str] = field(default_factory=dict)
+    #: precisions the format does not make, each with the reason a user is told
+    not_offered: dict[Precision, str] = field(default_factory=dict)
     runner_options: tuple[str, ...] = ("threads",)  #: which of threads / inference_precision the runner takes
     #: files beside the artifact that belong to it: ".bin" replaces the suffix, "+.json" is appended
     companions: tuple[str, ...] = ()
@@ -284,6 +286,10 @@ BACKENDS: dict[str, Backend] = {
                                                "--fp16; int8 is not offered (no registry tool makes it)",
             exporter="lightexport.exporter.ncnn:export",
             precision_help={F16: "fp16 weights (pnnx's own default; fp32 here unless asked)."},
+            not_offered={I8: "ncnn int8 is not offered: no tool on the package registry makes it (the ncnn wheel "
+                             "lacks ncnn2table/ncnn2int8, pnnx has no int8 export), and an int8 writer of our own kept "
+                             "72.5 % of trained MobileNetV2's decisions and ran no faster than fp32; use --fp16, or "
+                             "MNN or ExecuTorch for int8"},
             runner="lightexport.parity.runners.ncnn:NcnnRunner", runner_options=("threads", "inference_precision"),
             metadata="lightexport.parity.runners.ncnn:read_metadata", io="lightexport.parity.runners.ncnn:read_io",
             settings="lightexport.parity.runners.ncnn:run_settings",

@@ -131,7 +131,10 @@ class ExportOptions:
                              f"(options: {', '.join(sorted(set(allowed)))})")
         given = {k: v for k, v in options.items() if k in common and v is not None}
         extra = {k: own[k].validate(v, backend.name) for k, v in options.items() if k in own and v is not None}
-        precision = Precision.parse(given.pop("precision", None), backend.precisions, what=f"{backend.name} precision")
+        asked = Precision.parse(given.pop("precision", None))
+        if asked in backend.not_offered:
+            raise UsageError(backend.not_offered[asked])
+        precision = Precision.parse(asked, backend.precisions, what=f"{backend.name} precision")
         calib = given.pop("calib", None)
         if calib is not None:
             if not str(calib):

@@ -95,11 +95,6 @@ def export(source: LoadedModel, opts: ExportOptions) -> ExportResult:
     backend = opts.backend
     loaded = require_model(source, backend)
     require("ncnn", "ncnn export")
-    if opts.precision is Precision.INT8:
-        raise ExportError("ncnn int8 is not offered: no tool on the package registry makes it (the ncnn wheel lacks "
-                          "ncnn2table/ncnn2int8, pnnx has no int8 export), and an int8 writer of our own kept 72.5 % "
-                          "of trained MobileNetV2's decisions and ran no faster than fp32; use --fp16, or MNN or "
-                          "ExecuTorch for int8")
     if opts.dynamic:
         raise ExportError("ncnn export takes a fixed input shape (pnnx traces one); drop --dynamic")
     clock = Stopwatch()

@@ -1,0 +1,192 @@
+"""ncnn and MNN (issue #21): exported, checked in the precision each really runs, and refusing bad files.
+
+Each test skips, saying why, where its wheel cannot be installed (``pip install 'lightexport[ncnn]'``,
+``'lightexport[mnn]'``). Trained-weight tests use the hash-pinned MobileNetV2 (tests/trained.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from lightexport import api
+from lightexport.cli import cli
+from lightexport.errors import ExitCode, InputFileError, UsageError
+
+SIZE = 64
+
+
+def _needs(module: str):
+    return pytest.importorskip(module, reason=f"{module} is not installed: pip install 'lightexport[{module.lower()}]'")
+
+
+def one_line(result) -> str:
+    text = result.output.strip()
+    assert "Traceback" not in text, text
+    assert len(text.splitlines()) <= 2, text
+    return text
+
+
+@pytest.fixture(scope="module")
+def t0():
+    return api.load("fasternet_t0")
+
+
+# --------------------------------------------------------------------------- ncnn
+
+
+@pytest.fixture(scope="module")
+def ncnn_pair(t0, tmp_path_factory):
+    _needs("ncnn")
+    _needs("pnnx")
+    out = tmp_path_factory.mktemp("ncnn") / "t0.ncnn.param"
+    return api.export(t0, "ncnn", output=out, fuse=True, input_size=SIZE)
+
+
+def test_ncnn_weights_are_fp32_unless_asked_and_parity_holds_pinned_and_at_defaults(ncnn_pair, t0, tmp_path):
+    from lightexport.exporter.ncnn_files import TAG_FP16, TAG_FP32
+
+    param, weights, sidecar = ncnn_pair.files
+    assert [f.name for f in ncnn_pair.files] == ["t0.ncnn.param", "t0.ncnn.bin", "t0.ncnn.json"]
+    assert int.from_bytes(weights.read_bytes()[:4], "little") == TAG_FP32  # pnnx alone would have written fp16
+    report = api.verify(param, t0, progress=False)
+    assert report.passed and report.outputs[0].max_rel <= 1e-4  # pinned: fp16 off, so fp32 agreement
+    assert report.execution.startswith("fp32 pinned")
+    assert all("ncnn's default" in r.execution and r.precision == "fp16" for r in report.also)
+    fp16 = api.export(t0, "ncnn", output=tmp_path / "h.ncnn.param", fuse=True, input_size=SIZE, precision="fp16")
+    assert int.from_bytes(fp16.files[1].read_bytes()[:4], "little") == TAG_FP16
+    assert fp16.files[1].stat().st_size < 0.55 * weights.stat().st_size
+    assert api.verify(fp16.path, t0, progress=False).passed
+
+
+def test_ncnn_int8_is_refused_with_the_reason(t0, tmp_path):
+    _needs("ncnn")
+    from lightexport.calib import write_sample_photos
+
+    with pytest.raises(UsageError, match="ncnn int8 is not offered: no tool on the package registry"):
+        api.export(t0, "ncnn", output=tmp_path / "q.ncnn.param", input_size=SIZE, precision="int8",
+                   calib=write_sample_photos(tmp_path / "p"))
+    assert not list(tmp_path.glob("q.ncnn.*"))
+
+
+@pytest.mark.parametrize("damage", ["junk param", "empty param", "truncated param", "truncated bin", "empty bin",
+                                    "foreign bin", "junk bin of the right size"])
+def test_bad_ncnn_files_are_exit_5_never_a_crash(ncnn_pair, tmp_path, damage):
+    import shutil
+
+    param, weights, sidecar = (shutil.copy(f, tmp_path / f.name) for f in ncnn_pair.files)
+    from pathlib import Path
+
+    param, weights = Path(param), Path(weights)
+    data = weights.read_bytes()
+    if damage == "junk param":
+        param.write_text("hello\n")
+    elif damage == "empty param":
+        param.write_bytes(b"")
+    elif damage == "truncated param":
+        param.write_text("\n".join(param.read_text().splitlines()[:10]))
+    elif damage == "truncated bin":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "empty bin":
+        weights.write_bytes(b"")
+    elif damage == "foreign bin":
+        weights.write_bytes(data + b"\0" * 1024)
+    else:
+        weights.write_bytes(b"\x55" * len(data))  # ncnn would load it and compute NaN
+    result = CliRunner().invoke(cli, ["parity", str(param)])
+    assert result.exit_code == ExitCode.INPUT, result.output
+    assert "t0.ncnn" in one_line(result)
+
+
+def test_ncnn_trained_fp16_keeps_decisions(tmp_path):
+    _needs("ncnn")
+    from tests.trained import trained_checkpoint
+
+    model = api.load("mobilenet_v2", weights=trained_checkpoint("mobilenet_v2"))
+    result = api.export(model, "ncnn", output=tmp_path / "m.ncnn.param", fuse=True, precision="fp16")
+    report = api.verify(result.path, model, images=48, progress=False)
+    assert report.passed, report.all_failures
+    assert report.outputs[0].top1_confident == 1.0 and report.outputs[0].top1 >= 0.95
+
+
+# --------------------------------------------------------------------------- MNN
+
+
+@pytest.fixture(scope="module")
+def mnn_model(t0, tmp_path_factory):
+    _needs("MNN")
+    out = tmp_path_factory.mktemp("mnn") / "t0.mnn"
+    return api.export(t0, "mnn", output=out, fuse=True, input_size=SIZE)
+
+
+def test_mnn_fp32_and_fp16_pass_in_every_setting(mnn_model, t0, tmp_path):
+    assert [f.name for f in mnn_model.files] == ["t0.mnn", "t0.mnn.json"]
+    report = api.verify(mnn_model.path, t0, progress=False)
+    assert report.passed and report.outputs[0].max_rel <= 1e-4 and report.execution.startswith("fp32 pinned")
+    half = api.export(t0, "mnn", output=tmp_path / "h.mnn", fuse=True, input_size=SIZE, precision="fp16")
+    assert half.path.stat().st_size < 0.6 * mnn_model.path.stat().st_size
+    assert api.verify(half.path, t0, progress=False).passed
+
+
+def test_mnn_from_a_lightexport_onnx_carries_its_provenance(t0, tmp_path):
+    _needs("MNN")
+    onnx_path = api.export(t0, "onnx", output=tmp_path / "t0.onnx", fuse=True, input_size=SIZE).path
+    result = api.export(onnx_path, "mnn", output=tmp_path / "from_onnx.mnn")
+    meta = json.loads(result.files[1].read_text())
+    assert meta["lightexport.model"] == "fasternet_t0" and meta["lightexport.input_size"] == str(SIZE)
+    assert api.verify(result.path, api.reference_for(result.path), progress=False).passed
+
+
+@pytest.mark.parametrize("damage", ["junk", "empty", "truncated", "zeroed body"])
+def test_bad_mnn_files_are_exit_5(mnn_model, tmp_path, damage):
+    import shutil
+
+    path = tmp_path / "t0.mnn"
+    shutil.copy(mnn_model.path, path)
+    shutil.copy(mnn_model.files[1], tmp_path / "t0.mnn.json")
+    data = path.read_bytes()
+    path.write_bytes({"junk": b"not a model" * 100, "empty": b"", "truncated": data[: len(data) // 2],
+                      "zeroed body": data[:64] + b"\0" * (len(data) - 64)}[damage])
+    result = CliRunner().invoke(cli, ["parity", str(path)])
+    assert result.exit_code in (ExitCode.INPUT, ExitCode.PARITY), result.output  # a zeroed body may load and fail
+    text = one_line(result)
+    assert "t0.mnn" in text
+
+
+@pytest.mark.slow
+def test_mnn_trained_int8_keeps_confident_decisions(tmp_path):
+    _needs("MNN")
+    from lightexport.calib.crops import write_calibration_crops
+    from tests.trained import trained_checkpoint
+
+    model = api.load("mobilenet_v2", weights=trained_checkpoint("mobilenet_v2"))
+    calib = write_calibration_crops(tmp_path / "calib", 64)
+    result = api.export(model, "mnn", output=tmp_path / "m.mnn", fuse=True, precision="int8", calib=calib)
+    assert "EMA" in " ".join(result.notes)
+    report = api.verify(result.path, model, images=96, progress=False)
+    assert report.passed, report.all_failures
+    assert report.outputs[0].top1_confident >= 0.97
+    weights = api.export(model, "mnn", output=tmp_path / "w.mnn", fuse=True, precision="int8", weight_only=True)
+    assert weights.path.stat().st_size < 4.5e6  # int8 weights: MobileNetV2 is 14 MB in fp32
+    report = api.verify(weights.path, model, images=96, progress=False)
+    assert report.passed and report.outputs[0].top1 >= 0.93
+
+
+def test_mnn_int8_keep_is_refused(t0, tmp_path):
+    _needs("MNN")
+    from lightexport.calib import write_sample_photos
+
+    with pytest.raises(Exception, match="--int8-keep cannot apply"):
+        api.export(t0, "mnn", output=tmp_path / "q.mnn", input_size=SIZE, precision="int8", int8_keep=0,
+                   calib=write_sample_photos(tmp_path / "p"))
+
+
+def test_input_file_error_is_what_a_missing_pair_is(tmp_path):
+    _needs("ncnn")
+    from lightexport.parity.runners.ncnn import NcnnRunner
+
+    (tmp_path / "x.ncnn.param").write_text("7767517\n1 1\nInput in0 0 1 in0\n")
+    with pytest.raises(InputFileError, match="x.ncnn.bin is missing"):
+        NcnnRunner(tmp_path / "x.ncnn.param").activate()
