@@ -312,6 +312,20 @@ BACKENDS: dict[str, Backend] = {
             companions=("+.json",), module="MNN", install_hint="pip install 'lightexport[mnn]'", accepts_onnx=True,
             aarch64_wheels=("MNN",),
         ),
+        Backend(
+            name="executorch", runtime="executorch", label="ExecuTorch (XNNPACK)", color="#ff7f0e",
+            suffixes=(".pte",), precisions=(F32, F16, I8),
+            description="ExecuTorch program (.pte) lowered to XNNPACK, from torch.export of the fused module",
+            exporter="lightexport.exporter.executorch:export",
+            precision_help={F16: "fp16 XNNPACK kernels inside, fp32 input and output.",
+                            I8: "int8 with PT2E and XNNPACK's quantizer, calibrated on --calib images."},
+            runner="lightexport.parity.runners.executorch:ExecuTorchRunner",
+            metadata="lightexport.parity.runners.executorch:read_metadata",
+            io="lightexport.parity.runners.executorch:read_io",
+            naive="lightexport.exporter.executorch:naive_export", naive_label="naive ExecuTorch lowering",
+            module="executorch", install_hint="pip install 'lightexport[executorch]'",
+            helpers=("lightexport.exporter.pte_files",),
+        ),
     )
 }
 #: Runtimes by their report names, for the suite and bench ("onnxruntime" -> the onnx record).

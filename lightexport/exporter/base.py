@@ -94,7 +94,8 @@ def quiet() -> Iterator[None]:
     when its optimizer skips a rewrite (the export still succeeds); neither is the user's concern,
     and a failure still surfaces as the exception it raises.
     """
-    loggers = [logging.getLogger(name) for name in ("onnxscript", "torch.onnx", "torch._dynamo", "torch.export")]
+    loggers = [logging.getLogger(name) for name in ("onnxscript", "torch.onnx", "torch._dynamo", "torch.export",
+                                                    "torch.utils._pytree", "torchao")]
     levels = [lg.level for lg in loggers]
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):

@@ -62,11 +62,13 @@ def auto_search_order(steps: list[int], meets) -> list[int]:
     return tried
 
 
-def search_keep(available: int, build: Callable[[int], tuple[float, T]]) -> tuple[int, dict[int, tuple[float, T]]]:
+def search_keep(available: int, build: Callable[[int], tuple[float, T]],
+                steps: Sequence[int] = AUTO_STEPS) -> tuple[int, dict[int, tuple[float, T]]]:
     """Choose the float-kept count: the fewest tried that reaches AUTO_TARGET, else the best cosine tried.
 
-    ``build(count)`` makes the candidate with the first ``count`` convolutions float and
-    returns (its calibration cosine, the candidate). Returns the count and every result by count.
+    ``build(count)`` makes the candidate with the first ``count`` convolutions float (or whatever
+    ``count`` means to the caller: ExecuTorch keeps that many at each end) and returns (its
+    calibration cosine, the candidate). Returns the count and every result by count.
     """
     results: dict[int, tuple[float, T]] = {}
 
@@ -74,6 +76,6 @@ def search_keep(available: int, build: Callable[[int], tuple[float, T]]) -> tupl
         results[count] = build(count)
         return results[count][0] >= AUTO_TARGET
 
-    auto_search_order([c for c in AUTO_STEPS if c <= available], meets)
+    auto_search_order([c for c in steps if c <= available], meets)
     passing = [count for count, (cosine, _) in results.items() if cosine >= AUTO_TARGET]
     return (min(passing) if passing else max(results, key=lambda c: results[c][0])), results

@@ -25,6 +25,8 @@ from lightexport.errors import UsageError
 from lightexport.reparam.report import PassReport
 
 FORMS = ("split_cat", "slicing")
+#: Where a partial convolution switched by structure keeps the name of its conv child (in its __dict__).
+PCONV_CHILD = "_lightexport_pconv_child"
 EXPORT_FORM = "split_cat"
 
 
@@ -81,10 +83,30 @@ def pconv_for_export(model: nn.Module) -> tuple[nn.Module, PassReport]:
             report.skip("already split_cat", name)
             continue
         module.forward = types.MethodType(_split_cat_forward, module)
-        module._lightexport_pconv = conv
+        # its conv by child name, not as an attribute: a Module attribute would register the conv twice
+        module.__dict__[PCONV_CHILD] = next(child for child, m in module.named_children() if m is conv)
         report.changed.append(name)
         report.details[f"{name}: {form or 'its own forward'} -> split_cat"] = channels
     return model, report
+
+
+def partial_convs(model: nn.Module):
+    """(module, its convolution) for every partial convolution in ``model`` the passes know: lightexport's, timm's
+    and the official code's by their form, others switched by structure (:func:`pconv_for_export`)."""
+    for _, module in model.named_modules():
+        child = pconv_child(module)
+        if child is not None:
+            yield module, getattr(module, child)
+
+
+def pconv_child(module: nn.Module) -> str | None:
+    """The name of a partial convolution's conv child, or None if ``module`` is no partial convolution we know."""
+    if PCONV_CHILD in module.__dict__:
+        return module.__dict__[PCONV_CHILD]
+    if _current_form(module) is None:
+        return None
+    conv = _lone_conv(module)
+    return next((child for child, m in module.named_children() if m is conv), None) if conv is not None else None
 
 
 def _lone_conv(module: nn.Module) -> nn.Conv2d | None:
@@ -146,6 +168,6 @@ def _traced_form(module: nn.Module) -> str | None:
 def _split_cat_forward(self: nn.Module, x):
     import torch
 
-    conv = self._lightexport_pconv
+    conv = getattr(self, self.__dict__[PCONV_CHILD])
     first, rest = torch.split(x, [conv.in_channels, x.shape[1] - conv.in_channels], dim=1)
     return torch.cat((conv(first), rest), 1)

@@ -1,0 +1,157 @@
+"""ExecuTorch programs (``.pte``) behind the runner interface, through ``executorch.runtime``, XNNPACK threads pinned.
+
+Every file is read and checked first by :mod:`lightexport.exporter.pte_files` (ExecuTorch's loader
+aborts the process on a junk file), and refused when its input's memory layout is not contiguous
+NCHW (what lightexport's feeds are: a channels-last program would misread them without an error)
+or when it has no XNNPACK delegate (it would run every op as a portable kernel, ~200x slower).
+
+XNNPACK's work runs on ExecuTorch's process-wide thread pool, not PyTorch's: it is sized with
+``_unsafe_reset_threadpool`` before the first program loads (it defaults to every core; resizing
+it under a loaded XNNPACK program aborted the process, and growing it later is not honoured), so
+the first runner of a process fixes it and later ones say what they ran on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lightexport.backends import require
+from lightexport.errors import InputFileError
+from lightexport.exporter.pte_files import PteFileError, read_pte
+from lightexport.parity.runners.base import ArtifactIO, Feed, Outputs, Runner, TensorSpec, reason
+
+META_METHOD = "lightexport_meta"
+_DTYPES = {"FLOAT": "float32", "HALF": "float16", "DOUBLE": "float64", "INT": "int32", "LONG": "int64",
+           "BYTE": "uint8", "CHAR": "int8", "BOOL": "bool", "BFLOAT16": "bfloat16"}
+_pool: dict[str, int] = {}
+
+
+def describe(path: Path) -> dict:
+    """The checked program (:func:`read_pte`), with the file named in any refusal."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"ExecuTorch program not found: {path}")
+    try:
+        return read_pte(path)
+    except PteFileError as exc:
+        raise InputFileError(f"{path} is not a readable ExecuTorch program: {exc}") from None
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The provenance the program carries as its ``lightexport_meta`` constant (read without running anything)."""
+    text = describe(path)["constants"].get(META_METHOD)
+    if not text:
+        return {}
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        raise InputFileError(f"{path}: its {META_METHOD} constant is not JSON") from None
+    if not isinstance(meta, dict):
+        raise InputFileError(f"{path}: its {META_METHOD} constant is not a JSON object")
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def read_io(path: Path, metadata: dict[str, str] | None = None) -> ArtifactIO:
+    forward = describe(path)["methods"].get("forward")
+    if forward is None:
+        raise InputFileError(f"{path} has no forward method")
+    meta = metadata if metadata is not None else {k.removeprefix("lightexport."): v
+                                                  for k, v in read_metadata(path).items()}
+    names = json.loads(meta["outputs"]) if meta.get("outputs") else [f"out{i}" for i in range(len(forward["outputs"]))]
+    tensors = [t for t in forward["outputs"] if isinstance(t, dict)]
+    return ArtifactIO(tuple(TensorSpec(f"input{i}" if i else "input", _DTYPES.get(t["dtype"], "float32"),
+                                       tuple(t["sizes"])) for i, t in enumerate(forward["inputs"])),
+                      tuple(TensorSpec(n, _DTYPES.get(t["dtype"], "float32"), tuple(t["sizes"]))
+                            for n, t in zip(names, tensors)))
+
+
+@contextlib.contextmanager
+def _native_stderr_off():
+    """ExecuTorch's C++ logs cpuinfo probes and the pool size to fd 2 ("Failed to open midr file ..."): not ours to
+    show. Errors still arrive as Python exceptions."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def set_threads(threads: int | None) -> int:
+    """Size ExecuTorch's thread pool once per process, before any program loads; the count it has."""
+    with _native_stderr_off():
+        from executorch.extension.pybindings import portable_lib
+
+    wanted = threads or os.cpu_count() or 1
+    if "size" not in _pool:
+        with _native_stderr_off():
+            portable_lib._unsafe_reset_threadpool(int(wanted))
+        _pool["size"] = int(portable_lib._threadpool_get_thread_count())
+    return _pool["size"]
+
+
+class ExecuTorchRunner(Runner):
+    """The program's ``forward`` through ``executorch.runtime.Runtime``; ``threads`` sizes XNNPACK's pool."""
+
+    backend = "executorch"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, name: str | None = None) -> None:
+        super().__init__(name)
+        self.path = Path(path)
+        self.threads = threads
+
+    def activate_impl(self) -> None:
+        require("executorch", "an ExecuTorch program")
+        info = describe(self.path)
+        forward = info["methods"].get("forward")
+        if forward is None:
+            raise InputFileError(f"{self.path} has no forward method")
+        first = forward["inputs"][0] if forward["inputs"] and isinstance(forward["inputs"][0], dict) else None
+        if first is None:
+            raise InputFileError(f"{self.path}: its forward takes no tensor")
+        if first["dim_order"] != sorted(first["dim_order"]):
+            raise InputFileError(f"{self.path} was exported from a {first['dim_order']} (channels-last) example; it "
+                                 "would misread contiguous NCHW inputs: re-export it from a contiguous example")
+        if "XnnpackBackend" not in forward["delegates"]:
+            raise InputFileError(f"{self.path} has no XNNPACK delegate: every op would run as a portable kernel "
+                                 "(~200x slower); lower it with XnnpackPartitioner")
+        self.dtype = np.dtype(_DTYPES.get(first["dtype"], "float32"))
+        self.threads_used = set_threads(self.threads)
+        import torch  # the runtime's Python API takes torch tensors
+        from executorch.runtime import Runtime
+
+        self._torch = torch
+        try:
+            with _native_stderr_off():
+                self.program = Runtime.get().load_program(self.path)
+                self.method = self.program.load_method("forward")
+        except Exception as exc:  # noqa: BLE001  # the runtime's errors are RuntimeErrors with a hex status
+            raise InputFileError(f"ExecuTorch cannot load {self.path}: {reason(exc)}") from exc
+        meta = read_metadata(self.path)
+        names = json.loads(meta["lightexport.outputs"]) if meta.get("lightexport.outputs") else None
+        count = len(forward["outputs"])
+        self.input_names = ["input"]
+        self.output_names = names if names and len(names) == count else (["logits"] if count == 1 else
+                                                                          [f"out{i}" for i in range(count)])
+        made = meta.get("lightexport.precision", "fp32")
+        self.execution_precision = "int8" if made == "int8" else "fp16" if made == "fp16" else "fp32"
+
+    def deactivate_impl(self) -> None:
+        del self.method, self.program
+
+    def infer_impl(self, feed: Feed) -> Outputs:
+        x = np.ascontiguousarray(feed["input"], dtype=self.dtype)
+        try:
+            results = self.method.execute([self._torch.from_numpy(x)])
+        except Exception as exc:  # noqa: BLE001  # a wrong shape or dtype is a RuntimeError with a status code
+            raise InputFileError(f"{self.path} cannot run on an input of shape {x.shape}: {reason(exc)}") from exc
+        return {n: r.detach().float().numpy().copy() for n, r in zip(self.output_names, results)}
