@@ -40,7 +40,8 @@ import onnx
 from rich.console import Console
 
 from lightexport import api
-from lightexport.bench.compare import CONTROL_SUFFIX, OV_F32, benchmark, naive_for
+from lightexport.backends import BACKENDS, INTERCHANGE, backend_for_path
+from lightexport.bench.compare import CONTROL_SUFFIX, benchmark, naive_for
 from lightexport.bench.naive import NaiveArtifact
 from lightexport.exporter.onnx_guard import ort_profile
 from lightexport.fileio import atomic_output
@@ -48,7 +49,10 @@ from lightexport.loading import load_model
 from lightexport.model_defs import list_models
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-START, END = "<!-- bench-vs-naive:start -->", "<!-- bench-vs-naive:end -->"
+#: README tables: the server runtimes over every registered model, the phone runtimes over the mobile families
+TABLES = {"server": ("<!-- bench-vs-naive:start -->", "<!-- bench-vs-naive:end -->", "onnx,openvino"),
+          "phone": ("<!-- bench-vs-naive-phone:start -->", "<!-- bench-vs-naive-phone:end -->",
+                    "executorch,tflite,ncnn,mnn")}
 
 
 def cpu_name() -> str:
@@ -59,27 +63,30 @@ def cpu_name() -> str:
         return platform.processor() or "unknown CPU"
 
 
-def build(name: str, workdir: Path) -> dict:
-    """Export lightexport's fp32 ONNX and IR and the naive pair; count what ONNX Runtime makes of both ONNX."""
+def build(name: str, workdir: Path, formats: list[str]) -> dict:
+    """Export lightexport's fp32 artifact in each format and each runtime's naive one; count what ONNX Runtime makes
+    of both ONNX (when ONNX is among the formats)."""
     loaded = load_model(name)
-    ours = [api.export(loaded, "onnx", output=workdir / f"{name}.onnx", fuse=True).path,
-            api.export(loaded, "openvino", output=workdir / f"{name}.xml", fuse=True).path]
+    ours = [api.export(loaded, fmt, output=workdir / f"{name}{BACKENDS[fmt].suffix}", fuse=True).path
+            for fmt in formats]
     naive = naive_for(loaded, ours, workdir)
-    nodes = {"ours": ort_profile(onnx.load(str(ours[0]))).nodes,
-             "naive": ort_profile(onnx.load(str(next(a.path for a in naive if a.runtime == "onnxruntime")))).nodes}
+    nodes = {}
+    if INTERCHANGE in formats:
+        nodes = {"ours": ort_profile(onnx.load(str(ours[formats.index(INTERCHANGE)]))).nodes,
+                 "naive": ort_profile(onnx.load(str(next(a.path for a in naive if a.runtime == "onnxruntime")))).nodes}
     return {"ours": [str(p) for p in ours], "naive": [[a.label, str(a.path), a.runtime] for a in naive],
             "ort_nodes": nodes}
 
 
 def time_artifacts(name: str, built: dict, runs: int, budget_s: float, threads: int) -> dict:
-    """Time the built artifacts. Runs in a fresh process (see ``measure``)."""
+    """Time the built artifacts, each format pinned to its own precision. Runs in a fresh process (see ``measure``)."""
     loaded = load_model(name)
     size = loaded.spec.input_size
     ours = [Path(p) for p in built["ours"]]
     naive = [NaiveArtifact(label, Path(path), runtime) for label, path, runtime in built["naive"]]
     nodes = built["ort_nodes"]
     # Rounds of big models take seconds: fit the run count to the budget after a one-round probe.
-    probe = benchmark(loaded, ours, threads=threads, warmup=1, runs=1, naive=naive, ov_precisions=(OV_F32,),
+    probe = benchmark(loaded, ours, threads=threads, warmup=1, runs=1, naive=naive, settings=("pinned",),
                       eager=False, control=True)
     round_s = sum(t.p50 for t in probe.timings.values()) / 1000.0
     n = max(8, min(runs, int(budget_s / max(round_s, 1e-6))))
@@ -87,7 +94,7 @@ def time_artifacts(name: str, built: dict, runs: int, budget_s: float, threads: 
     # per cent faster or slower than the next for its whole life, and a ratio from one pair of sessions
     # would measure that luck (see RESOLUTION).
     reports = [benchmark(loaded, ours, threads=threads, warmup=3, runs=max(4, n // SESSIONS), naive=naive,
-                         ov_precisions=(OV_F32,), eager=False, control=True) for _ in range(SESSIONS)]
+                         settings=("pinned",), eager=False, control=True) for _ in range(SESSIONS)]
     report = reports[0]
     for other in reports[1:]:
         for label, timing in other.timings.items():
@@ -95,17 +102,18 @@ def time_artifacts(name: str, built: dict, runs: int, budget_s: float, threads: 
     n = len(next(iter(report.timings.values())).samples_ms)
     row = {"model": name, "input_size": size, "runs": n, "ms": {k: t.p50 for k, t in report.timings.items()},
            "ort_nodes": nodes}
-    for label, runtime in ((ours[0].name, "onnxruntime"), (f"{ours[1].name} @f32", "openvino")):
-        spread = report.vs_naive(label)
+    for path in ours:
+        runtime = backend_for_path(path).runtime
+        label = next(k for k in report.naive_of if k == path.name or k.startswith(f"{path.name} @"))
         naive_label = report.naive_of[label]
         (control_label,) = [k for k, v in report.naive_of.items() if v == naive_label and CONTROL_SUFFIX in k]
-        control = report.vs_naive(control_label)
-        row[runtime] = {**spread.to_dict(), "ours_ms": report.timings[label].p50,
-                        "naive_ms": report.timings[naive_label].p50, "control": control.to_dict()}
+        row[runtime] = {**report.vs_naive(label).to_dict(), "ours_ms": report.timings[label].p50,
+                        "naive_ms": report.timings[naive_label].p50,
+                        "control": report.vs_naive(control_label).to_dict(), "setting": label[len(path.name):].strip()}
     return row
 
 
-def measure(name: str, workdir: Path, runs: int, budget_s: float, threads: int) -> dict:
+def measure(name: str, workdir: Path, runs: int, budget_s: float, threads: int, formats: list[str]) -> dict:
     """Build in this process, time in a fresh one.
 
     Timed in the process that had just exported (torch tracing, onnxsim, the guard's own ONNX
@@ -113,7 +121,7 @@ def measure(name: str, workdir: Path, runs: int, budget_s: float, threads: int) 
     the small models (MobileNetV3-Small 0.95x) although ONNX Runtime's kernels for it summed to
     less (1796 vs 1817 us per image); in a fresh process the same two files measured 0.98-1.00x.
     """
-    built = build(name, workdir)
+    built = build(name, workdir, formats)
     manifest = workdir / f"{name}.json"
     manifest.write_text(json.dumps(built))
     child = subprocess.run([sys.executable, __file__, "--time-one", name, "--manifest", str(manifest),
@@ -153,24 +161,34 @@ def _cell(s: dict) -> str:
             f"| {s['ours_ms']:.2f} / {s['naive_ms']:.2f}")
 
 
-def markdown(rows: list[dict], cpu: str, threads: int, versions: str) -> str:
-    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {cpu}, {threads} thread, batch 1, fp32, {versions}; "
-             "shared machine, so read the spread. Ratio = naive median latency / lightexport's (>1: faster), "
-             "then the IQR and min-max of the per-round ratios; ms = lightexport / naive medians. "
+def markdown(rows: list[dict], cpu: str, threads: int, versions: str, formats: list[str]) -> str:
+    runtimes = [BACKENDS[f].runtime for f in formats]
+    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {cpu}, {threads} thread, batch 1, fp32 (each runtime pinned to "
+             f"fp32), {versions}; shared machine, so read the spread. Ratio = naive median latency / lightexport's "
+             "(>1: faster), then the IQR and min-max of the per-round ratios; ms = lightexport / naive medians. "
              "A/A: the naive file against a second session of itself, the noise floor of this run. "
              "**<1**: naive faster in 3 rounds of 4 and by more than the A/A (at least 3 %); ~1: below 1, within it. "
-             "ORT nodes: what ONNX Runtime's optimizer leaves of lightexport's / the naive graph.",
+             + ("ORT nodes: what ONNX Runtime's optimizer leaves of lightexport's / the naive graph. "
+                if INTERCHANGE in formats else "")
+             + "Naive: " + "; ".join(f"{BACKENDS[f].label}: {BACKENDS[f].naive_label}" for f in formats) + ".",
              "",
-             "| model | px | rounds | ONNX Runtime vs naive | ms | ORT nodes | OpenVINO f32 vs naive | ms |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | px | rounds | " + " | ".join(f"{BACKENDS[f].label} vs naive | ms"
+                                                     + (" | ORT nodes" if f == INTERCHANGE else "") for f in formats)
+             + " |",
+             "|---|---|---|" + "---|---|" * len(formats) + ("---|" if INTERCHANGE in formats else "")]
     for r in rows:
         nodes = r.get("ort_nodes", {})
-        lines.append(f"| `{r['model']}` | {r['input_size']} | {r['runs']} | {_cell(r['onnxruntime'])} "
-                     f"| {nodes.get('ours', '-')} / {nodes.get('naive', '-')} | {_cell(r['openvino'])} |")
+        cells = []
+        for fmt, runtime in zip(formats, runtimes):
+            cells.append(_cell(r[runtime]) if runtime in r else "- | -")
+            if fmt == INTERCHANGE:
+                cells.append(f"{nodes.get('ours', '-')} / {nodes.get('naive', '-')}")
+        lines.append(f"| `{r['model']}` | {r['input_size']} | {r['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_readme(table: str, readme: Path = README) -> None:
+def write_readme(table: str, readme: Path = README, which: str = "server") -> None:
+    START, END = TABLES[which][:2]  # noqa: N806
     text = readme.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{readme} lacks the markers {START} ... {END}")
@@ -180,12 +198,18 @@ def write_readme(table: str, readme: Path = README) -> None:
         Path(tmp).write_text(f"{head}{START}\n{table}\n{END}{tail}")
 
 
-def versions() -> str:
-    import onnxruntime
-    import openvino
+def versions(formats: list[str]) -> str:
+    import importlib.metadata
+
     import torch
 
-    return f"torch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}, OpenVINO {openvino.__version__}"
+    found = []
+    for fmt in formats:
+        try:  # the runtime's import name finds its distribution (importlib.metadata normalizes - and _)
+            found.append(f"{BACKENDS[fmt].label} {importlib.metadata.version(BACKENDS[fmt].module)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ", ".join([f"torch {torch.__version__}", *found])
 
 
 def main() -> int:
@@ -194,6 +218,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=40, help="rounds per model at most")
     parser.add_argument("--budget-s", type=float, default=40.0, help="seconds of timing per model (fewer rounds)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table", choices=list(TABLES), default="server",
+                        help="which README table: server runtimes (every model) or phone runtimes")
+    parser.add_argument("--formats", help="comma-separated formats (default: the table's)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--write-readme", action="store_true")
     parser.add_argument("--time-one", help=argparse.SUPPRESS)  # internal: the fresh timing process
@@ -205,22 +232,25 @@ def main() -> int:
         print(json.dumps(row))
         return 0
     console = Console()
+    formats = (args.formats or TABLES[args.table][2]).split(",")
+    formats = [f for f in formats if BACKENDS[f].available()]
+    runtimes = [BACKENDS[f].runtime for f in formats]
     names = args.models.split(",") if args.models else list_models()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-vs-naive-") as tmp:
         for name in names:
-            row = measure(name, Path(tmp), args.runs, args.budget_s, args.threads)
+            row = measure(name, Path(tmp), args.runs, args.budget_s, args.threads, formats)
             rows.append(row)
-            o, v = row["onnxruntime"], row["openvino"]
-            console.print(f"{name}: ORT {o['ratio']:.2f}x (IQR {o['q25']:.2f}-{o['q75']:.2f}), "
-                          f"OpenVINO f32 {v['ratio']:.2f}x (IQR {v['q25']:.2f}-{v['q75']:.2f}), {row['runs']} rounds")
+            console.print(f"{name}: " + ", ".join(f"{rt} {row[rt]['ratio']:.2f}x (IQR {row[rt]['q25']:.2f}-"
+                                                   f"{row[rt]['q75']:.2f})" for rt in runtimes if rt in row)
+                          + f", {row['runs']} rounds")
             if args.json:  # after every model: a long run that dies keeps what it measured
                 args.json.write_text(json.dumps(rows, indent=2))
-    table = markdown(rows, cpu_name(), args.threads, versions())
+    table = markdown(rows, cpu_name(), args.threads, versions(formats), formats)
     console.print(table)
     if args.write_readme:
-        write_readme(table)
-    behind = [f"{r['model']} ({k})" for r in rows for k in ("onnxruntime", "openvino") if slower(r[k])]
+        write_readme(table, which=args.table)
+    behind = [f"{r['model']} ({k})" for r in rows for k in runtimes if k in r and slower(r[k])]
     for name in behind:
         console.print(f"[red]slower than the naive path:[/] {name}")
     return 1 if behind else 0

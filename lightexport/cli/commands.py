@@ -208,6 +208,18 @@ def triton_cmd(source, repository, backend, name, max_batch, instances, dynamic_
         raise ParityFailure(f"{repository} served by Triton fails parity: {'; '.join(report.failures)}")
 
 
+def _bench_formats(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    from lightexport.backends import get_backend
+
+    chosen = [get_backend(name.strip()) for name in text.split(",") if name.strip()]
+    gpu = [b.name for b in chosen if not b.cpu]
+    if gpu:
+        raise UsageError(f"bench times CPU formats; {', '.join(gpu)} runs on a GPU")
+    return [b.name for b in chosen]
+
+
 def _parse_weights(specs: tuple[str, ...]) -> dict[str, str]:
     weights: dict[str, str] = {}
     for spec in specs:
@@ -321,6 +333,7 @@ def arm64_setup_cmd() -> None:
               help="Batch size (models are exported with it).")
 @click.option("--runs", type=bounded("runs"), default=30, show_default=True)
 @click.option("--warmup", type=bounded("warmup"), default=5, show_default=True)
+@click.option("--formats", help="Formats a model name is exported to (default: every CPU format installed here).")
 @click.option("--naive/--no-naive", default=True, show_default=True,
               help="Also time the paths without lightexport (each runtime's own one-line defaults).")
 @click.option("--settings", "--ov-precision", "run_as", type=click.Choice(["pinned", "default", "both", "f32"]),
@@ -329,7 +342,7 @@ def arm64_setup_cmd() -> None:
                    "pinned, the runtime's default, or both (f32 is pinned, as --ov-precision spelt it).")
 @json_option
 @handle_errors
-def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch, runs, warmup, naive, run_as,
+def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch, runs, warmup, formats, naive, run_as,
               json_out) -> None:
     """Latency and throughput of artifacts or models vs PyTorch eager and the naive export paths, interleaved.
 
@@ -341,6 +354,7 @@ def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch,
     Examples:
       lightexport bench fasternet_t0 fasternet_s --threads 1
       lightexport bench fasternet_t0 --threads 2 --batch 8 --settings pinned
+      lightexport bench mobilenet_v2 --formats onnx,executorch,tflite,ncnn,mnn
       lightexport bench t0.onnx t0.xml --profile mobile-1t-128bit --json bench.json
     """
     import tempfile
@@ -361,7 +375,8 @@ def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch,
     threads = chosen.threads if chosen else threads
     reports = []
     with tempfile.TemporaryDirectory(prefix="lightexport-bench-") as tmp:
-        for reference, artifacts in group_targets(targets, model_name, weights, Path(tmp), input_size, batch):
+        chosen = _bench_formats(formats)
+        for reference, artifacts in group_targets(targets, model_name, weights, Path(tmp), input_size, batch, chosen):
             baselines = naive_for(reference, artifacts, Path(tmp), batch, input_size) if naive else []
             report = benchmark(reference, artifacts, threads=threads, batch=batch, input_size=input_size, runs=runs,
                                warmup=warmup, profile=profile, naive=baselines, settings=SETTING_CHOICES[run_as])

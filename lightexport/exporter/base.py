@@ -109,6 +109,27 @@ def quiet() -> Iterator[None]:
                 lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def quiet_processes() -> Iterator[None]:
+    """:func:`quiet` for tools that print from native code or child processes too (fds 1 and 2 to /dev/null)."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(os.devnull, "w") as null, quiet():
+        os.dup2(null.fileno(), 1)
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
 class Stopwatch:
     """Seconds since the export began (what every result reports)."""
 

@@ -174,7 +174,7 @@ def naive_export(loaded: LoadedModel, example, path: Path) -> Path:
     from lightexport.exporter.onnx import naive_export as naive_onnx
 
     require_installed("MNN", "the MNN baseline")
-    onnx_path = naive_onnx(loaded, example, path.with_suffix(get_backend(INTERCHANGE).suffix))
+    onnx_path = naive_onnx(loaded, example, path.with_name(f"{path.stem}.for-mnn{get_backend(INTERCHANGE).suffix}"))
     try:
         mnnconvert(onnx_path, path, exact=False)
     finally:

@@ -37,6 +37,7 @@ from lightexport.exporter.base import (
     prepared_module,
     provenance,
     quiet,
+    quiet_processes,
     require_model,
 )
 from lightexport.exporter.ncnn_files import check_pair, read_param
@@ -142,7 +143,7 @@ def naive_export(loaded: LoadedModel, example: torch.Tensor, path: Path) -> Path
     folder = path.parent / f".naive-pnnx-{os.getpid()}"
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        with quiet():
+        with quiet_processes():  # pnnx's wrapper lets the converter print its passes to our stdout
             pnnx.export(loaded.module.eval(), str(folder / "m.pt"), (example,))
         param = folder / "m.ncnn.param"
         if not param.is_file():

@@ -52,7 +52,7 @@ def test_ratio_spread_uses_per_round_ratios():
 def test_bench_cli_times_naive_baselines_beside_lightexport(tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(cli, ["bench", "fasternet_t0", "--input-size", "64", "--runs", "3", "--warmup", "1",
-                                      "--json", str(out)])
+                                      "--formats", "onnx,openvino", "--json", str(out)])
     assert result.exit_code == 0, result.output
     (report,) = json.loads(out.read_text())["benchmarks"]
     rows = {r["name"]: r for r in report["results"]}
@@ -100,6 +100,7 @@ def test_bench_cli_batch_and_f32_only(tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(cli, ["bench", "mobilenet_v3_small", "--input-size", "64", "--batch", "2", "--runs",
                                       "2", "--warmup", "0", "--settings", "pinned", "--threads", "2",
+                                      "--formats", "onnx,openvino",
                                       "--json", str(out)])
     assert result.exit_code == 0, result.output
     (report,) = json.loads(out.read_text())["benchmarks"]

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,10 @@ class ExecuTorchRunner(Runner):
         self.dtype = np.dtype(_DTYPES.get(first["dtype"], "float32"))
         self.threads_used = set_threads(self.threads)
         import torch  # the runtime's Python API takes torch tensors
-        from executorch.runtime import Runtime
+
+        with _native_stderr_off(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "This API is experimental": the runtime API is what ExecuTorch documents
+            from executorch.runtime import Runtime
 
         self._torch = torch
         try:

@@ -142,18 +142,21 @@ class MnnRunner(Runner):
             raise InputFileError(f"MNN model not found: {self.path}")
         check_mnn(self.path)
         self.expr = expr
-        self.output_names = _names(read_metadata(self.path))
-        self.input_names = ["input"]
         config = {"backend": "CPU", "numThread": int(self.threads or 1),
                   "precision": PRECISION[self.inference_precision], "memory": 0}
         self.runtime = nn.create_runtime_manager((config,))
-        try:
-            self.module = nn.load_module_from_file(str(self.path), ["input"], self.output_names,
-                                                   runtime_manager=self.runtime)
+        try:  # empty name lists: the model's own inputs and outputs, in its order
+            self.module = nn.load_module_from_file(str(self.path), [], [], runtime_manager=self.runtime)
+            info = self.module.get_info() if self.module is not None else {}
         except (SystemError, RuntimeError, ValueError) as exc:
             raise InputFileError(f"MNN cannot load {self.path} (not an MNN model, or truncated)") from exc
-        if self.module is None:
-            raise InputFileError(f"MNN cannot load {self.path}")
+        if self.module is None or not info.get("inputNames") or not info.get("outputNames"):
+            raise InputFileError(f"MNN cannot load {self.path} (it names no inputs or outputs)")
+        self.blob_in = info["inputNames"][0]
+        recorded = read_metadata(self.path)
+        names = _names(recorded) if recorded.get("lightexport.outputs") else list(info["outputNames"])
+        self.output_names = names if len(names) == len(info["outputNames"]) else list(info["outputNames"])
+        self.input_names = ["input"]
         fp16 = self.inference_precision == "low" and has_fp16_arithmetic()
         self.execution_precision = "fp16" if fp16 else "fp32"
 
