@@ -132,6 +132,8 @@ class Backend:
     triton: tuple[tuple[str, str, str], ...] = ()
     #: the format's own modules besides those named above (its converters' helpers), "lightexport.exporter.x"
     helpers: tuple[str, ...] = ()
+    #: "module:function" (path, threads, feed, runs) -> [(layer, kind, mean us)], the runtime's own profiler
+    layers: str | None = None
     #: a command of its own (``lightexport onnx``): its name, and the examples its --help shows; None: ``export`` only
     command: str | None = None
     examples: tuple[str, ...] = ()
@@ -205,6 +207,7 @@ BACKENDS: dict[str, Backend] = {
             runner="lightexport.parity.runners.onnxruntime:OnnxRuntimeRunner",
             metadata="lightexport.artifacts:read_onnx_provenance",
             io="lightexport.parity.runners.onnxruntime:read_io",
+            layers="lightexport.parity.runners.onnxruntime:profile_layers",
             naive="lightexport.exporter.onnx:naive_export", naive_label="naive torch.onnx.export",
             module="onnxruntime", install_hint="pip install onnxruntime", isa_cap=False,
             aarch64_wheels=("onnxruntime",),
@@ -237,6 +240,7 @@ BACKENDS: dict[str, Backend] = {
             runner_options=("threads", "inference_precision"),
             metadata="lightexport.artifacts:read_ir_provenance",
             io="lightexport.parity.runners.openvino:read_io",
+            layers="lightexport.parity.runners.openvino:profile_layers",
             settings="lightexport.parity.runners.openvino:run_settings",
             naive="lightexport.exporter.openvino:naive_export", naive_label="naive ov.convert_model",
             companions=(".bin",), module="openvino", install_hint="pip install 'lightexport[openvino]'",

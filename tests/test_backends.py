@@ -152,3 +152,13 @@ def test_no_format_is_spelled_outside_its_record_and_modules():
 
 def test_every_runtime_is_a_record():
     assert set(RUNTIMES) == {b.runtime for b in BACKENDS.values()}
+
+
+def test_readme_format_table_is_current():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "format_table.py"
+    spec = importlib.util.spec_from_file_location("format_table", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.readme_table() == module.render(), "run: python benchmarks/format_table.py --write-readme"

@@ -1,8 +1,11 @@
-"""Compare artifacts against PyTorch eager on identical settings, with the machine's ceiling alongside.
+"""Compare artifacts against PyTorch eager on identical settings, with the machine's ceilings alongside.
 
-A speed number means little alone: it is always reported as a ratio against eager
-PyTorch measured in the same run, and as a share of the sgemm ceiling on the same
-threads (how much of the CPU's attainable throughput the model actually gets).
+A speed number means little alone: it is always reported as a ratio against eager PyTorch
+measured in the same run, and as a share of the ceiling of the precision its layers ran in
+(:mod:`lightexport.bench.ceiling`: fp32, bf16, int8, fp16 where the CPU has it, each the best
+library's, on the same threads), with the roofline bound: whether the artifact is nearer the
+compute ceiling (2 x MACs / ceiling) or the memory one (bytes moved / bandwidth). A share above
+100 % says the ceiling is wrong (a faster library than those measured), and is flagged.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lightexport.backends import BACKENDS, backend_for_path, is_artifact
-from lightexport.bench.ceiling import matmul_gflops
+from lightexport.bench.ceiling import OVER, Ceilings, ceilings
 from lightexport.bench.naive import NaiveArtifact
 from lightexport.bench.timing import RatioSpread, Timing, measure_interleaved, ratio_spread
 from lightexport.loading import LoadedModel
@@ -52,13 +55,31 @@ class BenchReport:
     batch: int
     input_size: int
     gmacs: float
-    ceiling_gflops: float
+    machine: Ceilings
     timings: dict[str, Timing] = field(default_factory=dict)
     profile: str | None = None
     #: artifact label -> the naive baseline it is compared with (same runtime, same precision setting)
     naive_of: dict[str, str] = field(default_factory=dict)
     #: label -> the precision the runtime actually executed in, where it is not the artifact's own
     runs_as: dict[str, str] = field(default_factory=dict)
+    #: label -> the precision whose ceiling judges it (what its compute layers ran in)
+    judged_as: dict[str, str] = field(default_factory=dict)
+    #: bytes one inference moves at least (activations written and read, weights read once)
+    bytes_moved: float = 0.0
+
+    @property
+    def ceiling_gflops(self) -> float:
+        return self.machine.of("fp32").gflops or 0.0
+
+    def ceiling(self, name: str):
+        return self.machine.of(self.judged_as.get(name, "fp32"))
+
+    def roofline_ms(self, name: str) -> tuple[float, str]:
+        """The least latency the roofline allows (ms) and which roof sets it ("compute" or "memory")."""
+        ceiling = self.ceiling(name).gflops or self.ceiling_gflops
+        compute = 2 * self.gmacs * self.batch / ceiling * 1000.0
+        memory = self.bytes_moved / (self.machine.bandwidth_gbs * 1e9) * 1000.0 if self.machine.bandwidth_gbs else 0
+        return (compute, "compute") if compute >= memory else (memory, "memory")
 
     def speedup(self, name: str) -> float:
         return self.timings[BASELINE].p50 / self.timings[name].p50
@@ -72,21 +93,34 @@ class BenchReport:
         return 2 * self.gmacs * self.batch / (self.timings[name].p50 / 1000.0)
 
     def ceiling_share(self, name: str) -> float:
-        return self.effective_gflops(name) / self.ceiling_gflops
+        """The share of the ceiling of the precision ``name``'s layers ran in."""
+        return self.effective_gflops(name) / (self.ceiling(name).gflops or self.ceiling_gflops)
 
     def render(self, console: Console) -> None:
         profile = f", profile {self.profile}" if self.profile else ""
+        roofs = ", ".join(f"{p} {c.gflops:.0f}{' GOP/s' if p == 'int8' else ''} ({c.library})"
+                          for p, c in self.machine.ceilings.items() if c.gflops)
         title = (f"{self.model} @ {self.input_size}px, batch {self.batch}, {self.threads} thread(s){profile}; "
-                 f"sgemm ceiling {self.ceiling_gflops:.1f} GFLOP/s")
+                 f"{self.machine.cpu}; ceilings GFLOP/s: {roofs}; memory {self.machine.bandwidth_gbs:.1f} GB/s")
         table = Table("artifact", "runs as", "p50 ms", "p90 ms", "img/s", "vs eager", "vs naive (IQR)", "GFLOP/s",
-                      "of ceiling", title=title)
+                      "of ceiling", "roofline", title=title)
+        over = []
         for name, t in self.timings.items():
             naive = self.vs_naive(name)
+            share = self.ceiling_share(name)
+            if share > OVER:
+                over.append(name)
+            bound, roof = self.roofline_ms(name)
             table.add_row(name, self.runs_as.get(name, ""), f"{t.p50:.2f}", f"{t.p90:.2f}", f"{t.throughput:.1f}",
                           f"{self.speedup(name):.2f}x",
                           f"{naive.median_ratio:.2f}x ({naive.q25:.2f}-{naive.q75:.2f})" if naive else "",
-                          f"{self.effective_gflops(name):.1f}", f"{self.ceiling_share(name):.1%}")
+                          f"{self.effective_gflops(name):.1f}",
+                          f"{share:.1%} of {self.judged_as.get(name, 'fp32')}" + (" (!)" if share > OVER else ""),
+                          f"{bound:.2f} ms, {roof}-bound ({bound / t.p50:.0%})")
         console.print(table)
+        if over:
+            console.print(f"(!) above the ceiling: {', '.join(over)}: a library faster than those measured for that "
+                          "precision exists here; the ceiling is wrong, not the model fast", highlight=False)
         if self.naive_of:
             console.print("vs naive: the naive path's median latency / this artifact's (>1: faster than the naive "
                           "path); IQR of the per-round ratios")
@@ -94,14 +128,17 @@ class BenchReport:
     def to_dict(self) -> dict:
         def row(name: str, t: Timing) -> dict:
             naive = self.vs_naive(name)
+            bound, roof = self.roofline_ms(name)
             return {**t.to_dict(), "speedup_vs_eager": self.speedup(name),
                     "effective_gflops": self.effective_gflops(name), "ceiling_share": self.ceiling_share(name),
+                    "ceiling_precision": self.judged_as.get(name, "fp32"), "roofline_ms": bound, "bound_by": roof,
                     "runs_as": self.runs_as.get(name),
                     "naive_baseline": self.naive_of.get(name), "vs_naive": naive.to_dict() if naive else None}
 
         return {
             "model": self.model, "profile": self.profile, "threads": self.threads, "batch": self.batch,
             "input_size": self.input_size, "gmacs": self.gmacs, "ceiling_gflops": self.ceiling_gflops,
+            "machine": self.machine.to_dict(), "bytes_moved": self.bytes_moved,
             "results": [row(n, t) for n, t in self.timings.items()],
         }
 
@@ -165,6 +202,29 @@ def _runs_as(runner: object, entry: Entry) -> str:
     return getattr(runner, "execution_precision", "") if entry.setting else ""
 
 
+def _judged_precision(entry: Entry, runs_as: str) -> str:
+    """The precision whose ceiling an entry is judged against: what most of its compute layers ran in."""
+    from lightexport.artifacts import read_artifact_metadata
+
+    made = "fp32" if entry.naive else read_artifact_metadata(entry.path).get("precision", "fp32")
+    census = dict(part.rsplit(" x", 1) for part in runs_as.split(", ") if " x" in part)
+    if census:
+        top = max(census, key=lambda k: int(census[k]))
+        return {"u8": "int8", "i8": "int8", "f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(top, made)
+    if runs_as in ("bf16", "fp16"):
+        return runs_as
+    return made
+
+
+def _bytes_moved(loaded: LoadedModel, size: int, batch: int) -> float:
+    """What one inference moves at least: every layer's output written and read once, and the weights read once."""
+    from lightexport.exporter.memory import activation_bytes
+
+    counted = activation_bytes(loaded.module, size, batch, loaded.spec.channels)
+    weights = sum(p.numel() * p.element_size() for p in loaded.module.parameters())
+    return 2.0 * (counted[0] if counted else 0) + weights
+
+
 def benchmark(
     loaded: LoadedModel,
     artifacts: Sequence[Path],
@@ -215,9 +275,13 @@ def benchmark(
             feed = {runner.input_names[0]: x}
             candidates[entry.label] = lambda r=runner, f=feed: r.infer(f)
         timings = measure_interleaved(candidates, warmup=warmup, runs=runs, batch=batch, progress=progress)
-        ceiling = matmul_gflops(threads)
+        machine = ceilings(threads)
     runs_as = {k: v for k, v in runs_as.items() if v}
-    return BenchReport(loaded.name, threads, batch, size, gmacs, ceiling, timings, profile, naive_of, runs_as)
+    judged = {e.label: _judged_precision(e, runs_as.get(e.label, "")) for e in entries}
+    # without native fp16 arithmetic (or bf16) an artifact of that precision computes in fp32 here
+    judged = {k: v if machine.of(v).gflops else "fp32" for k, v in judged.items()}
+    return BenchReport(loaded.name, threads, batch, size, gmacs, machine, timings, profile, naive_of, runs_as,
+                       judged, _bytes_moved(loaded, size, batch))
 
 
 def cpu_formats() -> list[str]:
@@ -226,10 +290,12 @@ def cpu_formats() -> list[str]:
 
 
 def group_targets(targets: Sequence[str], model: str | None, weights: str | None, workdir: Path,
-                  input_size: int | None = None, batch: int = 1, formats: Sequence[str] | None = None
+                  input_size: int | None = None, batch: int = 1, formats: Sequence[str] | None = None,
+                  precisions: Sequence[Precision] = (Precision.FP32,), calib: Path | None = None
                   ) -> list[tuple[LoadedModel, list[Path]]]:
     """Group bench targets by the model they come from; a model name brings its own fused artifact in each of
-    ``formats`` (default: every CPU format installed here)."""
+    ``formats`` (default: every CPU format installed here) and each of ``precisions`` the format makes (int8
+    calibrated on ``calib``, default the bundled photos)."""
     chosen = list(formats) if formats else cpu_formats()
     from lightexport import api
 
@@ -238,14 +304,26 @@ def group_targets(targets: Sequence[str], model: str | None, weights: str | None
         if is_artifact(target):
             reference, paths = api.reference_for(target, model, weights), [Path(target)]
         else:
-            reference = api.load(target, weights)
-            paths = [
-                api.export(reference, fmt, output=workdir / f"{reference.name}{BACKENDS[fmt].suffix}", fuse=True,
-                           input_size=input_size, batch=batch).path
-                for fmt in chosen
-            ]
+            reference, paths = api.load(target, weights), []
+            for fmt in chosen:
+                for precision in precisions:
+                    if precision not in BACKENDS[fmt].precisions:
+                        continue
+                    options = {}
+                    if precision is Precision.INT8:
+                        options = {"calib": calib or _sample_photos(workdir), "calib_size": 300}
+                    out = workdir / f"{reference.name}{precision.tag}{BACKENDS[fmt].suffix}"
+                    paths.append(api.export(reference, fmt, output=out, fuse=True, input_size=input_size,
+                                            batch=batch, precision=precision, **options).path)
         groups.setdefault(reference.name, (reference, []))[1].extend(paths)
     return list(groups.values())
+
+
+def _sample_photos(workdir: Path) -> Path:
+    from lightexport.calib import write_sample_photos
+
+    folder = workdir / "calibration-photos"
+    return folder if folder.is_dir() else write_sample_photos(folder)
 
 
 def naive_for(loaded: LoadedModel, artifacts: Sequence[Path], workdir: Path, batch: int = 1,

@@ -334,6 +334,14 @@ def arm64_setup_cmd() -> None:
 @click.option("--runs", type=bounded("runs"), default=30, show_default=True)
 @click.option("--warmup", type=bounded("warmup"), default=5, show_default=True)
 @click.option("--formats", help="Formats a model name is exported to (default: every CPU format installed here).")
+@click.option("--precision", "precisions", default="fp32", show_default=True,
+              help="Precisions a model name is exported in, comma-separated (fp32,bf16,int8): each artifact is "
+                   "judged against the ceiling of the precision its layers ran in.")
+@click.option("--calib", type=click.Path(file_okay=False),
+              help="Calibration images for --precision int8 (default: the bundled sample photos).")
+@click.option("--refresh-ceilings", is_flag=True, help="Measure this machine's ceilings again (they are cached).")
+@click.option("--layers", "layers", type=click.IntRange(0, 1000), default=0, show_default=True,
+              help="Also print the N slowest layers of each artifact, from its runtime's own profiler.")
 @click.option("--naive/--no-naive", default=True, show_default=True,
               help="Also time the paths without lightexport (each runtime's own one-line defaults).")
 @click.option("--settings", "--ov-precision", "run_as", type=click.Choice(["pinned", "default", "both", "f32"]),
@@ -342,8 +350,8 @@ def arm64_setup_cmd() -> None:
                    "pinned, the runtime's default, or both (f32 is pinned, as --ov-precision spelt it).")
 @json_option
 @handle_errors
-def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch, runs, warmup, formats, naive, run_as,
-              json_out) -> None:
+def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch, runs, warmup, formats, precisions,
+              calib, refresh_ceilings, layers, naive, run_as, json_out) -> None:
     """Latency and throughput of artifacts or models vs PyTorch eager and the naive export paths, interleaved.
 
     A model name is exported (fused) to every CPU format whose runtime is installed; artifacts are used
@@ -355,6 +363,7 @@ def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch,
       lightexport bench fasternet_t0 fasternet_s --threads 1
       lightexport bench fasternet_t0 --threads 2 --batch 8 --settings pinned
       lightexport bench mobilenet_v2 --formats onnx,executorch,tflite,ncnn,mnn
+      lightexport bench fasternet_s --precision fp32,bf16,int8 --formats onnx,openvino
       lightexport bench t0.onnx t0.xml --profile mobile-1t-128bit --json bench.json
     """
     import tempfile
@@ -373,13 +382,48 @@ def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch,
         if code is not None:
             sys.exit(code)
     threads = chosen.threads if chosen else threads
+    from lightexport.precision import Precision
+
+    wanted = [Precision.parse(p.strip()) for p in precisions.split(",") if p.strip()]
+    if refresh_ceilings:
+        from lightexport.bench.ceiling import ceilings
+
+        ceilings(threads, refresh=True)
     reports = []
     with tempfile.TemporaryDirectory(prefix="lightexport-bench-") as tmp:
-        chosen = _bench_formats(formats)
-        for reference, artifacts in group_targets(targets, model_name, weights, Path(tmp), input_size, batch, chosen):
+        formats = _bench_formats(formats)
+        for reference, artifacts in group_targets(targets, model_name, weights, Path(tmp), input_size, batch, formats,
+                                                  wanted, Path(calib) if calib else None):
             baselines = naive_for(reference, artifacts, Path(tmp), batch, input_size) if naive else []
             report = benchmark(reference, artifacts, threads=threads, batch=batch, input_size=input_size, runs=runs,
                                warmup=warmup, profile=profile, naive=baselines, settings=SETTING_CHOICES[run_as])
             report.render(console)
-            reports.append(report.to_dict())
+            payload = report.to_dict()
+            if layers:
+                payload["layers"] = _print_layers(artifacts, threads, reference, input_size, batch, layers)
+            reports.append(payload)
     write_json(json_out, {"benchmarks": reports})
+
+
+def _print_layers(artifacts, threads: int, reference, input_size: int | None, batch: int, count: int) -> dict:
+    """Each artifact's slowest layers by its runtime's own profiler (where its record names one)."""
+    import numpy as np
+
+    from lightexport.backends import backend_for_path, resolve
+
+    size = input_size or reference.spec.input_size
+    feed = np.random.default_rng(0).standard_normal((batch, reference.spec.channels, size, size), dtype=np.float32)
+    found = {}
+    for path in artifacts:
+        record = backend_for_path(path)
+        if record.layers is None:
+            continue
+        rows = resolve(record.layers)(Path(path), threads, feed)
+        total = sum(us for _, _, us in rows) or 1.0
+        table = Table("layer", "kind", "us", "share", title=f"{Path(path).name}: slowest layers ({record.label}'s "
+                                                            f"profiler, {total / 1000:.2f} ms in all layers)")
+        for name, kind, us in rows[:count]:
+            table.add_row(name[-60:], kind, f"{us:.0f}", f"{us / total:.1%}")
+        console.print(table)
+        found[str(path)] = [{"layer": n, "kind": k, "us": us} for n, k, us in rows[:count]]
+    return found

@@ -175,3 +175,21 @@ def read_io(xml: Path, metadata: dict[str, str] | None = None) -> ArtifactIO:
 
     return ArtifactIO(tuple(spec(p, f"input_{i}") for i, p in enumerate(model.inputs)),
                       tuple(spec(p, f"output_{i}") for i, p in enumerate(model.outputs)))
+
+
+def profile_layers(path: Path, threads: int, feed: np.ndarray, runs: int = 20, inference_precision: str | None = "f32"
+                   ) -> list[tuple[str, str, float]]:
+    """OpenVINO's per-layer counters (PERF_COUNT) over ``runs`` inferences: (layer, type/kernel, mean us)."""
+    ov = require("openvino", "OpenVINO's layer profile")
+    config = {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads}
+    if inference_precision:
+        config["INFERENCE_PRECISION_HINT"] = inference_precision
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    request = compiled.create_infer_request()
+    totals: dict[tuple[str, str], float] = {}
+    for _ in range(runs):
+        request.infer([feed])
+        for info in request.get_profiling_info():
+            key = (info.node_name, f"{info.node_type} ({info.exec_type})")
+            totals[key] = totals.get(key, 0.0) + info.real_time.total_seconds() * 1e6
+    return sorted(((n, kind, us / runs) for (n, kind), us in totals.items() if us > 0), key=lambda row: -row[2])
