@@ -89,3 +89,26 @@ def test_arm64_cells_run_arm_kernels_under_emulation(tmp_path):
     skipped = [c for c in cells if c.get("skipped")]
     assert [c["cell"]["backend"] for c in skipped] == ["torch-fused"]  # no PyTorch in the emulated Python
     assert "(emulated)" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+@needs_qemu
+def test_phone_runtimes_run_their_arm_kernels_pinned_and_at_their_arm_defaults(tmp_path):
+    """ncnn and MNN on the emulated Cortex-A76 (fp16 arithmetic): each cell judged pinned and at the runtime's own ARM
+    default (ncnn's fp16 arithmetic, MNN's precision=low), which must say it ran fp16; ExecuTorch is skipped there,
+    saying why."""
+    pytest.importorskip("ncnn", reason="ncnn is not installed: pip install 'lightexport[ncnn]'")
+    pytest.importorskip("MNN", reason="MNN is not installed: pip install 'lightexport[mnn]'")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["suite", "--models", "fasternet_t0", "--backends", "ncnn,mnn",
+                                      "--precisions", "fp32", "--profiles", "arm64-1t", "--input-sizes", "64",
+                                      "--inputs", "2", "--runs", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    cells = json.loads((out / "report.json").read_text())["cells"]
+    assert {c["cell"]["backend"] for c in cells} == {"ncnn", "mnn"}
+    for c in cells:
+        assert c["parity"]["passed"] and c["cpu_capability"] == "aarch64"
+        assert c["parity"]["outputs"][0]["max_rel"] < 1e-4  # pinned: fp32 on ARM kernels
+        (default,) = c["parity"]["also"]
+        assert default["precision"] == "fp16" and "fp16" in default["execution"]
+        assert default["outputs"][0]["max_rel"] > 1e-5  # really fp16 arithmetic, not a second fp32 run
