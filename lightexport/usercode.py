@@ -282,3 +282,25 @@ def _flat(result: Any, prefix: str | None) -> list[tuple[str, torch.Tensor]]:
 def _name(key: str) -> str:
     cleaned = re.sub(r"\W", "_", key)
     return cleaned if cleaned and not cleaned[0].isdigit() else f"out_{cleaned}"
+
+
+def is_flat(names: list[str]) -> bool:
+    """Whether outputs named ``names`` (:func:`flat_outputs`) came as one tensor or a flat tuple/list of them."""
+    return names == [f"out{i}" for i in range(len(names))]
+
+
+class FlatOutputs(nn.Module):
+    """``module`` returning its outputs as one flat tuple of tensors, in :func:`flat_outputs` order.
+
+    ONNX's exporter flattens nested outputs itself; OpenVINO's frontend and pnnx trace with
+    ``torch.jit.trace``, which refuses a dict of mixed values (a detector's ``{'boxes': t, 'feats': [...]}``)
+    and ExecuTorch keeps the pytree. Every exporter sees this flat form, so every format has the same
+    outputs in the same order as the reference.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t for _, t in flat_outputs(self.module(x)))

@@ -31,7 +31,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from lightexport.backends import resolve
 
 SIZES = (512, 1024, 2048)
 REPEATS = 5
@@ -132,88 +133,22 @@ def _torch(dtype: torch.dtype, threads: int, sizes: tuple[int, ...]) -> tuple[fl
 _operands: dict = {}
 
 
-def _onnx_matmul(n: int, int8: bool, folder: Path) -> Path:
-    import onnx
-    from onnx import TensorProto, helper
+def _probes() -> list:
+    """The records whose runtime has a GEMM probe (``Backend.ceiling``), each runtime once."""
+    from lightexport.backends import BACKENDS
 
-    if int8:
-        node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
-        inputs = [helper.make_tensor_value_info(x, TensorProto.UINT8 if x == "a" else TensorProto.INT8, [n, n])
-                  for x in ("a", "b")]
-        out = helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])
-    else:
-        node = helper.make_node("MatMul", ["a", "b"], ["y"])
-        inputs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("a", "b")]
-        out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])
-    model = helper.make_model(helper.make_graph([node], "gemm", inputs, [out]),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    path = folder / f"gemm_{n}_{'int8' if int8 else 'fp32'}.onnx"
-    onnx.save(model, str(path))
-    return path
-
-
-def _onnxruntime(int8: bool, threads: int, sizes: tuple[int, ...]) -> tuple[float, int] | None:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    with tempfile.TemporaryDirectory(prefix="lightexport-ceiling-") as tmp:
-        sessions, feeds = {}, {}
-        for n in sizes:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            sessions[n] = ort.InferenceSession(str(_onnx_matmul(n, int8, Path(tmp))), options,
-                                               providers=["CPUExecutionProvider"])
-            rng = np.random.default_rng(0)
-            feeds[n] = ({"a": rng.integers(0, 255, (n, n), dtype=np.uint8),
-                         "b": rng.integers(-127, 127, (n, n), dtype=np.int8)} if int8 else
-                        {"a": rng.standard_normal((n, n), dtype=np.float32),
-                         "b": rng.standard_normal((n, n), dtype=np.float32)})
-
-        def run(n: int) -> float:
-            start = time.perf_counter()
-            sessions[n].run(None, feeds[n])
-            return time.perf_counter() - start
-
-        return _best(run, sizes)
-
-
-def _openvino(hint: str, threads: int, sizes: tuple[int, ...]) -> tuple[float, int] | None:
-    try:
-        import openvino as ov
-        import openvino.runtime.opset13 as ops
-    except ImportError:
-        try:
-            import openvino as ov
-            import openvino.opset13 as ops
-        except ImportError:
-            return None
-    core, compiled, feeds = ov.Core(), {}, {}
-    for n in sizes:
-        a = ops.parameter([n, n], ov.Type.f32, name="a")
-        b = ops.constant(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
-        model = ov.Model([ops.matmul(a, b, False, False)], [a], "gemm")
-        try:
-            compiled[n] = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                            "INFERENCE_PRECISION_HINT": hint})
-        except Exception:  # noqa: BLE001  # a hint this CPU cannot run (bf16 without bf16 support)
-            return None
-        feeds[n] = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-
-    def run(n: int) -> float:
-        start = time.perf_counter()
-        compiled[n]([feeds[n]])
-        return time.perf_counter() - start
-
-    return _best(run, sizes)
+    seen: dict[str, object] = {}
+    for record in BACKENDS.values():
+        if record.ceiling and record.runtime not in seen and record.available():
+            seen[record.runtime] = record
+    return list(seen.values())
 
 
 def _versions() -> dict[str, str]:
     found = {"torch": torch.__version__}
-    for name in ("onnxruntime", "openvino"):
+    for record in _probes():
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            found[name] = importlib.metadata.version(name)
+            found[record.runtime] = importlib.metadata.version(record.module)
     return found
 
 
@@ -235,18 +170,18 @@ def measure(threads: int, sizes: tuple[int, ...] = SIZES) -> Ceilings:
     """Every precision's ceiling on ``threads`` threads, best library first; and the memory bandwidth."""
     cpu, flags = cpu_description()
     candidates: dict[str, dict[str, tuple[float, int] | None]] = {
-        "fp32": {"torch (MKL/oneDNN)": _torch(torch.float32, threads, sizes),
-                 "onnxruntime (MLAS)": _onnxruntime(False, threads, sizes),
-                 "openvino": _openvino("f32", threads, sizes)},
-        "int8": {"torch _int_mm": _torch(torch.int8, threads, sizes),
-                 "onnxruntime MatMulInteger": _onnxruntime(True, threads, sizes)},
+        "fp32": {"torch (MKL/oneDNN)": _torch(torch.float32, threads, sizes)},
+        "int8": {"torch _int_mm": _torch(torch.int8, threads, sizes)},
     }
     if any(f in flags for f in ("avx512_bf16", "amx_bf16", "bf16")):
-        candidates["bf16"] = {"torch (oneDNN)": _torch(torch.bfloat16, threads, sizes),
-                              "openvino": _openvino("bf16", threads, sizes)}
+        candidates["bf16"] = {"torch (oneDNN)": _torch(torch.bfloat16, threads, sizes)}
     if any(f in flags for f in ("avx512_fp16", "amx_fp16", "asimdhp")):
-        candidates["fp16"] = {"torch": _torch(torch.float16, threads, sizes), "openvino": _openvino("f16", threads,
-                                                                                                  sizes)}
+        candidates["fp16"] = {"torch": _torch(torch.float16, threads, sizes)}
+    for record in _probes():  # each runtime's own kernels (ONNX Runtime's MLAS, OpenVINO's), from its record
+        for precision, found in candidates.items():
+            run = resolve(record.ceiling)(precision, threads, sizes)
+            if run is not None:
+                found[record.label] = _best(run, sizes)
     ceilings = {}
     for precision, found in candidates.items():
         measured = {lib: r for lib, r in found.items() if r is not None and r[0] > 0}

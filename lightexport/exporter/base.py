@@ -172,12 +172,19 @@ def planned_outputs(backend: Backend, opts: ExportOptions) -> list[tuple[str, Pa
 
 
 def prepared_module(loaded: LoadedModel, opts: ExportOptions):
-    """The module to export: the passes ``opts`` asks for applied (``--fuse``: all of them), and their reports."""
-    from lightexport.reparam import DEFAULT_PASSES, apply_passes
+    """The module to export: the passes ``opts`` asks for applied (``--fuse``: all of them), and their reports.
 
-    if not opts.applies_passes:
-        return loaded.module, []
-    return apply_passes(loaded.module, list(opts.passes or DEFAULT_PASSES))
+    A user's model with nested outputs (tuples in tuples, dicts) is wrapped to return them as one flat
+    tuple (:class:`lightexport.usercode.FlatOutputs`), the order parity names them in."""
+    from lightexport.reparam import DEFAULT_PASSES, apply_passes
+    from lightexport.usercode import FlatOutputs, is_flat
+
+    module, reports = loaded.module, []
+    if opts.applies_passes:
+        module, reports = apply_passes(loaded.module, list(opts.passes or DEFAULT_PASSES))
+    if loaded.user and not is_flat(loaded.output_names()):
+        module = FlatOutputs(module).eval()
+    return module, reports
 
 
 def input_size_of(source: LoadedModel, opts: ExportOptions) -> int:

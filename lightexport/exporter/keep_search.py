@@ -63,13 +63,15 @@ def auto_search_order(steps: list[int], meets) -> list[int]:
 
 
 def search_keep(available: int, build: Callable[[int], tuple[float, T]],
-                steps: Sequence[int] = AUTO_STEPS) -> tuple[int, dict[int, tuple[float, T]]]:
+                steps: Sequence[int] | None = None) -> tuple[int, dict[int, tuple[float, T]]]:
     """Choose the float-kept count: the fewest tried that reaches AUTO_TARGET, else the best cosine tried.
 
     ``build(count)`` makes the candidate with the first ``count`` convolutions float (or whatever
     ``count`` means to the caller: ExecuTorch keeps that many at each end) and returns (its
-    calibration cosine, the candidate). Returns the count and every result by count.
+    calibration cosine, the candidate). Returns the count and every result by count. ``steps``
+    defaults to AUTO_STEPS as it is when called.
     """
+    steps = AUTO_STEPS if steps is None else steps
     results: dict[int, tuple[float, T]] = {}
 
     def meets(count: int) -> bool:

@@ -6,7 +6,8 @@ input and output counts, blob names, ``id=value`` parameters). The ``.bin`` hold
 layer's weights as ``ModelBin.load(n, 0)``: a 4-byte tag (0 for fp32, 0x01306B47 for fp16 padded to
 4 bytes) then the data, and its bias as raw fp32, in layer order, so its exact size follows from
 the ``.param`` (``Convolution*``: 0=num_output, 5=bias_term, 6=weight_data_size; ``InnerProduct``:
-0, 1, 2).
+0, 1, 2). A ``MemoryData`` layer (a constant: a detector's anchors and strides) holds its
+``w x h x d x c`` values (ids 0, 1, 11, 2) as raw fp32 with no tag (load type 21=1).
 """
 
 from __future__ import annotations
@@ -79,8 +80,18 @@ def read_param(path: str | os.PathLike) -> Param:
     if len(set(produced)) != blob_count:
         raise InputFileError(f"{path} declares {blob_count} blobs but its layers make {len(set(produced))}")
     param.inputs = [layer.tops[0] for layer in param.layers if layer.type == "Input"]
-    param.outputs = [b for b in dict.fromkeys(produced) if b not in consumed]
+    param.outputs = in_torch_order([b for b in dict.fromkeys(produced) if b not in consumed])
     return param
+
+
+def in_torch_order(blobs: list[str]) -> list[str]:
+    """pnnx names a module's outputs ``out0``, ``out1`` ... in the module's order, but the ``.param`` (and
+    ``Net.output_names()``) lists them in layer order: a detector's came out ``out3 out4 out5 out1 out2 out0``.
+    Back in the module's order when every name is pnnx's; as listed otherwise."""
+    numbered = [b[3:] for b in blobs]
+    if all(b.startswith("out") and n.isdigit() for b, n in zip(blobs, numbered)):
+        return sorted(blobs, key=lambda b: int(b[3:]))
+    return blobs
 
 
 def _payload(count: int, fp16: bool) -> int:
@@ -93,9 +104,16 @@ def check_pair(param_path: str | os.PathLike, bin_path: str | os.PathLike) -> Pa
     param = read_param(param_path)
     if not bin_path.is_file():
         raise InputFileError(f"{bin_path} is missing: an ncnn model is the .param plus the .bin beside it")
-    records = []
+    records = []  # (layer, tagged weight count, raw fp32 count) in file order
     for layer in param.layers:
-        if layer.type in WEIGHTED:
+        if layer.type == "MemoryData":
+            if int(layer.params.get(21, 1)) != 1:  # a storage type other than raw fp32: layout not modelled
+                return param
+            count = 1
+            for key in (0, 1, 11, 2):
+                count *= max(int(layer.params.get(key, 0)), 1)
+            records.append((layer.name, None, count))
+        elif layer.type in WEIGHTED:
             bias_id, size_id = WEIGHTED[layer.type]
             if int(layer.params.get(8, 0)):  # int8 layers carry scales whose layout is not modelled: size unchecked
                 return param
@@ -103,17 +121,26 @@ def check_pair(param_path: str | os.PathLike, bin_path: str | os.PathLike) -> Pa
             records.append((layer.name, int(layer.params.get(size_id, 0)), bias))
     size = bin_path.stat().st_size
     with bin_path.open("rb") as f:
-        first = int.from_bytes(f.read(4), "little") if records else TAG_FP32
+        tagged_at = 0
+        for _, n, raw in records:  # the first tag follows any raw constants written before it
+            if n is not None:
+                break
+            tagged_at += 4 * raw
+        f.seek(tagged_at)
+        first = int.from_bytes(f.read(4), "little") if any(n is not None for _, n, _ in records) else TAG_FP32
         if first not in (TAG_FP32, TAG_FP16):
             raise InputFileError(f"{bin_path} is not ncnn weights (its first tag is {first:#010x})")
         fp16 = first == TAG_FP16
-        want = sum(4 + _payload(n, fp16) + 4 * bias for _, n, bias in records)
+        want = sum(4 * bias if n is None else 4 + _payload(n, fp16) + 4 * bias for _, n, bias in records)
         if size != want:
             raise InputFileError(f"{bin_path} holds {size} bytes but {param_path.name} needs {want} "
                                  f"({'fp16' if fp16 else 'fp32'} weights): the .bin belongs to another model or is "
                                  "truncated")
         f.seek(0)
         for name, n, bias in records:
+            if n is None:
+                f.seek(4 * bias, 1)
+                continue
             tag = int.from_bytes(f.read(4), "little")
             if tag != first:
                 raise InputFileError(f"{bin_path}: the weights of layer {name} are not where {param_path.name} "

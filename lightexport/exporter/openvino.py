@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from lightexport.artifacts import RT_SECTION
 from lightexport.backends import require
@@ -50,9 +51,12 @@ def _convert_module(loaded: LoadedModel, opts: ExportOptions):
     module, reports = prepared_module(loaded, opts)
     size = input_size_of(loaded, opts)
     shape = [-1, 3, -1, -1] if opts.dynamic else [opts.batch, 3, size, size]
+    example = example_input(loaded, opts)
+    with torch.no_grad():  # one call first: modules that cache per input shape (Ultralytics' Detect builds its
+        module(example)  # anchors on the first call) would trace a different graph each time and fail the trace check
     try:
         with quiet():  # torch.jit.trace deprecation noise from OpenVINO's frontend
-            model = ov.convert_model(module, example_input=example_input(loaded, opts), input=[ov.PartialShape(shape)])
+            model = ov.convert_model(module, example_input=example, input=[ov.PartialShape(shape)])
     except Exception as exc:
         reason = str(exc).strip().splitlines()[-1]
         raise ExportError(f"openvino.convert_model failed for {loaded.name}: {reason}") from exc

@@ -17,9 +17,12 @@ from lightexport.precision import PRECISION_NAMES, Precision
 
 #: The fused PyTorch model, run in-process: fp32 only (eager fp16/int8 would test PyTorch, not an artifact).
 TORCH_FUSED = "torch-fused"
-BACKENDS = (TORCH_FUSED, *RUNTIMES)
 PRECISIONS = PRECISION_NAMES
-SUPPORTED = {TORCH_FUSED: ("fp32",), **{name: tuple(p.value for p in b.precisions) for name, b in RUNTIMES.items()}}
+
+
+def supported() -> dict[str, tuple[str, ...]]:
+    """Each backend's precisions, read from the table when asked (a plug-in may register after this import)."""
+    return {TORCH_FUSED: ("fp32",), **{name: tuple(p.value for p in b.precisions) for name, b in RUNTIMES.items()}}
 
 
 @dataclass(frozen=True)
@@ -58,12 +61,13 @@ def build_matrix(models, backends, precisions, profiles, input_sizes: list[int] 
     stray = sorted(set(weights) - set(models))
     if stray:
         raise UsageError(f"--weights names {', '.join(stray)}, which --models does not select ({', '.join(models)})")
-    backends = _split(backends, BACKENDS, "backend")
+    table = supported()
+    backends = _split(backends, tuple(table), "backend")
     precisions = _split(precisions, PRECISIONS, "precision")
     profiles = [get_profile(p).name for p in _split(profiles, None, "profile")]
     cells = []
     for model, backend, precision, profile in product(models, backends, precisions, profiles):
-        if precision not in SUPPORTED[backend]:
+        if precision not in table[backend]:
             continue
         for size in input_sizes or get_profile(profile).input_sizes:
             cells.append(Cell(model, backend, Precision.parse(precision), profile, size, weights.get(model)))

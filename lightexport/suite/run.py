@@ -57,9 +57,9 @@ def run_suite(
     interpreters = {name: get_profile(name).interpreter(on_step) for name in dict.fromkeys(c.profile for c in cells)}
     unrunnable = [c for c in cells if not get_profile(c.profile).runs(c.backend)]
     for cell in unrunnable:
-        runs = ", ".join(get_profile(cell.profile).available_runtimes() or ())
+        has = ", ".join(get_profile(cell.profile).available_runtimes() or ())
         record({"cell": cell.to_dict(),
-                "skipped": f"profile {cell.profile} runs {runs} only (its Python has no {cell.backend})"})
+                "skipped": f"profile {cell.profile} runs {has} only (its Python has no {cell.backend})"})
     built = build_artifacts([c for c in cells if c not in unrunnable], workdir, calib, calib_size, on_build=building)
 
     runnable: dict[str, list[dict]] = {}

@@ -380,16 +380,18 @@ def _hermetic_ultralytics_import():
     ``import ultralytics`` (8.4) resolves two DNS names unless YOLO_OFFLINE is set, writes
     ``settings.json`` under YOLO_CONFIG_DIR (else ~/.config/Ultralytics), sets
     OMP_NUM_THREADS=1 when unset, changes torch/numpy print options, installs warning
-    filters (TracerWarning ignored) and replaces ``torch.save``. Undo what can be undone.
+    filters (TracerWarning ignored), replaces ``torch.save`` and ``PIL.Image.open`` (its version retries an
+    unreadable image through pi-heif, which it would pip-install). Undo what can be undone.
     """
     import numpy as np
+    from PIL import Image
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(tempfile.gettempdir(), "lightexport-ultralytics-config"))
     omp = os.environ.get("OMP_NUM_THREADS")
     np_opts = np.get_printoptions()
     filters = list(warnings.filters)
-    torch_save = torch.save
+    torch_save, image_open = torch.save, Image.open
     try:
         yield
     finally:
@@ -398,7 +400,7 @@ def _hermetic_ultralytics_import():
         np.set_printoptions(**np_opts)
         torch.set_printoptions(profile="default")
         warnings.filters[:] = filters
-        torch.save = torch_save
+        torch.save, Image.open = torch_save, image_open
 
 
 def ultralytics_modules():

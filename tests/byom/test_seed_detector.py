@@ -69,8 +69,15 @@ def test_every_cpu_format_passes_parity_on_every_output(fmt, detector, tmp_path)
         pytest.skip(f"{backend.runtime} is not installed ({backend.install_hint})")
     result = api.export(detector, fmt, fuse=True, output=tmp_path / f"det{backend.suffix}")
     report = api.verify(result.path, detector, inputs=INPUTS, progress=False)
-    assert report.passed, report.all_failures
-    assert len(report.outputs) == len(OUTPUTS)
+    assert not report.failures, report.failures  # pinned: every output within the limits
+    assert [o.name for o in report.outputs] == OUTPUTS  # every output, in the module's order
+    defaults = [r for r in report.also if str(r.precision) == "fp32"]
+    if fmt == "mnn":  # MNN's default Winograd tiles put this detector over the fp32 limit; pinned they do not
+        (default,) = defaults
+        assert default.failures and max(o.max_rel for o in default.outputs) > 1e-4
+        assert max(o.max_rel for o in report.outputs) < 2e-5
+    else:
+        assert report.passed, report.all_failures
 
 
 def test_lightexport_never_imports_ultralytics():

@@ -8,7 +8,7 @@ import torch
 
 from lightexport import api
 from lightexport.artifacts import read_artifact_metadata
-from lightexport.errors import ExportError, OutputError
+from lightexport.errors import ExportError, OutputError, UsageError
 from lightexport.loading import LoadedModel, load_model
 from tests.conftest import randomize_bn
 
@@ -123,5 +123,5 @@ def test_unwritable_output_is_named(tmp_path):
 
 def test_output_that_is_a_directory_is_refused(tmp_path):
     (tmp_path / "out.onnx").mkdir()
-    with pytest.raises(OutputError, match="is a directory"):
+    with pytest.raises(UsageError, match="is a directory; lightexport writes regular files only"):
         api.export(_loaded("fasternet_t0"), "onnx", output=tmp_path / "out.onnx")

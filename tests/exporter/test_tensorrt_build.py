@@ -22,8 +22,9 @@ from onnx import TensorProto, helper, numpy_helper
 from lightexport import api
 from lightexport.artifacts import read_artifact_metadata
 from lightexport.errors import BackendUnavailableError, ExitCode, ExportError, InputFileError, OutputError, UsageError
+from lightexport.exporter import tensorrt as trt_exporter
 from lightexport.exporter.onnx_fp16 import is_fp16_model
-from lightexport.exporter.tensorrt import build_engine, plan_tensorrt
+from lightexport.exporter.tensorrt import build_engine
 from lightexport.exporter.trt_preflight import PreflightError, make_profile
 from lightexport.loading import load_model
 from lightexport.parity.runners.tensorrt import TensorRTRunner
@@ -359,6 +360,18 @@ def test_option_mistakes_are_usage_errors_before_any_work(monkeypatch, tmp_path,
 # --------------------------------------------------------------------------- --dry-run
 
 
+def plan_tensorrt(source, output=None, **options):
+    """The dry run's plan, its options built as ``api.export`` builds them (default output included)."""
+    from lightexport.backends import BACKENDS
+    from lightexport.exporter.base import default_output
+    from lightexport.options import ExportOptions
+
+    backend = BACKENDS["tensorrt"]
+    opts = ExportOptions.build(backend, output=output, dry_run=True, **options)
+    opts = opts.with_output(opts.output or default_output(source, backend, opts.precision))
+    return trt_exporter.plan_tensorrt(source, opts)
+
+
 def test_dry_run_without_tensorrt_writes_the_fp16_onnx_and_the_trtexec_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     (tmp_path / "in").mkdir()
@@ -379,8 +392,7 @@ def test_dry_run_without_tensorrt_writes_the_fp16_onnx_and_the_trtexec_line(monk
 def test_dry_run_weakly_typed_keeps_the_fp32_onnx(monkeypatch, tmp_path):
     _install(monkeypatch, "10.13.0")  # detected without a GPU: dry runs need none
     source = _onnx(tmp_path, dims=("batch", 3, 8, 8))
-    plan = plan_tensorrt(source, tmp_path / "m.engine", precision="fp16",
-                         profile=make_profile(opt_shapes="x:2x3x8x8"))
+    plan = plan_tensorrt(source, tmp_path / "m.engine", precision="fp16", opt_shape="x:2x3x8x8")
     assert not plan.strongly_typed and plan.onnx == source
     assert "--fp16" in shlex.split(plan.trtexec) and "--optShapes=x:2x3x8x8" in shlex.split(plan.trtexec)
     blocked = plan_tensorrt(source, tmp_path / "m.engine")

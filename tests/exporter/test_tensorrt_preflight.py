@@ -184,12 +184,17 @@ def test_profile_covers_dynamic_dims():
 @pytest.mark.parametrize("shapes, phrase", [
     (("x:1x3x64", "x:1x3x64", "x:1x3x64"), "rank 3"),
     (("x:1x1x64x64", "x:1x1x64x64", "x:1x1x64x64"), "static dim(s) [1]"),
-    (("x:4x3x64x64", "x:2x3x64x64", "x:8x3x64x64"), "min <= opt <= max"),
-    (("x:1x3x64x64", "x:1x3x64x64", "x:1x3x32x64"), "min <= opt <= max"),
 ])
 def test_profile_that_does_not_fit_is_a_blocker(shapes, phrase):
     report = preflight(_relu(), make_profile(*shapes))
     assert any(f.node == "x" and phrase in f.reason for f in report.blockers), report.lines()
+
+
+@pytest.mark.parametrize("shapes", [("x:4x3x64x64", "x:2x3x64x64", "x:8x3x64x64"),
+                                    ("x:1x3x64x64", "x:1x3x64x64", "x:1x3x32x64")])
+def test_profile_out_of_order_is_a_usage_error_before_any_export(shapes):  # issue #26: refused as it is parsed
+    with pytest.raises(UsageError, match=r"input x: each dimension needs min <= opt <= max"):
+        make_profile(*shapes)
 
 
 def test_profile_for_unknown_input_and_for_static_input():

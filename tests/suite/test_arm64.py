@@ -109,6 +109,6 @@ def test_phone_runtimes_run_their_arm_kernels_pinned_and_at_their_arm_defaults(t
     for c in cells:
         assert c["parity"]["passed"] and c["cpu_capability"] == "aarch64"
         assert c["parity"]["outputs"][0]["max_rel"] < 1e-4  # pinned: fp32 on ARM kernels
-        (default,) = c["parity"]["also"]
-        assert default["precision"] == "fp16" and "fp16" in default["execution"]
+        (default,) = [r for r in c["parity"]["also"] if r["precision"] == "fp16"]  # MNN's defaults run fp32 too
+        assert "fp16" in default["execution"]
         assert default["outputs"][0]["max_rel"] > 1e-5  # really fp16 arithmetic, not a second fp32 run

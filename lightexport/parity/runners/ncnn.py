@@ -23,7 +23,7 @@ import numpy as np
 
 from lightexport.backends import require
 from lightexport.errors import InputFileError
-from lightexport.exporter.ncnn_files import check_pair, read_param
+from lightexport.exporter.ncnn_files import check_pair, in_torch_order, read_param
 from lightexport.parity.runners.base import ArtifactIO, Feed, Outputs, Runner, TensorSpec
 from lightexport.parity.settings import RunSetting
 from lightexport.parity.tolerances import coarser
@@ -125,7 +125,8 @@ class NcnnRunner(Runner):
         if net.load_param(str(self.path)) != 0 or net.load_model(str(weights)) != 0:
             raise InputFileError(f"ncnn cannot load {self.path} + {weights.name}")
         self.net = net
-        self.blob_in, self.blobs_out = (net.input_names() or param.inputs)[0], net.output_names() or param.outputs
+        self.blob_in = (net.input_names() or param.inputs)[0]
+        self.blobs_out = in_torch_order(net.output_names() or param.outputs)
         names = json.loads(meta["lightexport.outputs"]) if meta.get("lightexport.outputs") else None
         self.input_names = ["input"]
         self.output_names = names if names and len(names) == len(self.blobs_out) else (

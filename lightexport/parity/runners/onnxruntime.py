@@ -137,3 +137,42 @@ def profile_layers(path: Path, threads: int, feed: np.ndarray, runs: int = 20) -
             key = (event["name"].removesuffix("_kernel_time"), event.get("args", {}).get("op_name", "?"))
             totals[key] = totals.get(key, 0.0) + float(event.get("dur", 0))
     return sorted(((n, op, us / runs) for (n, op), us in totals.items()), key=lambda row: -row[2])
+
+
+def gemm_probe(precision: str, threads: int, sizes: Sequence[int]):
+    """The bench's ceiling probe: a timed ``n x n`` GEMM in MLAS (``MatMul`` fp32, ``MatMulInteger`` int8) on
+    ``threads`` threads, as ``run(n) -> seconds``; None for a precision ONNX Runtime has no CPU GEMM for."""
+    if precision not in ("fp32", "int8"):
+        return None
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    int8 = precision == "int8"
+    sessions, feeds = {}, {}
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        types = (TensorProto.UINT8, TensorProto.INT8) if int8 else (TensorProto.FLOAT, TensorProto.FLOAT)
+        inputs = [helper.make_tensor_value_info(x, t, [n, n]) for x, t in zip("ab", types)]
+        out = helper.make_tensor_value_info("y", TensorProto.INT32 if int8 else TensorProto.FLOAT, [n, n])
+        node = helper.make_node("MatMulInteger" if int8 else "MatMul", ["a", "b"], ["y"])
+        model = helper.make_model(helper.make_graph([node], "gemm", inputs, [out]),
+                                  opset_imports=[helper.make_opsetid("", 17)])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sessions[n] = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feeds[n] = ({"a": rng.integers(0, 255, (n, n), dtype=np.uint8),
+                     "b": rng.integers(-127, 127, (n, n), dtype=np.int8)} if int8 else
+                    {"a": rng.standard_normal((n, n), dtype=np.float32),
+                     "b": rng.standard_normal((n, n), dtype=np.float32)})
+
+    def run(n: int) -> float:
+        import time
+
+        start = time.perf_counter()
+        sessions[n].run(None, feeds[n])
+        return time.perf_counter() - start
+
+    return run

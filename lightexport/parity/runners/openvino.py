@@ -193,3 +193,38 @@ def profile_layers(path: Path, threads: int, feed: np.ndarray, runs: int = 20, i
             key = (info.node_name, f"{info.node_type} ({info.exec_type})")
             totals[key] = totals.get(key, 0.0) + info.real_time.total_seconds() * 1e6
     return sorted(((n, kind, us / runs) for (n, kind), us in totals.items() if us > 0), key=lambda row: -row[2])
+
+
+def gemm_probe(precision: str, threads: int, sizes) -> object | None:
+    """The bench's ceiling probe: a timed ``n x n`` MatMul compiled for the CPU with ``precision`` as the
+    inference hint, as ``run(n) -> seconds``; None where this CPU cannot run that hint (bf16 without bf16)."""
+    hint = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}.get(precision)
+    if hint is None:
+        return None
+    try:
+        import openvino as ov
+        try:
+            import openvino.opset13 as ops
+        except ImportError:
+            import openvino.runtime.opset13 as ops
+    except ImportError:
+        return None
+    import time
+
+    core, compiled, feeds = ov.Core(), {}, {}
+    for n in sizes:
+        a = ops.parameter([n, n], ov.Type.f32, name="a")
+        b = ops.constant(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
+        try:
+            compiled[n] = core.compile_model(ov.Model([ops.matmul(a, b, False, False)], [a], "gemm"), "CPU",
+                                             {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint})
+        except Exception:  # noqa: BLE001  # a hint this CPU cannot run
+            return None
+        feeds[n] = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        compiled[n]([feeds[n]])
+        return time.perf_counter() - start
+
+    return run
