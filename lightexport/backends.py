@@ -333,7 +333,25 @@ BACKENDS: dict[str, Backend] = {
             io="lightexport.parity.runners.executorch:read_io",
             naive="lightexport.exporter.executorch:naive_export", naive_label="naive ExecuTorch lowering",
             module="executorch", install_hint="pip install 'lightexport[executorch]'",
+            isa_cap=False,  # XNNPACK picks kernels from CPUID; no environment variable caps it
             helpers=("lightexport.exporter.pte_files",),
+        ),
+        Backend(
+            name="tflite", runtime="litert", label="LiteRT (XNNPACK)", color="#17becf", suffixes=(".tflite",),
+            precisions=(F32, F16, I8),
+            description="LiteRT / TensorFlow Lite (.tflite) through litert-torch, from torch.export of the fused "
+                        "module; NCHW float32 input",
+            exporter="lightexport.exporter.tflite:export",
+            precision_help={F16: "fp16 weights (ai-edge-quantizer float casting); XNNPACK computes fp32.",
+                            I8: "int8 weights and activations (ai-edge-quantizer static recipe) calibrated on "
+                                "--calib images; float32 input and output."},
+            runner="lightexport.parity.runners.litert:LiteRTRunner",
+            metadata="lightexport.parity.runners.litert:read_metadata",
+            io="lightexport.parity.runners.litert:read_io",
+            naive="lightexport.exporter.tflite:naive_export", naive_label="naive litert_torch.convert",
+            companions=("+.json",), module="ai_edge_litert", install_hint="pip install 'lightexport[litert]'",
+            isa_cap=False,  # XNNPACK picks kernels from CPUID; no environment variable caps it
+            helpers=("lightexport.exporter.tflite_files",),
         ),
     )
 }

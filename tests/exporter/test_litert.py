@@ -1,0 +1,267 @@
+"""LiteRT (``.tflite``, formerly TensorFlow Lite): exported through litert-torch, checked against PyTorch, refusing
+bad files in one line.
+
+Every test skips, saying why, where ``litert_torch``/``ai_edge_litert`` cannot be imported
+(``pip install 'lightexport[litert]'``). The file checker's tests need neither (stdlib only).
+Until the record is in ``lightexport/backends.py`` the tests register the same record for
+this module only (and remove it after), as ``tests/fakeformat`` registers its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from lightexport import api
+from lightexport.backends import BACKENDS, F16, F32, I8, Backend, register, unregister
+from lightexport.cli import cli
+from lightexport.errors import ExitCode, InputFileError
+
+SIZE = 64
+HINT = "pip install 'lightexport[litert]'"
+
+RECORD = Backend(
+    name="tflite", runtime="litert", label="LiteRT (XNNPACK)", color="#17becf", suffixes=(".tflite",),
+    precisions=(F32, F16, I8),
+    description="LiteRT / TensorFlow Lite (.tflite) through litert-torch, from torch.export of the fused module; "
+                "NCHW float32 input",
+    exporter="lightexport.exporter.tflite:export",
+    precision_help={F16: "fp16 weights (ai-edge-quantizer float casting); XNNPACK computes fp32.",
+                    I8: "int8 weights and activations (ai-edge-quantizer static recipe) calibrated on --calib images; "
+                        "float32 input and output."},
+    runner="lightexport.parity.runners.litert:LiteRTRunner",
+    metadata="lightexport.parity.runners.litert:read_metadata", io="lightexport.parity.runners.litert:read_io",
+    naive="lightexport.exporter.tflite:naive_export", naive_label="naive litert_torch.convert",
+    companions=("+.json",), module="ai_edge_litert", install_hint=HINT, isa_cap=False,
+    helpers=("lightexport.exporter.tflite_files",),
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tflite_record():
+    """The tflite record: the table's own once it is there, else this module's copy for these tests only."""
+    if "tflite" in BACKENDS:
+        yield BACKENDS["tflite"]
+        return
+    register(RECORD)
+    try:
+        yield RECORD
+    finally:
+        unregister("tflite")
+
+
+def _needs_litert():
+    pytest.importorskip("litert_torch", reason=f"litert-torch is not installed: {HINT}")
+    pytest.importorskip("ai_edge_litert", reason=f"ai-edge-litert is not installed: {HINT}")
+
+
+def one_line(result) -> str:
+    text = result.output.strip()
+    assert "Traceback" not in text, text
+    assert len(text.splitlines()) <= 2, text
+    return text
+
+
+@pytest.fixture(scope="module")
+def t0():
+    return api.load("fasternet_t0")
+
+
+@pytest.fixture(scope="module")
+def t0_tflite(t0, tmp_path_factory):
+    _needs_litert()
+    out = tmp_path_factory.mktemp("litert") / "t0.tflite"
+    return api.export(t0, "tflite", output=out, fuse=True, input_size=SIZE)
+
+
+# --------------------------------------------------------------------------- export and parity
+
+
+def test_fp32_export_is_nchw_with_provenance_and_parity_holds(t0_tflite, t0):
+    from lightexport.exporter.tflite_files import describe, entry
+
+    assert [f.name for f in t0_tflite.files] == ["t0.tflite", "t0.tflite.json"]
+    inputs, outputs = entry(describe(t0_tflite.path))
+    assert inputs[0]["shape"] == (1, 3, SIZE, SIZE) and inputs[0]["dtype"] == "float32"  # NCHW, as PyTorch takes
+    assert outputs[0]["shape"] == (1, 1000)
+    assert t0_tflite.op_histogram["CONV_2D"] > 0 and "fuse_conv_bn" in " ".join(t0_tflite.notes)
+    sidecar = json.loads(t0_tflite.files[1].read_text())
+    assert sidecar["lightexport.model"] == "fasternet_t0" and sidecar["lightexport.input_size"] == str(SIZE)
+    assert sidecar["lightexport.input_layout"] == "NCHW" and sidecar["lightexport.precision"] == "fp32"
+    assert json.loads(sidecar["lightexport.passes"])  # --fuse recorded
+    report = api.verify(t0_tflite.path, t0, progress=False)
+    assert report.passed, report.all_failures
+    assert report.outputs[0].max_rel < 1e-4
+    # the reference is rebuilt from the provenance alone
+    assert api.verify(t0_tflite.path, api.reference_for(t0_tflite.path), progress=False).passed
+
+
+def test_provenance_and_tensors_read_back(t0_tflite):
+    from lightexport.artifacts import read_artifact_metadata
+
+    backend = BACKENDS["tflite"]
+    meta = read_artifact_metadata(t0_tflite.path)
+    assert meta["model"] == "fasternet_t0" and meta["input_layout"] == "NCHW"
+    io = backend.read_io(t0_tflite.path)
+    assert io.inputs[0].shape == (1, 3, SIZE, SIZE) and io.inputs[0].dtype == "float32"
+    assert [o.name for o in io.outputs] == json.loads(meta["outputs"]) and io.outputs[0].shape == (1, 1000)
+
+
+def test_cli_export_with_check_exits_0(tmp_path, monkeypatch):
+    _needs_litert()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["export", "fasternet_t0", "--format", "tflite", "--input-size", str(SIZE),
+                                      "--fuse", "--check"])
+    assert result.exit_code == 0, result.output
+    assert "PASS" in result.output and (tmp_path / "fasternet_t0.tflite.json").is_file()
+
+
+def test_fp16_weights_halve_the_file_and_pass(t0_tflite, t0, tmp_path):
+    from lightexport.exporter.tflite_files import describe
+
+    half = api.export(t0, "tflite", output=tmp_path / "h.tflite", fuse=True, input_size=SIZE, precision="fp16")
+    assert half.path.stat().st_size < 0.55 * t0_tflite.path.stat().st_size
+    assert any(t["dtype"] == "float16" for t in describe(half.path)["subgraphs"][0]["tensors"])
+    assert api.verify(half.path, t0, progress=False).passed
+
+
+def test_threads_are_honoured(t0_tflite):
+    from lightexport.parity.runners.litert import LiteRTRunner
+
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("counting threads needs /proc (Linux)")
+    before = len(os.listdir("/proc/self/task"))
+    with LiteRTRunner(t0_tflite.path, threads=3) as runner:
+        grown = len(os.listdir("/proc/self/task")) - before
+        assert runner.threads_used == 3 and runner.delegate_partitions >= 1  # XNNPACK took the graph
+    assert grown == 2  # XNNPACK's pool: two workers beside the calling thread
+    with LiteRTRunner(t0_tflite.path, threads=1):
+        assert len(os.listdir("/proc/self/task")) == before  # one thread: no pool
+
+
+def test_the_fixed_shape_is_kept_and_another_refused(t0_tflite, t0):
+    import numpy as np
+    import torch
+
+    from lightexport.parity.runners.litert import LiteRTRunner
+
+    x = np.random.default_rng(0).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
+    with LiteRTRunner(t0_tflite.path, threads=1) as runner:
+        out = runner.infer({"input": x[:1]})["logits"]
+        for wrong in (x, x[:1, :, :32, :32]):  # a resized batch computed its second image wrong, silently
+            with pytest.raises(InputFileError, match="takes NCHW"):
+                runner.infer({"input": wrong})
+    with torch.no_grad():
+        ref = t0.module.eval()(torch.from_numpy(x[:1])).numpy()
+    assert out.shape == (1, 1000) and np.abs(out - ref).max() <= 1e-4 * (ref.max() - ref.min())
+
+
+# --------------------------------------------------------------------------- bad files (checker: stdlib only)
+
+
+@pytest.mark.parametrize("damage", ["junk", "empty", "truncated", "zeroed body", "onnx"])
+def test_bad_files_are_one_line_never_a_crash(tmp_path, damage):
+    from lightexport.exporter.tflite_files import describe
+
+    path = tmp_path / "bad.tflite"
+    body = b"\x1c\x00\x00\x00TFL3" + bytes(range(256)) * 64  # a plausible header over junk
+    path.write_bytes({"junk": b"not a model" * 100, "empty": b"", "truncated": body[:4000],
+                      "zeroed body": body[:8] + b"\0" * (len(body) - 8),
+                      "onnx": b"\x08\x07\x12\x07pytorch" * 40}[damage])
+    with pytest.raises(InputFileError) as caught:
+        describe(path)
+    message = str(caught.value)
+    assert "bad.tflite" in message and "\n" not in message
+
+
+def test_a_real_model_cut_anywhere_is_refused(t0_tflite, tmp_path):
+    from lightexport.exporter.tflite_files import describe
+
+    data = t0_tflite.path.read_bytes()
+    for cut in (8, 30, 1000, len(data) // 3, len(data) // 2, len(data) - 100):
+        path = tmp_path / f"cut{cut}.tflite"
+        path.write_bytes(data[:cut])
+        with pytest.raises(InputFileError, match=f"cut{cut}.tflite is not a readable LiteRT"):
+            describe(path)
+
+
+@pytest.mark.parametrize("damage", ["junk", "empty", "truncated"])
+def test_bad_files_through_the_cli_are_exit_5(t0_tflite, tmp_path, damage):
+    import shutil
+
+    path = tmp_path / "t0.tflite"
+    shutil.copy(t0_tflite.files[1], tmp_path / "t0.tflite.json")
+    data = t0_tflite.path.read_bytes()
+    path.write_bytes({"junk": b"not a model" * 100, "empty": b"", "truncated": data[: len(data) // 2]}[damage])
+    result = CliRunner().invoke(cli, ["parity", str(path)])
+    assert result.exit_code == ExitCode.INPUT, result.output
+    assert "t0.tflite" in one_line(result)
+
+
+def test_missing_packages_name_the_extra(monkeypatch, t0, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # what an import sees where it is not installed
+    with pytest.raises(Exception, match=r"pip install 'lightexport\[litert\]'"):
+        api.export(t0, "tflite", output=tmp_path / "x.tflite", input_size=SIZE)
+    assert not list(tmp_path.glob("x.tflite*"))
+
+
+# --------------------------------------------------------------------------- int8
+
+
+def test_int8_keeps_float_edges_and_passes(t0, tmp_path):
+    _needs_litert()
+    from lightexport.calib import write_sample_photos
+    from lightexport.exporter.tflite_files import describe, entry
+
+    result = api.export(t0, "tflite", output=tmp_path / "q.tflite", fuse=True, input_size=SIZE, precision="int8",
+                        calib=write_sample_photos(tmp_path / "p"), calib_size=8)
+    inputs, outputs = entry(describe(result.path))
+    assert [t["dtype"] for t in inputs + outputs] == ["float32", "float32"]  # feeds and logits stay float
+    assert sum(t["dtype"] == "int8" for t in describe(result.path)["subgraphs"][0]["tensors"]) > 100
+    assert json.loads(result.metadata["lightexport.int8"])["kept_float"] == ["input", "output"]
+    report = api.verify(result.path, t0, progress=False)
+    assert report.passed, report.all_failures
+
+
+def test_int8_keep_is_refused(t0, tmp_path):
+    _needs_litert()
+    from lightexport.calib import write_sample_photos
+    from lightexport.errors import UsageError
+
+    with pytest.raises(UsageError, match="--int8-keep cannot apply"):
+        api.export(t0, "tflite", output=tmp_path / "q.tflite", input_size=SIZE, precision="int8", int8_keep=0,
+                   calib=write_sample_photos(tmp_path / "p"))
+    assert not list(tmp_path.glob("q.tflite*"))
+
+
+@pytest.mark.slow
+def test_trained_fp16_and_int8_keep_decisions(tmp_path):
+    _needs_litert()
+    from lightexport.calib.crops import write_calibration_crops
+    from tests.trained import trained_checkpoint
+
+    model = api.load("mobilenet_v2", weights=trained_checkpoint("mobilenet_v2"))
+    half = api.export(model, "tflite", output=tmp_path / "h.tflite", fuse=True, precision="fp16")
+    report = api.verify(half.path, model, images=48, progress=False)
+    assert report.passed and report.outputs[0].top1_confident == 1.0 and report.outputs[0].top1 >= 0.95
+    calib = write_calibration_crops(tmp_path / "calib", 64)
+    quant = api.export(model, "tflite", output=tmp_path / "q.tflite", fuse=True, precision="int8", calib=calib)
+    report = api.verify(quant.path, model, images=96, progress=False)
+    assert report.passed, report.all_failures
+    assert report.outputs[0].top1_confident >= 0.97
+
+
+def test_backbone_outputs_come_back_in_order_with_their_names(tmp_path):
+    _needs_litert()
+    model = api.load("fasternet_t0", features=True)
+    result = api.export(model, "tflite", output=tmp_path / "f.tflite", fuse=True, input_size=SIZE)
+    io = BACKENDS["tflite"].read_io(result.path)
+    assert [o.name for o in io.outputs] == model.output_names()
+    assert [o.shape[1] for o in io.outputs] == [40, 80, 160, 320]  # NCHW, in the model's order
+    report = api.verify(result.path, model, progress=False)
+    assert report.passed and [o.name for o in report.outputs] == model.output_names()
