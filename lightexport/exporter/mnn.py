@@ -116,6 +116,7 @@ def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
     require_installed("MNN", "MNN export")
     refuse_passes_on_file(source, opts, backend)
     weight_only = bool(opts.get("weight_only"))
+    exact = not opts.get("fast_gelu")
     if weight_only and opts.precision is not Precision.INT8:
         raise UsageError("--weight-only goes with --int8 (int8 weights, fp32 compute)")
     if opts.precision is Precision.INT8:
@@ -133,15 +134,15 @@ def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
         metadata["lightexport.precision"] = opts.precision.value
         notes, converted = list(src.notes), work / "model.mnn"
         if opts.precision is Precision.FP16:
-            mnnconvert(src.path, converted, "--fp16")
+            mnnconvert(src.path, converted, "--fp16", exact=exact)
             notes.append("MNN --fp16: fp16 weights; MNN computes them in fp32 unless run with precision=low")
         elif opts.precision is Precision.INT8 and weight_only:
-            mnnconvert(src.path, converted, "--weightQuantBits", "8", "--hqq")
+            mnnconvert(src.path, converted, "--weightQuantBits", "8", "--hqq", exact=exact)
             notes.append("MNN int8 weights (--weightQuantBits 8 --hqq), dequantized to fp32 at load")
             metadata["lightexport.int8"] = json.dumps({"weights": "int8 hqq", "activations": "fp32"})
         elif opts.precision is Precision.INT8:
             float_model = work / "float.mnn"
-            mnnconvert(src.path, float_model, "--convertMatmulToConv", "0")
+            mnnconvert(src.path, float_model, "--convertMatmulToConv", "0", exact=exact)
             images, count, config = _calibration_folder(source, opts, work, metadata)
             config_path = work / "quant.json"
             config_path.write_text(json.dumps(config, indent=1))
@@ -153,7 +154,11 @@ def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
             metadata["lightexport.int8"] = json.dumps({"weights": "int8", "activations": "int8 EMA",
                                                        "kept_float": ["classifier (MatMul)"]})
         else:
-            mnnconvert(src.path, converted)
+            mnnconvert(src.path, converted, exact=exact)
+        if not exact:
+            metadata["lightexport.mnn_gelu"] = "tanh approximation"
+            notes.append("MNN's tanh GELU kernel (--fast-gelu): faster, not exact (FasterNet-T0: 1.04e-4 of range "
+                         "off in fp32, over the fp32 limit)")
         metadata["lightexport.outputs"] = metadata.get("lightexport.outputs") or json.dumps(
             [o.name for o in model.graph.output])
         with atomic_outputs(files) as (tmp_mnn, tmp_json):

@@ -130,6 +130,16 @@ def test_mnn_fp32_and_fp16_pass_in_every_setting(mnn_model, t0, tmp_path):
     assert api.verify(half.path, t0, progress=False).passed
 
 
+def test_mnn_fast_gelu_is_asked_for_recorded_and_less_exact(mnn_model, t0, tmp_path):
+    """Exact GELU is the default (MNN's tanh kernel put T0 1.04e-4 of range off); --fast-gelu trades it for speed."""
+    fast = api.export(t0, "mnn", output=tmp_path / "fast.mnn", fuse=True, input_size=SIZE, fast_gelu=True)
+    assert fast.metadata["lightexport.mnn_gelu"] == "tanh approximation" and "--fast-gelu" in " ".join(fast.notes)
+    assert "lightexport.mnn_gelu" not in mnn_model.metadata
+    exact = api.verify(mnn_model.path, t0, progress=False).outputs[0].max_rel
+    approximate = api.verify(fast.path, t0, progress=False).outputs[0].max_rel
+    assert approximate > 10 * exact  # a different kernel, not the same graph twice
+
+
 def test_mnn_from_a_lightexport_onnx_carries_its_provenance(t0, tmp_path):
     _needs("MNN")
     onnx_path = api.export(t0, "onnx", output=tmp_path / "t0.onnx", fuse=True, input_size=SIZE).path
