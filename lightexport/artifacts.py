@@ -99,7 +99,12 @@ def read_ir_provenance(xml: Path) -> dict[str, str]:
 
 
 def read_sidecar_provenance(engine: Path) -> dict[str, str]:
-    sidecar = sidecar_path(engine)
+    """The provenance sidecar ``NAME.SUFFIX.json`` of an artifact that holds no metadata (an engine, a .mnn)."""
+    return read_sidecar(sidecar_path(engine))
+
+
+def read_sidecar(sidecar: Path) -> dict[str, str]:
+    """A provenance sidecar's fields as strings; {} when there is none; a bad one is an InputFileError."""
     if not sidecar.is_file():
         return {}
     try:

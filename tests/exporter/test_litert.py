@@ -16,42 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from lightexport import api
-from lightexport.backends import BACKENDS, F16, F32, I8, Backend, register, unregister
+from lightexport.backends import BACKENDS
 from lightexport.cli import cli
 from lightexport.errors import ExitCode, InputFileError
 
 SIZE = 64
 HINT = "pip install 'lightexport[litert]'"
-
-RECORD = Backend(
-    name="tflite", runtime="litert", label="LiteRT (XNNPACK)", color="#17becf", suffixes=(".tflite",),
-    precisions=(F32, F16, I8),
-    description="LiteRT / TensorFlow Lite (.tflite) through litert-torch, from torch.export of the fused module; "
-                "NCHW float32 input",
-    exporter="lightexport.exporter.tflite:export",
-    precision_help={F16: "fp16 weights (ai-edge-quantizer float casting); XNNPACK computes fp32.",
-                    I8: "int8 weights and activations (ai-edge-quantizer static recipe) calibrated on --calib images; "
-                        "float32 input and output."},
-    runner="lightexport.parity.runners.litert:LiteRTRunner",
-    metadata="lightexport.parity.runners.litert:read_metadata", io="lightexport.parity.runners.litert:read_io",
-    naive="lightexport.exporter.tflite:naive_export", naive_label="naive litert_torch.convert",
-    companions=("+.json",), module="ai_edge_litert", install_hint=HINT, isa_cap=False,
-    helpers=("lightexport.exporter.tflite_files",),
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tflite_record():
-    """The tflite record: the table's own once it is there, else this module's copy for these tests only."""
-    if "tflite" in BACKENDS:
-        yield BACKENDS["tflite"]
-        return
-    register(RECORD)
-    try:
-        yield RECORD
-    finally:
-        unregister("tflite")
-
 
 def _needs_litert():
     pytest.importorskip("litert_torch", reason=f"litert-torch is not installed: {HINT}")

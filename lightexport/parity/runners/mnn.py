@@ -78,16 +78,9 @@ def check_mnn(path: Path) -> None:
 
 def read_metadata(path: Path) -> dict[str, str]:
     """The provenance sidecar ``NAME.mnn.json`` beside the model."""
-    sidecar = Path(path).with_name(Path(path).name + ".json")
-    if not sidecar.is_file():
-        return {}
-    try:
-        data = json.loads(sidecar.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputFileError(f"{sidecar} is not a readable provenance file: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InputFileError(f"{sidecar} is not a provenance file (expected a JSON object)")
-    return {str(k): str(v) for k, v in data.items()}
+    from lightexport.artifacts import read_sidecar_provenance
+
+    return read_sidecar_provenance(Path(path))
 
 
 def _names(meta: dict[str, str]) -> list[str]:

@@ -32,16 +32,9 @@ from lightexport.precision import Precision
 
 def read_metadata(param_path: Path) -> dict[str, str]:
     """The provenance sidecar ``NAME.ncnn.json`` beside the pair (ncnn files hold no metadata)."""
-    sidecar = Path(param_path).with_suffix(".json")
-    if not sidecar.is_file():
-        return {}
-    try:
-        data = json.loads(sidecar.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputFileError(f"{sidecar} is not a readable provenance file: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InputFileError(f"{sidecar} is not a provenance file (expected a JSON object)")
-    return {str(k): str(v) for k, v in data.items()}
+    from lightexport.artifacts import read_sidecar
+
+    return read_sidecar(Path(param_path).with_suffix(".json"))
 
 
 def _output_shapes(meta: dict[str, str]) -> list[list[int]]:
