@@ -354,6 +354,7 @@ BACKENDS: dict[str, Backend] = {
             naive="lightexport.exporter.tflite:naive_export", naive_label="naive litert_torch.convert",
             companions=("+.json",), module="ai_edge_litert", install_hint="pip install 'lightexport[litert]'",
             isa_cap=False,  # XNNPACK picks kernels from CPUID; no environment variable caps it
+            aarch64_wheels=("ai-edge-litert",),  # manylinux_2_27: the runtime alone, no JAX
             helpers=("lightexport.exporter.tflite_files",),
         ),
     )

@@ -61,7 +61,7 @@ def emulated_runtimes() -> tuple[str, ...]:
     return tuple(b.runtime for b in BACKENDS.values() if b.aarch64_wheels)
 #: Other wheels the worker imports (numpy for arrays, rich for parity reports), also at the host's versions.
 SUPPORT = ("numpy", "rich")
-PLATFORMS = tuple(f"manylinux_2_{v}_aarch64" for v in (17, 28, 31, 34, 35, 36)) + ("manylinux2014_aarch64",)
+PLATFORMS = tuple(f"manylinux_2_{v}_aarch64" for v in (17, 27, 28, 31, 34, 35, 36)) + ("manylinux2014_aarch64",)
 PYTHON = "usr/bin/python3.11"
 
 

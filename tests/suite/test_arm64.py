@@ -112,3 +112,21 @@ def test_phone_runtimes_run_their_arm_kernels_pinned_and_at_their_arm_defaults(t
         (default,) = [r for r in c["parity"]["also"] if r["precision"] == "fp16"]  # MNN's defaults run fp32 too
         assert "fp16" in default["execution"]
         assert default["outputs"][0]["max_rel"] > 1e-5  # really fp16 arithmetic, not a second fp32 run
+
+
+@pytest.mark.slow
+@needs_qemu
+def test_litert_runs_on_arm_kernels_in_fp32_at_its_default(tmp_path):
+    """LiteRT's aarch64 runtime (no JAX, no torch) in the emulated worker: XNNPACK at its default computes fp32 on
+    the Cortex-A76 too (an fp32 .tflite matches to fp32 limits), fp16 weights and int8 pass their limits."""
+    pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed: pip install 'lightexport[litert]'")
+    pytest.importorskip("litert_torch", reason="litert-torch is not installed: pip install 'lightexport[litert]'")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["suite", "--models", "fasternet_t0", "--backends", "litert",
+                                      "--precisions", "fp32,fp16,int8", "--profiles", "arm64-1t", "--input-sizes", "64",
+                                      "--inputs", "2", "--runs", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    cells = {c["cell"]["precision"]: c for c in json.loads((out / "report.json").read_text())["cells"]}
+    assert set(cells) == {"fp32", "fp16", "int8"}
+    assert all(c["parity"]["passed"] and c["cpu_capability"] == "aarch64" for c in cells.values())
+    assert cells["fp32"]["parity"]["outputs"][0]["max_rel"] < 1e-5
