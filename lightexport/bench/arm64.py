@@ -20,6 +20,7 @@ both; the ISA features themselves come from the emulated CPU model's HWCAPs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -28,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,6 +189,23 @@ def emulator(on_step: Callable[[str], None] | None = None) -> Emulator:
     qemu = find_qemu()
     base = cache_dir()
     base.mkdir(parents=True, exist_ok=True)
+    with _setup_lock(base):  # suites and Ray cells on one node may start at once: one sets up, the others wait
+        return _emulator(qemu, base, step)
+
+
+@contextlib.contextmanager
+def _setup_lock(base: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(base / ".setup.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _emulator(qemu: str, base: Path, step: Callable[[str], None]) -> Emulator:
     root = base / "sysroot"
     packages_marker = root / ".lightexport-packages"
     if not (packages_marker.is_file() and packages_marker.read_text() == " ".join(DEBIAN_PACKAGES)):

@@ -266,9 +266,12 @@ def _suite_backends_help() -> str:
               help="Decision-set crops judging cells that have --weights (0: photos and noise like the rest).")
 @click.option("--runs", type=bounded("runs"), default=10, show_default=True, help="Timed runs per cell.")
 @click.option("-o", "--out", type=click.Path(file_okay=False), default="reports/suite", show_default=True)
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run the cells as Ray tasks (pip install 'lightexport[ray]'): alone, on a Ray instance of this "
+                   "machine's own; 'auto' or HOST:PORT (ray://HOST:PORT) on an existing cluster. Same report.")
 @handle_errors
 def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weights_specs, inputs, images, runs,
-              out) -> None:
+              out, ray_address) -> None:
     """Run the parity matrix (models x backends x precisions x CPU profiles) and write a report directory.
 
     Exits 4 if any cell fails its tolerance.
@@ -278,6 +281,8 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
       lightexport suite --models fasternet_t0,fasternet_s --profiles mobile-1t,mobile-2t
       lightexport suite --models fasternet_t0 --backends onnxruntime --precisions fp32 --profiles mobile-1t-128bit
       lightexport suite --models fasternet_t0 --weights fasternet_t0=checkpoints/fasternet_t0.pth
+      lightexport suite --models fasternet_t0 --profiles mobile-1t,arm64-1t --ray
+      lightexport suite --models fasternet_t0,mobilenet_v2 --ray auto
     """
     from lightexport.cli.progress import SuiteProgress
     from lightexport.suite.matrix import build_matrix
@@ -292,7 +297,7 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
     with SuiteProgress(len(cells), console, err_console) as progress:
         outcome = run_matrix(models, backends, precisions, profiles, out, input_sizes=sizes, weights=weights,
                              calib=calib, inputs=inputs, images=images, runs=runs, on_result=progress.result,
-                             on_step=progress.step, quiet=progress.quiet_third_party)
+                             on_step=progress.step, quiet=progress.quiet_third_party, ray=ray_address)
     results, files = outcome.results, outcome.files
     table = Table(*HEADER, title="parity suite")
     for row in rows(results):

@@ -71,14 +71,20 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 raise
             fail(str(exc), int(exc.exit_code))
-        except KeyboardInterrupt:
-            fail("interrupted; no partial output was kept", 130)
-        except Terminated:
-            fail("terminated (SIGTERM); no partial output was kept", 143)
+        except KeyboardInterrupt as exc:
+            fail(f"interrupted; {_kept(exc)}", 130)
+        except Terminated as exc:
+            fail(f"terminated (SIGTERM); {_kept(exc)}", 143)
         finally:
             signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _kept(exc: BaseException) -> str:
+    """What an interrupted command kept: the note it added (the suite's partial report), else nothing."""
+    notes = getattr(exc, "__notes__", None)
+    return notes[-1] if notes else "no partial output was kept"
 
 
 def bounded(name: str) -> click.IntRange:

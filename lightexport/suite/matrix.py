@@ -41,6 +41,10 @@ class Cell:
     def to_dict(self) -> dict:
         return {**asdict(self), "precision": self.precision.value}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Cell:
+        return cls(**{**data, "precision": Precision.parse(data["precision"])})
+
 
 def _split(value: str | list[str], allowed: tuple[str, ...] | None, what: str) -> list[str]:
     items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]

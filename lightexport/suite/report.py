@@ -23,19 +23,21 @@ def summary(results: list[dict]) -> dict[str, int]:
     return counts
 
 
-def _row(r: dict) -> list[str]:
+def _row(r: dict, many_nodes: bool = False) -> list[str]:
     c = r["cell"]
     base = [c["model"], c["backend"], c["precision"], c["profile"], str(c["input_size"]), verdict(r).upper()]
+    retried = [f"retried: attempt {r['attempts']} (its worker died)"] if r.get("attempts", 1) > 1 else []
     if "parity" not in r:
-        return base + ["", "", "", "", "", "", r.get("skipped") or r.get("error") or ""]
+        return base + ["", "", "", "", "", "", "; ".join([r.get("skipped") or r.get("error") or "", *retried])]
     worst = max(r["parity"]["outputs"], key=lambda o: o["max_rel"])
     top1 = "" if worst.get("top1") is None else f"{worst['top1']:.0%}"
     if worst.get("top1_near_ties"):
         top1 += f" (+{worst['top1_near_ties']:.0%} ties)"
     return base + [f"{worst['max_rel']:.2e}", f"{worst['cosine']:.5f}", top1, _default_run(r["parity"]),
-                   f"{r['latency_ms']:.2f}" + (" (emulated)" if r.get("emulated") else ""),
+                   f"{r['latency_ms']:.2f}" + (" (emulated)" if r.get("emulated") else "")
+                   + (f" on {r['node']}" if many_nodes and r.get("node") else ""),
                    f"{r['eager_ms'] / r['latency_ms']:.2f}x" if r.get("eager_ms") else "-",
-                   "; ".join(r["parity"]["failures"])]
+                   "; ".join([*r["parity"]["failures"], *retried])]
 
 
 def _default_run(parity: dict) -> str:
@@ -63,13 +65,14 @@ def write_report(results: list[dict], directory: Path, meta: dict) -> list[Path]
     from lightexport.suite.plots import plot_errors, plot_latency
 
     directory.mkdir(parents=True, exist_ok=True)
-    payload = {"meta": meta, "summary": summary(results), "cells": results}
+    payload = {"meta": {**meta, "nodes": nodes(results)}, "summary": summary(results), "cells": results}
     with atomic_output(directory / "report.json") as tmp:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
     lines = ["# lightexport parity suite", "", ", ".join(f"{v} {k}" for k, v in payload["summary"].items()), ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
+    lines += [f"- latency measured on {node}: {cpu}" for node, cpu in nodes(results).items()]
     lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(_row(r)) + " |" for r in results]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
     done = [r for r in results if "parity" in r]
     timed = [r for r in done if not r.get("emulated")]  # an emulated run times the emulator: no latency plot
     lines += ["", "![errors](errors.png)", ""] + (["![latency](latency.png)", ""] if timed else [])
@@ -80,4 +83,11 @@ def write_report(results: list[dict], directory: Path, meta: dict) -> list[Path]
 
 
 def rows(results: list[dict]) -> list[list[str]]:
-    return [_row(r) for r in results]
+    """Table rows; where cells ran on more than one node, each latency names its node (never compare across)."""
+    many = len(nodes(results)) > 1
+    return [_row(r, many) for r in results]
+
+
+def nodes(results: list[dict]) -> dict[str, str]:
+    """The nodes the cells ran on and each node's CPU."""
+    return {r["node"]: r.get("cpu", "") for r in results if r.get("node")}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -53,19 +55,14 @@ def run_suite(
         if on_result:
             on_result(result)
 
-    # Interpreters first: an emulator that cannot be had fails in seconds, before any export.
-    interpreters = {name: get_profile(name).interpreter(on_step) for name in dict.fromkeys(c.profile for c in cells)}
-    unrunnable = [c for c in cells if not get_profile(c.profile).runs(c.backend)]
-    for cell in unrunnable:
-        has = ", ".join(get_profile(cell.profile).available_runtimes() or ())
-        record({"cell": cell.to_dict(),
-                "skipped": f"profile {cell.profile} runs {has} only (its Python has no {cell.backend})"})
-    built = build_artifacts([c for c in cells if c not in unrunnable], workdir, calib, calib_size, on_build=building)
+    interpreters, unrunnable = prepare(cells, on_step)
+    for cell, reason in unrunnable.items():
+        record({"cell": cell.to_dict(), "skipped": reason})
+    cells_here = [c for c in cells if c not in unrunnable]
+    built = build_artifacts(cells_here, workdir, calib, calib_size, on_build=building)
 
     runnable: dict[str, list[dict]] = {}
-    for cell in cells:
-        if cell in unrunnable:
-            continue
+    for cell in cells_here:
         art = built[artifact_key(cell)]
         if art.skipped or art.error:
             record({"cell": cell.to_dict(), "skipped": art.skipped, "error": art.error})
@@ -73,42 +70,100 @@ def run_suite(
             runnable.setdefault(cell.profile, []).append(
                 {"cell": cell.to_dict(), "path": str(art.path) if art.path else None})
     references = _References(workdir, inputs, images)
+    node, cpu = this_node()
     for profile_name, items in runnable.items():
         profile = get_profile(profile_name)
         if not profile.runs(TORCH_FUSED):
             for item in items:  # this profile's Python has no PyTorch: the reference is computed here
                 item["reference"] = references.path(item["cell"])
-        command, profile_env = interpreters[profile_name]
         job = {"threads": profile.threads, "inputs": inputs, "images": images, "cells": items,
                "runs": min(runs, profile.max_runs) if profile.max_runs else runs}
-        with tempfile.NamedTemporaryFile("w", suffix=".json", dir=workdir, delete=False) as f:
-            json.dump(job, f)
-        env = {**os.environ, **profile_env}
-        with tempfile.TemporaryFile("w+", dir=workdir) as errors:
-            # stderr to a file, not a pipe: a worker writing more than a pipe holds would block forever
-            proc = subprocess.Popen([*command, "-m", "lightexport.suite.worker", f.name], env=env,
-                                    stdout=subprocess.PIPE, stderr=errors, text=True)
-            try:
-                for line in proc.stdout:
-                    if not line.startswith("{"):
-                        continue
-                    message = json.loads(line)
-                    if message.get("event") == "start":
-                        c = message["cell"]
-                        done = len(results) + 1
-                        step(f"cell {done}/{len(cells)}: {c['model']} @{c['input_size']} {c['backend']} "
-                             f"{c['precision']} on {profile_name}")
-                    else:
-                        record(message)
-                proc.wait()
-            finally:
-                _stop(proc)  # interrupted (Ctrl-C, SIGTERM to this process only): no worker outlives us
-            errors.seek(0)
-            stderr = errors.read()
-        if proc.returncode != 0:
-            last = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
-            raise ExportError(f"suite worker for profile {profile_name} failed: {last[0]}")
-    return results
+
+        def started(c: dict, profile_name: str = profile_name) -> None:
+            step(f"cell {len(results) + 1}/{len(cells)}: {c['model']} @{c['input_size']} {c['backend']} "
+                 f"{c['precision']} on {profile_name}")
+
+        run_worker(*interpreters[profile_name], job, workdir, started,
+                   lambda result: record({**result, "node": node, "cpu": cpu}))
+    return in_matrix_order(cells, results)
+
+
+def prepare(cells: list[Cell], on_step: Callable[[str], None] | None) -> tuple[dict, dict[Cell, str]]:
+    """Each profile's interpreter (set up here first: an emulator that cannot be had fails in seconds, before any
+    export) and, for each cell its profile's Python cannot run, why."""
+    interpreters = {name: get_profile(name).interpreter(on_step) for name in dict.fromkeys(c.profile for c in cells)}
+    unrunnable = {}
+    for cell in cells:
+        profile = get_profile(cell.profile)
+        if not profile.runs(cell.backend):
+            has = ", ".join(profile.available_runtimes() or ())
+            unrunnable[cell] = f"profile {cell.profile} runs {has} only (its Python has no {cell.backend})"
+    return interpreters, unrunnable
+
+
+def in_matrix_order(cells: list[Cell], results: list[dict]) -> list[dict]:
+    """Results in the order of the matrix, however they finished: serial and distributed reports read alike."""
+    order = {cell.key: i for i, cell in enumerate(cells)}
+    return sorted(results, key=lambda r: order[Cell.from_dict(r["cell"]).key])
+
+
+def this_node() -> tuple[str, str]:
+    """This machine's name and CPU model: each latency in a report says where it was measured."""
+    from lightexport.bench.ceiling import cpu_description
+
+    return platform.node() or "localhost", cpu_description()[0]
+
+
+def run_worker(command: list[str], env: dict[str, str], job: dict, workdir: Path,
+               on_start: Callable[[dict], None], on_result: Callable[[dict], None]) -> None:
+    """Run one worker on ``job`` (its cells), telling ``on_start`` each cell it starts and ``on_result`` each result.
+
+    Raises :class:`WorkerDied` when the worker exits unsuccessfully (a signal, a native crash). The worker dies
+    with the process that started it (PR_SET_PDEATHSIG), so a killed Ray task leaves no worker timing on behind it.
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=workdir, delete=False) as f:
+        json.dump(job, f)
+    with tempfile.TemporaryFile("w+", dir=workdir) as errors:
+        # stderr to a file, not a pipe: a worker writing more than a pipe holds would block forever
+        env = {**os.environ, **env, "LIGHTEXPORT_PARENT_PID": str(os.getpid())}
+        proc = subprocess.Popen([sys.executable, "-c", _DIE_WITH_PARENT, *command, "-m", "lightexport.suite.worker",
+                                 f.name], env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
+        try:
+            for line in proc.stdout:
+                if not line.startswith("{"):
+                    continue
+                message = json.loads(line)
+                if message.get("event") == "start":
+                    on_start(message["cell"])
+                else:
+                    on_result(message)
+            proc.wait()
+        finally:
+            _stop(proc)  # interrupted (Ctrl-C, SIGTERM to this process only): no worker outlives us
+        errors.seek(0)
+        stderr = errors.read()
+    if proc.returncode != 0:
+        last = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+        raise WorkerDied(f"suite worker for profile {job['cells'][0]['cell']['profile']} failed: {last[0]}",
+                         proc.returncode)
+
+
+class WorkerDied(ExportError):
+    def __init__(self, message: str, returncode: int) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+#: Run before the worker's own interpreter (exec'd, so it is the worker): ask the kernel to SIGKILL it when its
+#: parent dies, then check the parent did not die first. Survives exec; plain ctypes, no preexec_fn in a
+#: threaded parent (a Ray worker).
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "parent = int(os.environ.get('LIGHTEXPORT_PARENT_PID', '0'))\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"
+    "if parent and os.getppid() != parent: sys.exit(137)\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])\n"
+)
 
 
 def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:

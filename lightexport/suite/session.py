@@ -15,7 +15,7 @@ from pathlib import Path
 from lightexport.parity.inputs import PARITY_INPUTS
 from lightexport.suite.matrix import build_matrix
 from lightexport.suite.report import summary, write_report
-from lightexport.suite.run import run_suite
+from lightexport.suite.run import in_matrix_order, run_suite
 
 #: Calibration images for models with a checkpoint: augmented crops disjoint from the decision set.
 TRAINED_CALIB_CROPS = 300
@@ -64,12 +64,15 @@ def run_matrix(
     on_result: Callable[[dict], None] | None = None,
     on_step: Callable[[str], None] | None = None,
     quiet: Callable[[], contextlib.AbstractContextManager] | None = None,
+    ray: str | None = None,
 ) -> SuiteOutcome:
     """Run the parity matrix and write ``out``/report.json, report.md and the plots.
 
     ``weights`` maps model names to checkpoints (others get seeded random weights); a checkpoint that
     does not fit fails before anything is built. ``quiet`` wraps the run (the CLI keeps third-party
-    progress bars off its own).
+    progress bars off its own). ``ray`` runs the cells as Ray tasks: ``"local"`` on a Ray instance of
+    this machine's own, ``"auto"`` or an address on a cluster (:mod:`lightexport.suite.cluster`); the
+    report is the same. Interrupted, the report holds the cells that finished.
     """
     from lightexport.loading import load_model
 
@@ -77,17 +80,39 @@ def run_matrix(
     cells = build_matrix(models, backends, precisions, profiles, input_sizes, weights)
     for model, path in weights.items():
         load_model(model, path)  # a checkpoint that does not fit fails now, naming its keys, not in every cell
-    with tempfile.TemporaryDirectory(prefix="lightexport-suite-") as tmp, (quiet or _nothing)():
-        calib_dir, calib_size = _calibration(calib, bool(weights), Path(tmp))
-        results = run_suite(cells, Path(tmp), calib_dir, calib_size, inputs, runs, images,
-                            on_result=on_result, on_step=on_step)
     names = lambda value: value if isinstance(value, str) else ",".join(value)  # noqa: E731
-    files = write_report(results, Path(out), {
-        "models": names(models), "backends": names(backends), "precisions": names(precisions),
-        "profiles": names(profiles), "inputs_per_cell": inputs, "decision_images": images if weights else 0,
-        "weights": weights or "seeded random weights",
-        "calibration": str(calib or ("300 augmented crops" if weights else "scikit-image sample photos"))})
-    return SuiteOutcome(results, files)
+    meta = {"models": names(models), "backends": names(backends), "precisions": names(precisions),
+            "profiles": names(profiles), "inputs_per_cell": inputs, "decision_images": images if weights else 0,
+            "weights": weights or "seeded random weights",
+            "calibration": str(calib or ("300 augmented crops" if weights else "scikit-image sample photos")),
+            "executed": f"as Ray tasks ({ray})" if ray else "serially, on this machine"}
+    finished: list[dict] = []
+
+    def collect(result: dict) -> None:
+        finished.append(result)
+        if on_result:
+            on_result(result)
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="lightexport-suite-") as tmp, (quiet or _nothing)():
+            calib_dir, calib_size = _calibration(calib, bool(weights), Path(tmp))
+            if ray:
+                from lightexport.suite.cluster import run_suite_ray
+
+                results = run_suite_ray(cells, Path(tmp), calib_dir, calib_size, inputs, runs, images, ray,
+                                        on_result=collect, on_step=on_step)
+            else:
+                results = run_suite(cells, Path(tmp), calib_dir, calib_size, inputs, runs, images,
+                                    on_result=collect, on_step=on_step)
+    except BaseException as exc:
+        if isinstance(exc, Exception) or not finished:
+            raise
+        # Ctrl-C or SIGTERM: what finished is kept, in the matrix's order, and the report says it is partial
+        files = write_report(in_matrix_order(cells, finished), Path(out),
+                             {**meta, "interrupted": f"{len(finished)} of {len(cells)} cells finished"})
+        exc.add_note(f"the report holds the {len(finished)} of {len(cells)} cells that finished: {files[1]}")
+        raise
+    return SuiteOutcome(results, write_report(results, Path(out), meta))
 
 
 @contextlib.contextmanager
