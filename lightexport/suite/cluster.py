@@ -20,8 +20,11 @@ latencies aside, and every latency names the node and CPU it was measured on.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -34,7 +37,7 @@ from lightexport.precision import Precision
 from lightexport.suite.build import ModelCache, artifact_key, build_artifacts
 from lightexport.suite.matrix import TORCH_FUSED, Cell
 from lightexport.suite.report import verdict
-from lightexport.suite.run import WorkerDied, in_matrix_order, prepare, run_worker
+from lightexport.suite.run import ResidentWorker, WorkerDied, in_matrix_order, prepare
 from lightexport.suite.worker import reference_for, save_reference
 
 #: Retries of a task whose worker process died (Ray's own retries; a deterministic failure is never retried).
@@ -94,9 +97,11 @@ def _local_cell(cell: dict, checkpoint: bytes | None, tmp: Path) -> Cell:
     """The cell with its checkpoint written on this node (the user's path exists on the driver's machine only)."""
     if checkpoint is None:
         return Cell.from_dict(cell)
-    path = tmp / "weights" / Path(cell["weights"]).name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(checkpoint)
+    digest = hashlib.sha256(checkpoint).hexdigest()[:16]  # one path per content: a resident worker loads it once
+    path = tmp / "weights" / digest / Path(cell["weights"]).name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(checkpoint)
     return Cell.from_dict({**cell, "weights": str(path)})
 
 
@@ -144,16 +149,15 @@ def _cell(cell: dict, summary: dict | None, files: dict[str, bytes] | None, refe
     node, cpu = _node(), this_node()[1]
     with tempfile.TemporaryDirectory(prefix="lightexport-cell-") as tmp:
         tmp = Path(tmp)
-        entry: dict = {"cell": _local_cell(cell, checkpoint, tmp).to_dict(), "path": None}
+        entry: dict = {"cell": _local_cell(cell, checkpoint, _resident_dir()).to_dict(), "path": None}
         if summary:
             entry["path"] = str(unpack(files, tmp / "artifact") / summary["name"])
         if reference is not None:
             (tmp / "reference.npz").write_bytes(reference)
             entry["reference"] = str(tmp / "reference.npz")
-        command, env = get_profile(cell["profile"]).interpreter()  # an emulator is set up here once per node
         results: list[dict] = []
         try:
-            run_worker(command, env, {**job, "cells": [entry]}, tmp, lambda started: None, results.append)
+            _resident(cell["profile"]).run({**job, "cells": [entry]}, lambda started: None, results.append)
         except WorkerDied as exc:
             if exc.returncode == -signal.SIGKILL:
                 raise WorkerLost(str(exc)) from None
@@ -162,6 +166,28 @@ def _cell(cell: dict, summary: dict | None, files: dict[str, bytes] | None, refe
     if attempt > 1:
         result["attempts"] = attempt
     return result
+
+
+#: This Ray worker process's resident suite workers, by profile (see :class:`ResidentWorker`).
+_RESIDENT: dict[str, ResidentWorker] = {}
+
+
+def _resident_dir() -> Path:
+    """A folder for the life of this Ray worker process (checkpoints its resident workers load)."""
+    if "dir" not in _KEPT:
+        _KEPT["dir"] = Path(tempfile.mkdtemp(prefix="lightexport-ray-worker-"))
+        atexit.register(shutil.rmtree, _KEPT["dir"], True)
+    return _KEPT["dir"]
+
+
+_KEPT: dict[str, Path] = {}
+
+
+def _resident(profile: str) -> ResidentWorker:
+    if profile not in _RESIDENT or not _RESIDENT[profile].alive:
+        command, env = get_profile(profile).interpreter()  # an emulator is set up here once per node
+        _RESIDENT[profile] = ResidentWorker(command, env)
+    return _RESIDENT[profile]
 
 
 class Attempts:

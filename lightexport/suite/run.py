@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -125,9 +127,8 @@ def run_worker(command: list[str], env: dict[str, str], job: dict, workdir: Path
         json.dump(job, f)
     with tempfile.TemporaryFile("w+", dir=workdir) as errors:
         # stderr to a file, not a pipe: a worker writing more than a pipe holds would block forever
-        env = {**os.environ, **env, "LIGHTEXPORT_PARENT_PID": str(os.getpid())}
-        proc = subprocess.Popen([sys.executable, "-c", _DIE_WITH_PARENT, *command, "-m", "lightexport.suite.worker",
-                                 f.name], env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
+        proc = subprocess.Popen(_worker_command(command, f.name), env=_worker_env(env), stdout=subprocess.PIPE,
+                                stderr=errors, text=True)
         try:
             for line in proc.stdout:
                 if not line.startswith("{"):
@@ -146,6 +147,54 @@ def run_worker(command: list[str], env: dict[str, str], job: dict, workdir: Path
         last = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
         raise WorkerDied(f"suite worker for profile {job['cells'][0]['cell']['profile']} failed: {last[0]}",
                          proc.returncode)
+
+
+def _worker_command(interpreter: list[str], *args: str) -> list[str]:
+    return [sys.executable, "-c", _DIE_WITH_PARENT, *interpreter, "-m", "lightexport.suite.worker", *args]
+
+
+def _worker_env(env: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **env, "LIGHTEXPORT_PARENT_PID": str(os.getpid())}
+
+
+class ResidentWorker:
+    """A worker that stays up between jobs (``worker --serve``), for one profile's interpreter and environment.
+
+    A Ray worker process keeps one per profile it has run: each cell then costs its own work, not a new Python
+    importing PyTorch and the runtimes and loading the model again (about 6 s a cell on a 2-core EPYC). It dies
+    with its parent (PR_SET_PDEATHSIG), like every suite worker.
+    """
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="lightexport-worker-"))
+        self.errors = open(self.workdir / "stderr", "w+")  # a file, not a pipe: a full pipe would block the worker
+        self.proc = subprocess.Popen(_worker_command(command, "--serve"), env=_worker_env(env), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.errors, text=True)
+        atexit.register(shutil.rmtree, self.workdir, True)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, job: dict, on_start: Callable[[dict], None], on_result: Callable[[dict], None]) -> None:
+        """Like :func:`run_worker`; raises :class:`WorkerDied` if the process ends before the job does."""
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if not line.startswith("{"):
+                continue
+            message = json.loads(line)
+            if message.get("event") == "done":
+                return
+            if message.get("event") == "start":
+                on_start(message["cell"])
+            else:
+                on_result(message)
+        self.proc.wait()
+        self.errors.seek(0)
+        last = [ln for ln in self.errors.read().strip().splitlines() if ln.strip()][-1:] or ["no output"]
+        raise WorkerDied(f"suite worker for profile {job['cells'][0]['cell']['profile']} failed: {last[0]}",
+                         self.proc.returncode)
 
 
 class WorkerDied(ExportError):

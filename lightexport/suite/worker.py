@@ -140,14 +140,27 @@ class _NoModels:
 
 
 def main() -> None:
-    job = json.loads(Path(sys.argv[1]).read_text())
+    """``worker JOB.json``: run one job's cells. ``worker --serve``: run each job read from stdin (one JSON line
+    each), ending each with a ``done`` line, until stdin closes: a Ray worker keeps one such process per profile,
+    so a cell does not pay for starting Python, PyTorch and the model again."""
+    if sys.argv[1:] == ["--serve"]:
+        models = None
+        for line in sys.stdin:
+            job = json.loads(line)
+            models = _run_job(job, models)
+            print(json.dumps({"event": "done"}), flush=True)
+    else:
+        _run_job(json.loads(Path(sys.argv[1]).read_text()))
+
+
+def _run_job(job: dict, models=None):
     if importlib.util.find_spec("torch") is not None:
         import torch
 
         from lightexport.suite.build import ModelCache
 
         torch.set_num_threads(job["threads"])
-        models = ModelCache()
+        models = models or ModelCache()
     else:
         models = _NoModels()
     for item in job["cells"]:
@@ -158,6 +171,7 @@ def main() -> None:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             result = {"cell": item["cell"], "error": f"{type(exc).__name__}: {reason}"}
         print(json.dumps(result, default=_jsonable), flush=True)
+    return models
 
 
 def _jsonable(value: object) -> object:
