@@ -130,23 +130,34 @@ def run_worker(command: list[str], env: dict[str, str], job: dict, workdir: Path
         proc = subprocess.Popen(_worker_command(command, f.name), env=_worker_env(env), stdout=subprocess.PIPE,
                                 stderr=errors, text=True)
         try:
-            for line in proc.stdout:
-                if not line.startswith("{"):
-                    continue
-                message = json.loads(line)
-                if message.get("event") == "start":
-                    on_start(message["cell"])
-                else:
-                    on_result(message)
+            _relay(proc.stdout, on_start, on_result)
             proc.wait()
         finally:
             _stop(proc)  # interrupted (Ctrl-C, SIGTERM to this process only): no worker outlives us
-        errors.seek(0)
-        stderr = errors.read()
-    if proc.returncode != 0:
-        last = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
-        raise WorkerDied(f"suite worker for profile {job['cells'][0]['cell']['profile']} failed: {last[0]}",
-                         proc.returncode)
+        if proc.returncode != 0:
+            raise _died(job, errors, proc.returncode)
+
+
+def _relay(stdout, on_start: Callable[[dict], None], on_result: Callable[[dict], None]) -> bool:
+    """Hand a worker's JSON lines on until its job is done (True) or its output ends (False)."""
+    for line in stdout:
+        if not line.startswith("{"):
+            continue
+        message = json.loads(line)
+        if message.get("event") == "done":
+            return True
+        if message.get("event") == "start":
+            on_start(message["cell"])
+        else:
+            on_result(message)
+    return False
+
+
+def _died(job: dict, errors, returncode: int) -> WorkerDied:
+    """The error for a worker that ended badly, with the last line it wrote to stderr (a file: ``errors``)."""
+    errors.seek(0)
+    last = [ln for ln in errors.read().strip().splitlines() if ln.strip()][-1:] or ["no output"]
+    return WorkerDied(f"suite worker for profile {job['cells'][0]['cell']['profile']} failed: {last[0]}", returncode)
 
 
 def _worker_command(interpreter: list[str], *args: str) -> list[str]:
@@ -180,21 +191,9 @@ class ResidentWorker:
         """Like :func:`run_worker`; raises :class:`WorkerDied` if the process ends before the job does."""
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
-        for line in self.proc.stdout:
-            if not line.startswith("{"):
-                continue
-            message = json.loads(line)
-            if message.get("event") == "done":
-                return
-            if message.get("event") == "start":
-                on_start(message["cell"])
-            else:
-                on_result(message)
-        self.proc.wait()
-        self.errors.seek(0)
-        last = [ln for ln in self.errors.read().strip().splitlines() if ln.strip()][-1:] or ["no output"]
-        raise WorkerDied(f"suite worker for profile {job['cells'][0]['cell']['profile']} failed: {last[0]}",
-                         self.proc.returncode)
+        if not _relay(self.proc.stdout, on_start, on_result):
+            self.proc.wait()
+            raise _died(job, self.errors, self.proc.returncode)
 
 
 class WorkerDied(ExportError):
