@@ -118,7 +118,7 @@ def main() -> None:
 
 
 def markdown(rows: dict, latency: dict, parity: dict, pconv: str) -> str:
-    from lightexport.bench.ceiling import cpu_description
+    from lightexport.cpu import cpu_description
 
     naive_ms = latency["Ultralytics' export (ONNX Runtime)"]
     lines = [f"Seed detector (tests/byom/seed_detector.py: FasterNet with `pconv={pconv}`, YOLOv8n neck and Detect, "

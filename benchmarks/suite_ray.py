@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightexport.bench.ceiling import cpu_description  # noqa: E402
+from lightexport.cpu import cpu_description  # noqa: E402
 from lightexport.suite import run_matrix  # noqa: E402
 from lightexport.suite.report import verdict  # noqa: E402
 

@@ -226,7 +226,7 @@ def verify(
     executes.
     """
     from lightexport.parity import check_parity
-    from lightexport.parity.settings import execution_label, run_settings
+    from lightexport.parity.settings import execution_label, machine_caveat, run_settings
 
     prov = read_provenance(artifact)
     backend = backend_for_path(artifact)
@@ -244,6 +244,9 @@ def verify(
         report.execution = execution_label(setting, runner)
         reports.append(report)
     reports[0].also.extend(reports[1:])
+    caveat = None if reports[0].passed else machine_caveat(backend, made, prov.get("int8"))
+    if caveat:
+        reports[0].failures.append(caveat)
     return reports[0]
 
 

@@ -30,7 +30,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 
 from lightexport.backends import resolve
+from lightexport.cpu import cpu_description
 
 SIZES = (512, 1024, 2048)
 REPEATS = 5
@@ -70,21 +70,6 @@ class Ceilings:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ceilings": {k: asdict(v) for k, v in self.ceilings.items()}}
-
-
-def cpu_description() -> tuple[str, list[str]]:
-    """The CPU model name and the ISA flags that decide which kernels exist (AVX-512, VNNI, BF16, FP16, AMX, NEON)."""
-    name, flags = platform.processor() or platform.machine(), []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and name in ("", platform.machine(), platform.processor()):
-                name = value.strip()
-            if key.strip() in ("flags", "Features") and not flags:
-                flags = value.split()
-    keep = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "amx_fp16",
-            "f16c", "fma", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve")
-    return name, sorted(f for f in flags if f in keep)
 
 
 def _best(run: Callable[[int], float], sizes: tuple[int, ...]) -> tuple[float, int]:

@@ -28,14 +28,20 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+FULL_RANGE, REDUCED_RANGE = 127, 64  # ONNX Runtime's symmetric int8 weight limits, without and with reduce_range
 
-def rounded_weights(weight: np.ndarray) -> np.ndarray:
-    """``weight`` after symmetric per-output-channel int8 rounding (axis 0), back in float."""
+
+def rounded_weights(weight: np.ndarray, qmax: int = FULL_RANGE) -> np.ndarray:
+    """``weight`` after symmetric per-output-channel rounding to [-qmax, qmax] (axis 0), back in float.
+
+    ``qmax`` must be the quantizer's own: emulating 127 steps for 7-bit (``reduce_range``) weights
+    corrected the wrong error and cost trained MobileNetV2 cosine 0.9960 -> 0.9875.
+    """
     w = weight.astype(np.float64)
     axes = tuple(range(1, w.ndim))
-    scale = np.abs(w).max(axis=axes, keepdims=True) / 127.0
+    scale = np.abs(w).max(axis=axes, keepdims=True) / float(qmax)
     scale[scale == 0] = 1.0
-    return np.clip(np.round(w / scale), -127, 127) * scale
+    return np.clip(np.round(w / scale), -qmax, qmax) * scale
 
 
 def _group(node: onnx.NodeProto) -> int:
@@ -79,12 +85,14 @@ def input_means(model: onnx.ModelProto, tensors: Sequence[str], batches: Iterabl
 
 def correct_weight_rounding(model: onnx.ModelProto, batches: Iterable[np.ndarray],
                             exclude: Iterable[str] = (),
-                            means: dict[str, np.ndarray] | None = None) -> tuple[onnx.ModelProto, list[str]]:
+                            means: dict[str, np.ndarray] | None = None,
+                            qmax: int = FULL_RANGE) -> tuple[onnx.ModelProto, list[str]]:
     """A copy of ``model`` whose Conv/Gemm biases absorb the mean error of their int8 weight rounding.
 
     ``exclude``: node names that stay float (nothing to correct). ``means``: input means already
     measured on the same model and images, filled in with the ones missing (the float graph's
     means do not depend on what is excluded, so a search over ``exclude`` measures them once).
+    ``qmax``: the weights' symmetric limit (:data:`REDUCED_RANGE` for 7-bit weights).
     Returns the copy and the names of the nodes corrected.
     """
     out = onnx.ModelProto()
@@ -106,7 +114,7 @@ def correct_weight_rounding(model: onnx.ModelProto, batches: Iterable[np.ndarray
             continue
         weight = numpy_helper.to_array(initializers[node.input[1]])
         bias = numpy_helper.to_array(initializers[node.input[2]])
-        error = rounded_weights(weight) - weight
+        error = rounded_weights(weight, qmax) - weight
         mean = means[node.input[0]]
         if node.op_type == "Gemm":
             shift = error @ mean

@@ -72,6 +72,7 @@ class Int8Report:
     kept: list[str] = field(default_factory=list)
     search: list[tuple[int, float]] = field(default_factory=list)  # (kept count, calibration cosine)
     bias_corrected: int = 0  # layers whose bias absorbed their weight-rounding error (onnx_bias)
+    reduced_range: bool = False  # 7-bit weights: the CPU's int8 kernels saturate int16 (lightexport.cpu)
 
     def metadata(self) -> str:
         """The provenance an int8 artifact records: its activation form and which layers stayed float."""
@@ -79,11 +80,16 @@ class Int8Report:
 
         return json.dumps({"activations": "int8 symmetric" if self.symmetric_activations else "uint8",
                            "kept_float": self.kept, "auto_search": self.search,
-                           "bias_corrected_layers": self.bias_corrected})
+                           "bias_corrected_layers": self.bias_corrected,
+                           "weight_bits": 7 if self.reduced_range else 8})
 
     def notes(self, images: int, source: str) -> list[str]:
         form = "symmetric int8 activations (TensorRT)" if self.symmetric_activations else "uint8 activations (CPU)"
-        notes = [f"int8 QDQ, {form}, per-channel int8 weights, moving-average ranges from {images} images of "
+        weights = "per-channel int8 weights"
+        if self.reduced_range:
+            weights += (" in 7 bits ([-64, 64]: this CPU has AVX2 but no VNNI, whose int8 kernels add weight x "
+                        "activation pairs in saturating int16)")
+        notes = [f"int8 QDQ, {form}, {weights}, moving-average ranges from {images} images of "
                  f"{source}; outputs stay float"]
         if self.bias_corrected:
             notes.append(f"bias correction of int8 weight rounding in {self.bias_corrected} layers")
@@ -127,14 +133,20 @@ def quantize_qdq(
     symmetric_activations: bool = False,
     keep: int | str | list[str] = DEFAULT_KEEP,
     per_channel: bool = True,
+    reduce_range: bool | None = None,
 ) -> tuple[onnx.ModelProto, Int8Report]:
     """Calibrate on ``reader`` (an ORT CalibrationDataReader) and return the QDQ model with its report.
 
     ``keep``: how many leading convs stay float (int), which nodes or module scopes (names),
     or ``"auto"`` (the fewest leading convs whose calibration-set logit cosine reaches
-    ``AUTO_TARGET``; see :mod:`lightexport.exporter.keep_search`).
+    ``AUTO_TARGET``; see :mod:`lightexport.exporter.keep_search`). ``reduce_range``: 7-bit weights;
+    by default exactly where the CPU's int8 kernels saturate (uint8 activations on AVX2 without
+    VNNI, :func:`lightexport.cpu.int8_saturates`), never for TensorRT's symmetric form.
     """
+    from lightexport.cpu import int8_saturates
+
     report = Int8Report(symmetric_activations)
+    report.reduced_range = (not symmetric_activations and int8_saturates()) if reduce_range is None else reduce_range
     if keep == "auto":
         return _quantize_auto(model, reader, report, symmetric_activations, per_channel)
     report.kept = resolve_keep(model, keep)
@@ -153,10 +165,11 @@ def _quantize(model: onnx.ModelProto, reader, report: Int8Report, exclude: list[
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from lightexport.exporter.onnx_bias import correct_weight_rounding
+    from lightexport.exporter.onnx_bias import FULL_RANGE, REDUCED_RANGE, correct_weight_rounding
 
     if per_channel and hasattr(reader, "rewind"):  # the rounding it corrects is the per-channel one
-        model, corrected = correct_weight_rounding(model, _calibration_batches(reader), exclude, means)
+        qmax = REDUCED_RANGE if report.reduced_range else FULL_RANGE
+        model, corrected = correct_weight_rounding(model, _calibration_batches(reader), exclude, means, qmax)
         report.bias_corrected = len(corrected)
 
     with tempfile.TemporaryDirectory(prefix="lightexport-int8-") as work:
@@ -175,6 +188,7 @@ def _quantize(model: onnx.ModelProto, reader, report: Int8Report, exclude: list[
                 activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=per_channel,
+                reduce_range=report.reduced_range,
                 op_types_to_quantize=list(QUANTIZED_OPS),
                 nodes_to_exclude=exclude,
                 calibrate_method=CalibrationMethod.MinMax,

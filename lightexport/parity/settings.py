@@ -53,3 +53,32 @@ def execution_label(setting: RunSetting, runner: object) -> str | None:
     if setting.label is None or not census:
         return setting.label
     return f"{setting.label}; layers ran " + ", ".join(f"{precision} x{count}" for precision, count in census.items())
+
+
+#: backends whose CPU int8 kernels take uint8 x int8 pairs (ONNX Runtime's MLAS, OpenVINO's oneDNN)
+_X86_INT8_KERNELS = ("onnx", "openvino")
+
+
+def machine_caveat(backend: Backend, made: Precision, int8_record: str | None) -> str | None:
+    """Why this machine, not the file, may be what failed: an 8-bit-weight int8 artifact on a saturating x86 CPU.
+
+    ``int8_record``: the artifact's recorded ``int8`` provenance (JSON; None where it has none, i.e.
+    not made by lightexport here). lightexport writes 7-bit weights on AVX2 CPUs without VNNI
+    (:func:`lightexport.cpu.int8_saturates`); a file made elsewhere with 8-bit weights computes
+    wrong sums on them, and the failure is the deployment CPU's, which only a re-export fixes.
+    """
+    import json
+
+    from lightexport.cpu import int8_saturates
+
+    if made is not Precision.INT8 or backend.name not in _X86_INT8_KERNELS or not int8_saturates():
+        return None
+    try:
+        bits = str(json.loads(int8_record).get("weight_bits", "")) if int8_record else ""
+    except (ValueError, AttributeError):
+        bits = ""
+    if bits == "7":
+        return None
+    return ("this CPU has AVX2 but no VNNI, so its int8 kernels add weight x activation pairs in saturating int16, "
+            "and this artifact's int8 weights are 8-bit: export it with lightexport on a CPU like this one "
+            "(it then writes 7-bit weights) or deploy it on a CPU with VNNI (avx512_vnni, avx_vnni or amx_int8)")

@@ -111,7 +111,7 @@ def in_matrix_order(cells: list[Cell], results: list[dict]) -> list[dict]:
 
 def this_node() -> tuple[str, str]:
     """This machine's name and CPU model: each latency in a report says where it was measured."""
-    from lightexport.bench.ceiling import cpu_description
+    from lightexport.cpu import cpu_description
 
     return platform.node() or "localhost", cpu_description()[0]
 

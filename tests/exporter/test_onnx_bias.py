@@ -78,3 +78,10 @@ def test_rounding_is_symmetric_per_channel_int8():
     r = rounded_weights(w)
     assert np.allclose(r[0], np.round(w[0] / (1 / 127)) * (1 / 127)) and np.array_equal(r[1], w[1])
     assert r[2, 0] == -2.0 and np.abs(r - w).max() <= (2.0 / 127) / 2 + 1e-7
+
+
+def test_reduced_range_rounding_has_64_steps_a_side():
+    w = np.array([[1.0, -0.5, 0.26, -1.0]], np.float32)
+    r = rounded_weights(w, 64)
+    assert np.allclose(r, np.round(w * 64) / 64) and np.abs(r - w).max() <= (1 / 64) / 2 + 1e-7
+    assert not np.allclose(r, rounded_weights(w))  # a different rounding, so a different correction

@@ -60,3 +60,42 @@ def test_nncf_int8_ir_passes_int8_parity(tmp_path, classifier, classifier_onnx, 
     assert "FakeQuantize" in {op.get_type_name() for op in quantized.get_ops()}
     report = check_parity(xml, classifier, make_inputs(PREPROCESS, 8), precision="int8", progress=False)
     assert report.backend == "openvino" and report.passed, report.failures
+
+
+def _int8_weights(model: onnx.ModelProto) -> list[np.ndarray]:
+    from onnx import numpy_helper
+
+    return [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+
+
+def _outputs(model: onnx.ModelProto, x: np.ndarray, level) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x})[0]
+
+
+def test_reduced_range_weights_are_7_bit_and_the_int8_kernels_compute_the_qdq_graph(classifier_onnx, photos):
+    import onnxruntime as ort
+
+    from lightexport.cpu import int8_saturates
+
+    source = onnx.load(str(classifier_onnx))
+    reader = OrtCalibrationReader(ImageFolder(photos, PREPROCESS), "input")
+    reduced, report = quantize_qdq(source, reader, keep=0, reduce_range=True)
+    full, _ = quantize_qdq(source, reader, keep=0, reduce_range=False)
+    assert report.reduced_range and '"weight_bits": 7' in report.metadata() and "in 7 bits" in report.notes(8, "x")[0]
+    assert max(np.abs(w.astype(int)).max() for w in _int8_weights(reduced)) <= 64
+    assert max(np.abs(w.astype(int)).max() for w in _int8_weights(full)) == 127
+    assert quantize_qdq(source, reader, keep=0)[1].reduced_range is int8_saturates()  # by default: this CPU's
+    x = np.concatenate(list(make_inputs(PREPROCESS, 8)))
+    # 7-bit weights: the int8 kernels (fused QLinearConv) compute what the QDQ graph does in float, on any x86 CPU
+    kernels, graph = (_outputs(reduced, x, level) for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                                                               ort.GraphOptimizationLevel.ORT_DISABLE_ALL))
+    assert np.abs(kernels - graph).max() <= 1e-4 * np.abs(graph).max()  # 0.0 here
+    if int8_saturates():  # full 8-bit weights there: the int8 kernels' pairs saturate and the sums differ
+        kernels, graph = (_outputs(full, x, level) for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                                                                ort.GraphOptimizationLevel.ORT_DISABLE_ALL))
+        assert np.abs(kernels - graph).max() > 1e-3 * np.abs(graph).max()  # 6.7e-2 on an AVX2-only EPYC

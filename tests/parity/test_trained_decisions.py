@@ -11,6 +11,7 @@ import pytest
 
 from lightexport import api
 from lightexport.calib.crops import write_calibration_crops
+from lightexport.cpu import int8_saturates
 from lightexport.parity.runners.openvino import default_execution_precision
 from tests.trained import trained_checkpoint
 
@@ -74,8 +75,11 @@ def test_onnxruntime_int8_keeps_decisions_and_fuses_every_quantized_conv(mobilen
     stats = report.outputs[0]
     # the ReLU6 folds into the conv's uint8 range (one quantization, not two): cosine 0.988 -> 0.996; the biases
     # absorb the weight rounding's mean error: -> 0.997 (here 0.9973, p05 0.9957)
-    assert stats.top1_confident == 1.0 and stats.top1 >= 0.9 and stats.cosine >= 0.9965, stats
+    # on AVX2 without VNNI the weights are 7-bit (int16 saturation, lightexport.cpu): 0.9960 there, top-1 90.6 %
+    assert stats.top1_confident == 1.0 and stats.top1 >= 0.9, stats
+    assert stats.cosine >= (0.9955 if int8_saturates() else 0.9965), stats
     assert "bias correction of int8 weight rounding in 50 layers" in result.notes, result.notes
+    assert any("in 7 bits" in note for note in result.notes) == int8_saturates(), result.notes
     ops = _optimized_ops(result.path, tmp_path)
     # uint8 activations let ORT fuse Conv+ReLU6 into QLinearConv (symmetric ones left 15 float convs and
     # 35 Clip nodes, and int8 ran 1.19x slower than fp32): all 52 convs but the 3 kept float are int8
@@ -87,6 +91,8 @@ def test_openvino_int8_keeps_decisions_in_every_setting(mobilenet_v2, calib, tmp
                         calib=calib, calib_size=160)
     report = api.verify(result.path, mobilenet_v2, images=IMAGES, progress=False)
     assert report.passed, report.all_failures
+    # NNCF's overflow fix in every layer exactly where int8 saturates int16 (first layer only: cosine 0.9914 there)
+    assert any("7 bits in every layer" in note for note in result.notes) == int8_saturates(), result.notes
     for setting in (report, *report.also):
         # averaged per-image ranges from 160 crops: cosine 0.989 -> 0.997 over the global min/max
         assert setting.outputs[0].top1_confident >= 0.97 and setting.outputs[0].cosine >= 0.993, setting.outputs[0]
