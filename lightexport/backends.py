@@ -126,6 +126,9 @@ class Backend:
     cpu: bool = True
     #: whether its kernels honour the capped-ISA profiles' variables (ONNX Runtime's MLAS has no cap)
     isa_cap: bool = True
+    #: whether its x86 int8 kernels add uint8 x int8 pairs in saturating int16 where the CPU has no VNNI
+    #: (lightexport.cpu): its int8 exports then write 7-bit weights, and parity names the CPU when 8-bit ones fail
+    int16_pairs: bool = False
     #: aarch64 wheels the emulated arm64 worker needs to run it; () means it does not run there
     aarch64_wheels: tuple[str, ...] = ()
     #: Triton serving: (--backend name, config backend/platform, file name in the version folder)
@@ -213,7 +216,7 @@ BACKENDS: dict[str, Backend] = {
             layers="lightexport.parity.runners.onnxruntime:profile_layers",
             ceiling="lightexport.parity.runners.onnxruntime:gemm_probe",
             naive="lightexport.exporter.onnx:naive_export", naive_label="naive torch.onnx.export",
-            module="onnxruntime", install_hint="pip install onnxruntime", isa_cap=False,
+            module="onnxruntime", install_hint="pip install onnxruntime", isa_cap=False, int16_pairs=True,
             aarch64_wheels=("onnxruntime",),
             triton=(("onnxruntime", "backend:onnxruntime", "model.onnx"),
                     ("python-ort", "python:onnxruntime", "model.onnx")),
@@ -249,7 +252,7 @@ BACKENDS: dict[str, Backend] = {
             settings="lightexport.parity.runners.openvino:run_settings",
             naive="lightexport.exporter.openvino:naive_export", naive_label="naive ov.convert_model",
             companions=(".bin",), module="openvino", install_hint="pip install 'lightexport[openvino]'",
-            accepts_onnx=True, aarch64_wheels=("openvino",),
+            accepts_onnx=True, aarch64_wheels=("openvino",), int16_pairs=True,
             triton=(("openvino", "backend:openvino", "model.xml"),
                     ("python-openvino", "python:openvino", "model.xml")),
             helpers=("lightexport.exporter.openvino_pin",),
@@ -347,7 +350,8 @@ BACKENDS: dict[str, Backend] = {
             exporter="lightexport.exporter.tflite:export",
             precision_help={F16: "fp16 weights (ai-edge-quantizer float casting); XNNPACK computes fp32.",
                             I8: "int8 weights and activations (ai-edge-quantizer static recipe) calibrated on "
-                                "--calib images; float32 input and output."},
+                                "--calib images; float32 input and output; --int8-keep N or auto keeps whole "
+                                "regions at the ends float."},
             runner="lightexport.parity.runners.litert:LiteRTRunner",
             metadata="lightexport.parity.runners.litert:read_metadata",
             io="lightexport.parity.runners.litert:read_io",

@@ -15,8 +15,14 @@ Straight from the fused module through ``torch.export`` (not through ONNX):
   weights, per-tensor asymmetric int8 activations from min/max ranges) calibrated on lightexport's
   own calibration batches (:class:`lightexport.calib.ImageFolder` with the model's preprocessing),
   with the model's input and output left float32 (the ``INPUT``/``OUTPUT`` ops not quantized), so
-  the artifact takes and returns what the PyTorch model does. Every other op is quantized:
-  ``--int8-keep`` cannot apply.
+  the artifact takes and returns what the PyTorch model does. ``--int8-keep`` keeps whole
+  regions float, as ExecuTorch's does: N, every op before the graph's N-th convolution; ``auto``,
+  the fewest (k, k) convolutions' regions at both ends whose calibration cosine reaches
+  AUTO_TARGET. ai-edge-quantizer selects ops by scope (their output tensors' names), so the
+  regions are found in the converted graph's own op order and each of their ops gets a
+  ``NO_QUANTIZE`` rule; module names do not survive conversion and are refused. Trained
+  MobileNetV2, 240 decision crops: everything quantized 87.1 % of top-1 decisions (cosine
+  0.9834); two convolutions' regions at each end float 92.1 % (0.9957).
 
 Every file is checked by :mod:`lightexport.exporter.tflite_files` (stdlib only) after it is written.
 """
@@ -44,7 +50,7 @@ from lightexport.exporter.base import (
 )
 from lightexport.fileio import atomic_outputs
 from lightexport.loading import LoadedModel
-from lightexport.options import DEFAULT_KEEP, ExportOptions
+from lightexport.options import ExportOptions
 from lightexport.precision import Precision
 
 #: What the artifact takes: PyTorch's layout (litert-torch's default), recorded in the provenance.
@@ -108,7 +114,10 @@ def _fp16_recipe():
     return manager.get_quantization_recipe()
 
 
-def _int8_recipe():
+def _int8_recipe(floating: list[str] = ()):
+    """Static int8 everywhere but the float32 input/output and the ops whose scopes are in ``floating``."""
+    import re
+
     algorithm_manager, qtyping, _, recipe_manager = _quantizer()
     manager = recipe_manager.RecipeManager()
     manager.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
@@ -116,7 +125,40 @@ def _int8_recipe():
     for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):  # float32 in and out
         manager.add_quantization_config(regex=".*", operation_name=op,
                                         algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+    for scope in floating:  # a later rule wins over the global one
+        manager.add_quantization_config(regex=f"^{re.escape(scope)}$",
+                                        operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                        algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     return manager.get_quantization_recipe()
+
+
+#: the ops a keep count counts (what --int8-keep calls convolutions)
+KEEPABLE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED")
+
+
+def graph_ops(float_path: Path) -> list[tuple[str, str]]:
+    """The converted graph's ops in execution order: (op name, ai-edge-quantizer's scope for it)."""
+    _quantizer()
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as flat
+
+    model = flat.read_model(str(float_path))
+    graph = model.subgraphs[0]
+    ops = []
+    for op in graph.operators:
+        name = flat.TFL_OP_CODE_TO_NAME.get(model.operatorCodes[op.opcodeIndex].builtinCode)
+        ops.append((getattr(name, "value", str(name)), flat.get_op_scope(op, graph.tensors)))
+    return ops
+
+
+def float_ends(ops: list[tuple[str, str]], lead: int, trail: int) -> list[str]:
+    """Scopes of every op before the ``lead``-th convolution and after the last ``trail``: the float regions."""
+    convs = [i for i, (name, _) in enumerate(ops) if name in KEEPABLE_OPS]
+    if not lead and not trail:
+        return []
+    if lead + trail >= len(convs):
+        return [scope for _, scope in ops]
+    lo, hi = (convs[lead] if lead else 0), (convs[len(convs) - trail - 1] if trail else len(ops))
+    return [scope for i, (_, scope) in enumerate(ops) if i < lo or i > hi]
 
 
 def quantize(float_path: Path, out: Path, recipe, calibration: dict | None = None) -> None:
@@ -166,9 +208,9 @@ def export(source: LoadedModel, opts: ExportOptions) -> ExportResult:
     loaded = require_model(source, backend)
     if opts.dynamic:
         raise UsageError("LiteRT export takes a fixed input shape here (drop --dynamic)")
-    if opts.precision is Precision.INT8 and opts.int8_keep != DEFAULT_KEEP:
-        raise UsageError("LiteRT int8 (ai-edge-quantizer's static recipe) quantizes every op between the float "
-                         "input and output: --int8-keep cannot apply")
+    if opts.precision is Precision.INT8 and isinstance(opts.int8_keep, tuple):
+        raise UsageError("LiteRT int8 keeps float regions by count (--int8-keep N or auto): module names do not "
+                         "survive the conversion to a .tflite graph")
     opts.require_calibration(loaded.name)
     _litert_torch()
     if opts.precision is not Precision.FP32:
@@ -197,11 +239,19 @@ def export(source: LoadedModel, opts: ExportOptions) -> ExportResult:
             inputs, _ = entry(describe(converted))
             calibration, images = _calibration(loaded, opts, inputs[0]["signature_name"])
             final = work / "int8.tflite"
-            quantize(converted, final, _int8_recipe(), calibration)
-            notes.append(f"int8 (ai-edge-quantizer static_wi8_ai8: per-channel int8 weights, min/max int8 activations) "
-                         f"on {images} images from {opts.calib}; float32 input and output")
-            meta["lightexport.int8"] = json.dumps({"weights": "int8 per-channel", "activations": "int8 min/max",
-                                                   "kept_float": ["input", "output"]})
+            ends, search = _int8(module, converted, final, calibration, opts)
+            notes.append(f"int8 (ai-edge-quantizer static_wi8_ai8: per-channel int8 weights, int8 activations from "
+                         f"moving averages of per-batch min/max) on {images} images from {opts.calib}; float32 "
+                         "input and output")
+            if search:
+                notes.append("int8 keep auto: calibration cosine by float-kept convs " +
+                             ", ".join(f"{k}: {c:.4f}" for k, c in search))
+            if any(ends):
+                notes.append(f"kept in float: every op before convolution {ends[0]}" +
+                             (f" and after the last {ends[1]}" if ends[1] else "") + " of the graph")
+            meta["lightexport.int8"] = json.dumps({"weights": "int8 per-channel", "activations": "int8 min/max EMA",
+                                                   "kept_float": ["input", "output"], "float_ends": list(ends),
+                                                   "auto_search": search})
         else:
             final = converted
         info = describe(final)
@@ -220,6 +270,62 @@ def export(source: LoadedModel, opts: ExportOptions) -> ExportResult:
     notes.append(f"input {INPUT_LAYOUT} float32 {list(shape)} (PyTorch's layout; one TRANSPOSE to NHWC inside)")
     return ExportResult(format=backend.name, path=files[0], seconds=clock.seconds, precision=opts.precision,
                         files=files, op_histogram=op_names(info), metadata=meta, notes=notes, passes=reports)
+
+
+def _int8(module, converted: Path, final: Path, calibration: dict, opts: ExportOptions
+          ) -> tuple[tuple[int, int], list[tuple[int, float]]]:
+    """Quantize ``converted`` into ``final`` with the float regions ``opts.int8_keep`` asks for.
+
+    Returns the regions (leading, trailing convolutions) and, for ``auto``, the search.
+    """
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, search_keep
+
+    ops = graph_ops(converted)
+    convs = sum(name in KEEPABLE_OPS for name, _ in ops)
+    if opts.int8_keep != "auto":
+        if opts.int8_keep > convs:
+            raise UsageError(f"--int8-keep {opts.int8_keep}: the model has {convs} convolutions, so from 0 to "
+                             f"{convs} can stay float (all of them is not int8)")
+        ends = (opts.int8_keep, 0)
+        quantize(converted, final, _int8_recipe(float_ends(ops, *ends)), calibration)
+        return ends, []
+    feeds = next(iter(calibration.values()))
+    check = feeds[: max(1, AUTO_IMAGES // opts.batch)]
+    with torch.no_grad():
+        firsts = [module(torch.from_numpy(next(iter(f.values())))) for f in check]
+        reference = [np.concatenate([(out[0] if isinstance(out, (tuple, list)) else out).numpy() for out in firsts])]
+
+    def build(k: int):
+        candidate = final.with_name(f"keep{k}.tflite")
+        quantize(converted, candidate, _int8_recipe(float_ends(ops, k, k)), calibration)
+        return calibration_cosine(reference, [_run(candidate, check)]), candidate
+
+    chosen, results = search_keep((convs - 1) // 2, build, steps=AUTO_ENDS)
+    shutil.copyfile(results[chosen][1], final)
+    return (chosen, chosen), sorted((2 * k, cosine) for k, (cosine, _) in results.items())
+
+
+#: the (k, k) regions ``--int8-keep auto`` tries, as ExecuTorch's
+AUTO_ENDS = (0, 2, 4, 8, 12, 16, 24)
+
+
+def _run(path: Path, feeds: list[dict]):
+    """The first output of the .tflite at ``path`` over ``feeds`` (LiteRT's interpreter, its default XNNPACK)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner()
+    outputs = []
+    for feed in feeds:
+        result = runner(**feed)
+        outputs.append(result[sorted(result)[0]] if len(result) > 1 else next(iter(result.values())))
+    return np.concatenate(outputs)
 
 
 def planned_outputs(opts: ExportOptions) -> list[tuple[str, Path]]:

@@ -55,10 +55,6 @@ def execution_label(setting: RunSetting, runner: object) -> str | None:
     return f"{setting.label}; layers ran " + ", ".join(f"{precision} x{count}" for precision, count in census.items())
 
 
-#: backends whose CPU int8 kernels take uint8 x int8 pairs (ONNX Runtime's MLAS, OpenVINO's oneDNN)
-_X86_INT8_KERNELS = ("onnx", "openvino")
-
-
 def machine_caveat(backend: Backend, made: Precision, int8_record: str | None) -> str | None:
     """Why this machine, not the file, may be what failed: an 8-bit-weight int8 artifact on a saturating x86 CPU.
 
@@ -71,7 +67,7 @@ def machine_caveat(backend: Backend, made: Precision, int8_record: str | None) -
 
     from lightexport.cpu import int8_saturates
 
-    if made is not Precision.INT8 or backend.name not in _X86_INT8_KERNELS or not int8_saturates():
+    if made is not Precision.INT8 or not backend.int16_pairs or not int8_saturates():
         return None
     try:
         bits = str(json.loads(int8_record).get("weight_bits", "")) if int8_record else ""

@@ -183,29 +183,57 @@ def test_missing_packages_name_the_extra(monkeypatch, t0, tmp_path):
 # --------------------------------------------------------------------------- int8
 
 
-def test_int8_keeps_float_edges_and_passes(t0, tmp_path):
+def _float_tensors(path) -> int:
+    from lightexport.exporter.tflite_files import describe
+
+    return sum(t["dtype"] == "float32" for t in describe(path)["subgraphs"][0]["tensors"])
+
+
+def test_int8_keeps_float_edges_and_regions_and_passes(t0, tmp_path):
     _needs_litert()
     from lightexport.calib import write_sample_photos
     from lightexport.exporter.tflite_files import describe, entry
 
+    photos = write_sample_photos(tmp_path / "p")
     result = api.export(t0, "tflite", output=tmp_path / "q.tflite", fuse=True, input_size=SIZE, precision="int8",
-                        calib=write_sample_photos(tmp_path / "p"), calib_size=8)
+                        calib=photos, calib_size=8)
     inputs, outputs = entry(describe(result.path))
     assert [t["dtype"] for t in inputs + outputs] == ["float32", "float32"]  # feeds and logits stay float
     assert sum(t["dtype"] == "int8" for t in describe(result.path)["subgraphs"][0]["tensors"]) > 100
-    assert json.loads(result.metadata["lightexport.int8"])["kept_float"] == ["input", "output"]
+    record = json.loads(result.metadata["lightexport.int8"])
+    assert record["kept_float"] == ["input", "output"] and record["float_ends"] == [3, 0]  # the default: 3 convs
+    assert any("every op before convolution 3" in note for note in result.notes), result.notes
     report = api.verify(result.path, t0, progress=False)
     assert report.passed, report.all_failures
+    everything = api.export(t0, "tflite", output=tmp_path / "all.tflite", fuse=True, input_size=SIZE,
+                            precision="int8", calib=photos, calib_size=8, int8_keep=0)
+    assert json.loads(everything.metadata["lightexport.int8"])["float_ends"] == [0, 0]
+    # the stem region's activations and weights stay float32 (no DEQUANTIZE in front of its convs)
+    assert _float_tensors(result.path) > _float_tensors(everything.path)
 
 
-def test_int8_keep_is_refused(t0, tmp_path):
+def test_float_regions_are_every_op_before_and_after_the_counted_convolutions():
+    from lightexport.exporter.tflite import float_ends
+
+    ops = [("TRANSPOSE", "t"), ("PAD", "p"), ("CONV_2D", "c0"), ("DEPTHWISE_CONV_2D", "d1"), ("ADD", "a"),
+           ("CONV_2D", "c2"), ("MEAN", "m"), ("FULLY_CONNECTED", "fc")]
+    assert float_ends(ops, 0, 0) == []
+    assert float_ends(ops, 1, 0) == ["t", "p", "c0"]          # up to the first convolution's output
+    assert float_ends(ops, 2, 1) == ["t", "p", "c0", "d1", "a", "m", "fc"]  # the add between them too
+    assert float_ends(ops, 3, 1) == [scope for _, scope in ops]  # everything: nothing int8 is left
+
+
+def test_int8_keep_by_name_is_refused(t0, tmp_path):
     _needs_litert()
     from lightexport.calib import write_sample_photos
     from lightexport.errors import UsageError
 
-    with pytest.raises(UsageError, match="--int8-keep cannot apply"):
-        api.export(t0, "tflite", output=tmp_path / "q.tflite", input_size=SIZE, precision="int8", int8_keep=0,
-                   calib=write_sample_photos(tmp_path / "p"))
+    with pytest.raises(UsageError, match="module names do not survive"):
+        api.export(t0, "tflite", output=tmp_path / "q.tflite", input_size=SIZE, precision="int8",
+                   int8_keep="stages.0", calib=write_sample_photos(tmp_path / "p"))
+    with pytest.raises(UsageError, match="--int8-keep 999: the model has"):
+        api.export(t0, "tflite", output=tmp_path / "q.tflite", input_size=SIZE, precision="int8",
+                   int8_keep=999, calib=write_sample_photos(tmp_path / "p2"))
     assert not list(tmp_path.glob("q.tflite*"))
 
 
