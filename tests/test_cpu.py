@@ -34,6 +34,7 @@ def test_this_machine_is_described():
     ("onnx", "int8", '{"weight_bits": 8}', False, False),                   # VNNI: the file is to blame
     ("onnx", "fp32", None, True, False),
     ("tflite", "int8", None, True, False),                                  # XNNPACK: its own kernels
+    ("onnx", "int8", '{"activations": "int8 symmetric", "weight_bits": 8}', True, True),  # TensorRT's form
 ])
 def test_a_failing_int8_artifact_on_a_saturating_cpu_names_the_cpu(monkeypatch, backend, precision, record,
                                                                    saturates, said):
@@ -46,4 +47,5 @@ def test_a_failing_int8_artifact_on_a_saturating_cpu_names_the_cpu(monkeypatch, 
     caveat = machine_caveat(get_backend(backend), Precision.parse(precision), record)
     assert (caveat is not None) is said
     if said:
-        assert "AVX2 but no VNNI" in caveat and "7-bit weights" in caveat
+        assert "AVX2 but no VNNI" in caveat
+        assert ("judge it in TensorRT" in caveat) if record and "symmetric" in record else "7-bit weights" in caveat

@@ -70,11 +70,15 @@ def machine_caveat(backend: Backend, made: Precision, int8_record: str | None) -
     if made is not Precision.INT8 or not backend.int16_pairs or not int8_saturates():
         return None
     try:
-        bits = str(json.loads(int8_record).get("weight_bits", "")) if int8_record else ""
+        record = json.loads(int8_record) if int8_record else {}
+        bits, activations = str(record.get("weight_bits", "")), str(record.get("activations", ""))
     except (ValueError, AttributeError):
-        bits = ""
+        bits, activations = "", ""
     if bits == "7":
         return None
+    if activations == "int8 symmetric":  # TensorRT's form keeps 8-bit weights on purpose: re-exporting changes nothing
+        return ("this CPU has AVX2 but no VNNI, so its int8 kernels add weight x activation pairs in saturating "
+                "int16; this is the symmetric form made for TensorRT (8-bit weights): judge it in TensorRT")
     return ("this CPU has AVX2 but no VNNI, so its int8 kernels add weight x activation pairs in saturating int16, "
             "and this artifact's int8 weights are 8-bit: export it with lightexport on a CPU like this one "
             "(it then writes 7-bit weights) or deploy it on a CPU with VNNI (avx512_vnni, avx_vnni or amx_int8)")
