@@ -212,6 +212,21 @@ def test_int8_keeps_float_edges_and_regions_and_passes(t0, tmp_path):
     assert _float_tensors(result.path) > _float_tensors(everything.path)
 
 
+def test_int8_keep_auto_searches_regions_at_both_ends(t0, tmp_path):
+    _needs_litert()
+    from lightexport.calib import write_sample_photos
+    from lightexport.exporter.tflite import AUTO_ENDS
+
+    result = api.export(t0, "tflite", output=tmp_path / "a.tflite", fuse=True, input_size=SIZE, precision="int8",
+                        calib=write_sample_photos(tmp_path / "p"), calib_size=8, int8_keep="auto")
+    record = json.loads(result.metadata["lightexport.int8"])
+    lead, trail = record["float_ends"]
+    assert lead == trail and lead in AUTO_ENDS and record["auto_search"], record
+    assert all(count // 2 in AUTO_ENDS and 0 < cosine <= 1 for count, cosine in record["auto_search"])
+    assert any(note.startswith("int8 keep auto: calibration cosine by float-kept convs") for note in result.notes)
+    assert api.verify(result.path, t0, progress=False).passed
+
+
 def test_float_regions_are_every_op_before_and_after_the_counted_convolutions():
     from lightexport.exporter.tflite import float_ends
 
