@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from lightexport import api
 from lightexport.backends import BACKENDS, INTERCHANGE, backend_for_path
 from lightexport.bench.compare import CONTROL_SUFFIX, benchmark, naive_for
 from lightexport.bench.naive import NaiveArtifact
+from lightexport.cpu import cpu_label
 from lightexport.exporter.onnx_guard import ort_profile
 from lightexport.fileio import atomic_output
 from lightexport.loading import load_model
@@ -56,11 +56,7 @@ TABLES = {"server": ("<!-- bench-vs-naive:start -->", "<!-- bench-vs-naive:end -
 
 
 def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:
-        return platform.processor() or "unknown CPU"
+    return cpu_label()
 
 
 def build(name: str, workdir: Path, formats: list[str]) -> dict:

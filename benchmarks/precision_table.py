@@ -31,7 +31,7 @@ from lightexport import api
 from lightexport.backends import BACKENDS
 from lightexport.bench.timing import measure_interleaved
 from lightexport.calib.crops import write_calibration_crops
-from lightexport.cpu import cpu_description
+from lightexport.cpu import cpu_label
 from lightexport.parity import check_parity
 from lightexport.parity.inputs import decision_inputs
 from lightexport.parity.settings import run_settings
@@ -56,9 +56,7 @@ def checkpoint(model: str) -> Path:
 
 
 def cpu_name() -> str:
-    """The CPU and the flags that decide its kernels: an AVX2-only CPU writes 7-bit int8 weights, runs f32 not bf16."""
-    name, flags = cpu_description()
-    return f"{name} ({', '.join(flags) or 'no listed SIMD flags'})"
+    return cpu_label()
 
 
 def cells(formats: list[str] | None = None) -> list[tuple]:

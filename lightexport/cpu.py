@@ -45,6 +45,12 @@ def _read_cpuinfo() -> tuple[str, tuple[str, ...]]:
     return name, tuple(sorted(f for f in flags if f in KERNEL_FLAGS))
 
 
+def cpu_label() -> str:
+    """``"AMD EPYC (avx2, f16c, fma)"``: how a benchmark names the CPU its figures come from."""
+    name, flags = cpu_description()
+    return f"{name} ({', '.join(flags) or 'no listed SIMD flags'})"
+
+
 def int8_saturates(flags: tuple[str, ...] | list[str] | None = None) -> bool:
     """Whether this x86 CPU's int8 kernels add uint8 x int8 products in saturating int16 (AVX2, no VNNI).
 

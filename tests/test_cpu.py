@@ -49,3 +49,10 @@ def test_a_failing_int8_artifact_on_a_saturating_cpu_names_the_cpu(monkeypatch, 
     if said:
         assert "AVX2 but no VNNI" in caveat
         assert ("judge it in TensorRT" in caveat) if record and "symmetric" in record else "7-bit weights" in caveat
+
+
+def test_the_label_names_the_cpu_and_its_flags():
+    from lightexport.cpu import cpu_label
+
+    name, flags = cpu_description()
+    assert cpu_label().startswith(name) and all(f in cpu_label() for f in flags)
