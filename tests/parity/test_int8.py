@@ -94,8 +94,9 @@ def test_reduced_range_weights_are_7_bit_and_the_int8_kernels_compute_the_qdq_gr
     # 7-bit weights: the int8 kernels (fused QLinearConv) compute what the QDQ graph does in float, on any x86 CPU
     kernels, graph = (_outputs(reduced, x, level) for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
                                                                ort.GraphOptimizationLevel.ORT_DISABLE_ALL))
-    assert np.abs(kernels - graph).max() <= 1e-4 * np.abs(graph).max()  # 0.0 here
+    # 0.0 on an AVX2-only EPYC; elsewhere a requantization may round one step apart (saturation was 6.7e-2)
+    assert np.abs(kernels - graph).max() <= 1e-2 * np.abs(graph).max()
     if int8_saturates():  # full 8-bit weights there: the int8 kernels' pairs saturate and the sums differ
         kernels, graph = (_outputs(full, x, level) for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
                                                                 ort.GraphOptimizationLevel.ORT_DISABLE_ALL))
-        assert np.abs(kernels - graph).max() > 1e-3 * np.abs(graph).max()  # 6.7e-2 on an AVX2-only EPYC
+        assert np.abs(kernels - graph).max() > 1e-2 * np.abs(graph).max()  # 6.7e-2 on an AVX2-only EPYC
