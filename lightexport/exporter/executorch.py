@@ -47,7 +47,7 @@ from lightexport.exporter.base import (
     quiet,
     require_model,
 )
-from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, search_keep
+from lightexport.exporter.keep_search import AUTO_ENDS, AUTO_IMAGES, calibration_cosine, search_keep
 from lightexport.fileio import atomic_output
 from lightexport.loading import LoadedModel
 from lightexport.options import ExportOptions
@@ -55,8 +55,6 @@ from lightexport.precision import Precision
 
 #: The constant method holding the provenance (a JSON string).
 META_METHOD = "lightexport_meta"
-#: Convolutions kept float at each end by ``auto``, in the order tried.
-AUTO_ENDS = (0, 2, 4, 8, 12, 16, 24)
 
 
 def _executorch():

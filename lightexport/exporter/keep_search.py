@@ -21,6 +21,8 @@ from lightexport.options import AUTO_TARGET, DEFAULT_KEEP
 #: 1000 decision crops 91.2 -> 94.3 % over the default 3, at 1.66x instead of 1.83x faster than
 #: fp32), EfficientNet-Lite0 keeps 2.
 AUTO_STEPS = (0, 1, 2, 3, 4, 6, 8, 12)
+#: Convolutions kept float at each end when ``auto`` searches whole regions at both ends (ExecuTorch, LiteRT).
+AUTO_ENDS = (0, 2, 4, 8, 12, 16, 24)
 AUTO_IMAGES = 64
 
 T = TypeVar("T")

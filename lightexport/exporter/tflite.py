@@ -284,7 +284,7 @@ def _int8(module, converted: Path, final: Path, calibration: dict, opts: ExportO
     import numpy as np
     import torch
 
-    from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, search_keep
+    from lightexport.exporter.keep_search import AUTO_ENDS, AUTO_IMAGES, calibration_cosine, search_keep
 
     ops = graph_ops(converted)
     convs = sum(name in KEEPABLE_OPS for name, _ in ops)
@@ -310,9 +310,6 @@ def _int8(module, converted: Path, final: Path, calibration: dict, opts: ExportO
     shutil.copyfile(results[chosen][1], final)
     return (chosen, chosen), sorted((2 * k, cosine) for k, (cosine, _) in results.items())
 
-
-#: the (k, k) regions ``--int8-keep auto`` tries, as ExecuTorch's
-AUTO_ENDS = (0, 2, 4, 8, 12, 16, 24)
 
 
 def _run(path: Path, feeds: list[dict]):

@@ -215,7 +215,7 @@ def test_int8_keeps_float_edges_and_regions_and_passes(t0, tmp_path):
 def test_int8_keep_auto_searches_regions_at_both_ends(t0, tmp_path):
     _needs_litert()
     from lightexport.calib import write_sample_photos
-    from lightexport.exporter.tflite import AUTO_ENDS
+    from lightexport.exporter.keep_search import AUTO_ENDS
 
     result = api.export(t0, "tflite", output=tmp_path / "a.tflite", fuse=True, input_size=SIZE, precision="int8",
                         calib=write_sample_photos(tmp_path / "p"), calib_size=8, int8_keep="auto")
