@@ -137,8 +137,9 @@ class Backend:
     helpers: tuple[str, ...] = ()
     #: "module:function" (path, threads, feed, runs) -> [(layer, kind, mean us)], the runtime's own profiler
     layers: str | None = None
-    #: "module:function" (precision, threads, sizes) -> run(n) -> seconds of an n x n GEMM in the runtime's own
-    #: kernels, or None where it has none in that precision: the bench's ceilings take the best library present
+    #: "module:function" (precision, threads, workloads) -> {workload: run() -> seconds} in the runtime's own
+    #: kernels (workloads: ("gemm", n) for n x n x n, ("conv", channels, side, kernel)), {} or None where it has
+    #: none in that precision: the bench's ceilings take the best library and kernel present
     ceiling: str | None = None
     #: a command of its own (``lightexport onnx``): its name, and the examples its --help shows; None: ``export`` only
     command: str | None = None
@@ -214,7 +215,7 @@ BACKENDS: dict[str, Backend] = {
             metadata="lightexport.artifacts:read_onnx_provenance",
             io="lightexport.parity.runners.onnxruntime:read_io",
             layers="lightexport.parity.runners.onnxruntime:profile_layers",
-            ceiling="lightexport.parity.runners.onnxruntime:gemm_probe",
+            ceiling="lightexport.parity.runners.onnxruntime:kernel_probe",
             naive="lightexport.exporter.onnx:naive_export", naive_label="naive torch.onnx.export",
             module="onnxruntime", install_hint="pip install onnxruntime", isa_cap=False, int16_pairs=True,
             aarch64_wheels=("onnxruntime",),
@@ -248,7 +249,7 @@ BACKENDS: dict[str, Backend] = {
             metadata="lightexport.artifacts:read_ir_provenance",
             io="lightexport.parity.runners.openvino:read_io",
             layers="lightexport.parity.runners.openvino:profile_layers",
-            ceiling="lightexport.parity.runners.openvino:gemm_probe",
+            ceiling="lightexport.parity.runners.openvino:kernel_probe",
             settings="lightexport.parity.runners.openvino:run_settings",
             naive="lightexport.exporter.openvino:naive_export", naive_label="naive ov.convert_model",
             companions=(".bin",), module="openvino", install_hint="pip install 'lightexport[openvino]'",

@@ -14,7 +14,7 @@ thread, a 2048^2 GEMM ran
 
 so MKL's slow path on AMD made ONNX Runtime's fp32 FasterNet-S read as twice "the ceiling", and an
 fp32 ceiling made every int8 share meaningless. Each precision's ceiling is the best of the libraries
-present (PyTorch's MKL/oneDNN, ONNX Runtime's MLAS, OpenVINO's own kernels) over a few sizes, measured
+present (PyTorch's MKL/oneDNN, ONNX Runtime's MLAS, OpenVINO's own kernels) over a few GEMMs and convolutions, measured
 once per machine, thread count and library versions, and cached (``~/.cache/lightexport/ceilings.json``,
 ``LIGHTEXPORT_CEILINGS`` moves it). fp16 has a ceiling only where the CPU computes fp16 natively.
 
@@ -41,8 +41,17 @@ import torch
 from lightexport.backends import resolve
 from lightexport.cpu import cpu_description
 
-SIZES = (512, 1024, 2048)
+#: What each library is timed on: square GEMMs (throughput peaks at a cache-dependent size) and the two dense
+#: convolutions CNNs spend their MACs in, a 3x3 and a 1x1 (ONNX Runtime's NCHWc conv kernels ran 94 GFLOP/s on an
+#: AVX2 EPYC against its MatMul's 86, and FasterNet-S's fp32 ONNX "beat" a GEMM-only ceiling by 2 %).
+GEMMS = (512, 1024, 2048)
+CONVS = ((256, 28, 3), (512, 14, 1))  # (channels in = out, side, kernel)
+WORKLOADS: tuple[tuple, ...] = tuple(("gemm", n) for n in GEMMS) + tuple(("conv", *c) for c in CONVS)
 REPEATS = 5
+#: Seconds one run of a workload may be expected to take, at the rate this library reached so far.
+SLOW = 0.5
+#: The cache's layout: a change in what is measured measures again.
+SCHEMA = 2
 #: What a share above the ceiling means: the ceiling is wrong (a library faster than those measured), not the model.
 OVER = 1.0
 
@@ -52,7 +61,7 @@ class Ceiling:
     precision: str
     gflops: float | None  #: GFLOP/s (int8: GOP/s); None where this CPU has no such arithmetic
     library: str | None = None
-    size: int | None = None
+    kernel: str | None = None  #: the workload that reached it ("conv 3x3 256ch 28px", "gemm 1024")
     tried: dict[str, float] = field(default_factory=dict)  #: every library's best, for the report
 
 
@@ -72,16 +81,30 @@ class Ceilings:
         return {**asdict(self), "ceilings": {k: asdict(v) for k, v in self.ceilings.items()}}
 
 
-def _best(run: Callable[[int], float], sizes: tuple[int, ...]) -> tuple[float, int]:
-    """The best throughput ``run(n)`` reports over ``sizes`` (each ``run`` returns seconds for a 2n^3 GEMM)."""
-    best, at = 0.0, 0
-    for n in sizes:
-        run(n)  # warm-up: thread pool, caches, kernel selection
+def flops(work: tuple) -> int:
+    """Operations in one run of a workload (a multiply-add counts two)."""
+    if work[0] == "gemm":
+        return 2 * work[1] ** 3
+    _, channels, side, kernel = work
+    return 2 * channels * channels * kernel * kernel * side * side
+
+
+def describe(work: tuple) -> str:
+    return f"gemm {work[1]}" if work[0] == "gemm" else f"conv {work[3]}x{work[3]} {work[1]}ch {work[2]}px"
+
+
+def _best(runs: dict) -> tuple[float, str] | None:
+    """The best throughput (GFLOP/s) any of ``runs`` ({workload: run() -> seconds}) reaches, and its workload."""
+    best, at = 0.0, None
+    for work, run in runs.items():
+        if best and flops(work) / (best * 1e9) > SLOW:
+            continue  # a slow path (torch's _int_mm without VNNI: 1.4 GOP/s) would take minutes and lose anyway
+        run()  # warm-up: thread pool, caches, kernel selection
         for _ in range(REPEATS):
-            rate = 2 * n**3 / run(n) / 1e9
+            rate = flops(work) / run() / 1e9
             if rate > best:
-                best, at = rate, n
-    return best, at
+                best, at = rate, describe(work)
+    return (best, at) if at else None
 
 
 @contextlib.contextmanager
@@ -94,28 +117,33 @@ def torch_threads(threads: int):
         torch.set_num_threads(previous)
 
 
-def _torch(dtype: torch.dtype, threads: int, sizes: tuple[int, ...]) -> tuple[float, int]:
-    def run(n: int) -> float:
-        a, b = _operands[(n, dtype)]
+def _torch(dtype: torch.dtype, threads: int, workloads: tuple[tuple, ...]) -> tuple[float, str] | None:
+    """torch's own kernels: ``mm`` (MKL; oneDNN for bf16), ``conv2d`` (oneDNN), ``_int_mm`` for int8 (no int8
+    convolution outside a quantized backend)."""
+    runs = {}
+    for work in workloads:
+        if work[0] == "gemm":
+            n = work[1]
+            if dtype == torch.int8:
+                a, b = (torch.randint(-127, 127, (n, n), dtype=torch.int8) for _ in range(2))
+                runs[work] = _timed(torch._int_mm, a, b)
+            else:
+                runs[work] = _timed(torch.mm, torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype))
+        elif work[0] == "conv" and dtype != torch.int8:
+            _, c, side, k = work
+            x, w = torch.randn(1, c, side, side).to(dtype), torch.randn(c, c, k, k).to(dtype)
+            runs[work] = _timed(torch.nn.functional.conv2d, x, w, None, 1, k // 2)
+    with torch_threads(threads), torch.inference_mode():
+        return _best(runs)
+
+
+def _timed(fn: Callable, *args) -> Callable[[], float]:
+    def run() -> float:
         start = time.perf_counter()
-        if dtype == torch.int8:
-            torch._int_mm(a, b)
-        else:
-            torch.mm(a, b)
+        fn(*args)
         return time.perf_counter() - start
 
-    _operands.clear()
-    for n in sizes:
-        if dtype == torch.int8:
-            _operands[(n, dtype)] = (torch.randint(-127, 127, (n, n), dtype=torch.int8),
-                                     torch.randint(-127, 127, (n, n), dtype=torch.int8))
-        else:
-            _operands[(n, dtype)] = (torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype))
-    with torch_threads(threads):
-        return _best(run, sizes)
-
-
-_operands: dict = {}
+    return run
 
 
 def _probes() -> list:
@@ -151,22 +179,22 @@ def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     return best
 
 
-def measure(threads: int, sizes: tuple[int, ...] = SIZES) -> Ceilings:
-    """Every precision's ceiling on ``threads`` threads, best library first; and the memory bandwidth."""
+def measure(threads: int, workloads: tuple[tuple, ...] = WORKLOADS) -> Ceilings:
+    """Every precision's ceiling on ``threads`` threads, best library and kernel first; and the memory bandwidth."""
     cpu, flags = cpu_description()
-    candidates: dict[str, dict[str, tuple[float, int] | None]] = {
-        "fp32": {"torch (MKL/oneDNN)": _torch(torch.float32, threads, sizes)},
-        "int8": {"torch _int_mm": _torch(torch.int8, threads, sizes)},
-    }
+    precisions = {"fp32": torch.float32, "int8": torch.int8}
     if any(f in flags for f in ("avx512_bf16", "amx_bf16", "bf16")):
-        candidates["bf16"] = {"torch (oneDNN)": _torch(torch.bfloat16, threads, sizes)}
+        precisions["bf16"] = torch.bfloat16
     if any(f in flags for f in ("avx512_fp16", "amx_fp16", "asimdhp")):
-        candidates["fp16"] = {"torch": _torch(torch.float16, threads, sizes)}
+        precisions["fp16"] = torch.float16
+    names = {torch.float32: "torch (MKL/oneDNN)", torch.int8: "torch _int_mm", torch.bfloat16: "torch (oneDNN)",
+             torch.float16: "torch"}
+    candidates = {p: {names[dtype]: _torch(dtype, threads, workloads)} for p, dtype in precisions.items()}
     for record in _probes():  # each runtime's own kernels (ONNX Runtime's MLAS, OpenVINO's), from its record
         for precision, found in candidates.items():
-            run = resolve(record.ceiling)(precision, threads, sizes)
-            if run is not None:
-                found[record.label] = _best(run, sizes)
+            runs = resolve(record.ceiling)(precision, threads, workloads)
+            if runs:
+                found[record.label] = _best(runs)
     ceilings = {}
     for precision, found in candidates.items():
         measured = {lib: r for lib, r in found.items() if r is not None and r[0] > 0}
@@ -188,7 +216,7 @@ def cache_path() -> Path:
 def ceilings(threads: int, *, refresh: bool = False) -> Ceilings:
     """The cached ceilings of this machine at ``threads`` (measured on first use: about half a minute)."""
     cpu, flags = cpu_description()
-    key = hashlib.sha256(json.dumps([cpu, flags, threads, _versions()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([SCHEMA, cpu, flags, threads, _versions()]).encode()).hexdigest()[:16]
     path = cache_path()
     stored: dict = {}
     with contextlib.suppress(OSError, ValueError):

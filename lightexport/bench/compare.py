@@ -98,10 +98,11 @@ class BenchReport:
 
     def render(self, console: Console) -> None:
         profile = f", profile {self.profile}" if self.profile else ""
-        roofs = ", ".join(f"{p} {c.gflops:.0f}{' GOP/s' if p == 'int8' else ''} ({c.library})"
+        roofs = ", ".join(f"{p} {c.gflops:.0f} {'GOP/s' if p == 'int8' else 'GFLOP/s'} ({c.library}, {c.kernel})"
                           for p, c in self.machine.ceilings.items() if c.gflops)
+        flags = ", ".join(self.machine.flags) or "no listed SIMD flags"
         title = (f"{self.model} @ {self.input_size}px, batch {self.batch}, {self.threads} thread(s){profile}; "
-                 f"{self.machine.cpu}; ceilings GFLOP/s: {roofs}; memory {self.machine.bandwidth_gbs:.1f} GB/s")
+                 f"{self.machine.cpu} ({flags}); ceilings: {roofs}; memory {self.machine.bandwidth_gbs:.1f} GB/s")
         table = Table("artifact", "runs as", "p50 ms", "p90 ms", "img/s", "vs eager", "vs naive (IQR)", "GFLOP/s",
                       "of ceiling", "roofline", title=title)
         over = []
@@ -116,11 +117,13 @@ class BenchReport:
                           f"{naive.median_ratio:.2f}x ({naive.q25:.2f}-{naive.q75:.2f})" if naive else "",
                           f"{self.effective_gflops(name):.1f}",
                           f"{share:.1%} of {self.judged_as.get(name, 'fp32')}" + (" (!)" if share > OVER else ""),
-                          f"{bound:.2f} ms, {roof}-bound ({bound / t.p50:.0%})")
+                          f"{bound:.2f} ms {roof} ({bound / t.p50:.0%})")
         console.print(table)
         if over:
             console.print(f"(!) above the ceiling: {', '.join(over)}: a library faster than those measured for that "
                           "precision exists here; the ceiling is wrong, not the model fast", highlight=False)
+        console.print("roofline: the least latency the compute ceiling or the memory bandwidth allows, which of "
+                      "them sets it, and that bound's share of the measured p50", highlight=False)
         if self.naive_of:
             console.print("vs naive: the naive path's median latency / this artifact's (>1: faster than the naive "
                           "path); IQR of the per-round ratios")

@@ -139,40 +139,73 @@ def profile_layers(path: Path, threads: int, feed: np.ndarray, runs: int = 20) -
     return sorted(((n, op, us / runs) for (n, op), us in totals.items()), key=lambda row: -row[2])
 
 
-def gemm_probe(precision: str, threads: int, sizes: Sequence[int]):
-    """The bench's ceiling probe: a timed ``n x n`` GEMM in MLAS (``MatMul`` fp32, ``MatMulInteger`` int8) on
-    ``threads`` threads, as ``run(n) -> seconds``; None for a precision ONNX Runtime has no CPU GEMM for."""
+def kernel_probe(precision: str, threads: int, workloads: Sequence[tuple]) -> dict:
+    """The bench's ceiling probe: each workload as one node in MLAS on ``threads`` threads, ``{workload: run()
+    -> seconds}``. fp32: ``MatMul`` and ``Conv`` (which ORT runs in its NCHWc kernels, ~10 % above its MatMul on
+    an AVX2 EPYC); int8: ``MatMulInteger`` and ``QLinearConv`` (uint8 x int8, what lightexport's int8 runs).
+    Empty for a precision ONNX Runtime has no CPU kernels for."""
     if precision not in ("fp32", "int8"):
-        return None
+        return {}
     try:
         import onnxruntime as ort
-        from onnx import TensorProto, helper
+        from onnx import TensorProto, helper, numpy_helper
     except ImportError:
-        return None
+        return {}
     int8 = precision == "int8"
-    sessions, feeds = {}, {}
     rng = np.random.default_rng(0)
-    for n in sizes:
-        types = (TensorProto.UINT8, TensorProto.INT8) if int8 else (TensorProto.FLOAT, TensorProto.FLOAT)
-        inputs = [helper.make_tensor_value_info(x, t, [n, n]) for x, t in zip("ab", types)]
-        out = helper.make_tensor_value_info("y", TensorProto.INT32 if int8 else TensorProto.FLOAT, [n, n])
-        node = helper.make_node("MatMulInteger" if int8 else "MatMul", ["a", "b"], ["y"])
-        model = helper.make_model(helper.make_graph([node], "gemm", inputs, [out]),
+
+    def uint8(shape):
+        return rng.integers(0, 255, shape, dtype=np.uint8)
+
+    def constants(**arrays):
+        return [numpy_helper.from_array(np.asarray(v), k) for k, v in arrays.items()]
+
+    runs = {}
+    for work in workloads:
+        if work[0] == "gemm":
+            n = work[1]
+            types = (TensorProto.UINT8, TensorProto.INT8) if int8 else (TensorProto.FLOAT, TensorProto.FLOAT)
+            inputs = [helper.make_tensor_value_info(x, t, [n, n]) for x, t in zip("ab", types)]
+            node = helper.make_node("MatMulInteger" if int8 else "MatMul", ["a", "b"], ["y"])
+            inits = []
+            feed = ({"a": uint8((n, n)), "b": rng.integers(-127, 127, (n, n), dtype=np.int8)} if int8 else
+                    {"a": rng.standard_normal((n, n), dtype=np.float32),
+                     "b": rng.standard_normal((n, n), dtype=np.float32)})
+        elif work[0] == "conv":
+            _, c, side, k = work
+            shape = [1, c, side, side]
+            inputs = [helper.make_tensor_value_info("x", TensorProto.UINT8 if int8 else TensorProto.FLOAT, shape)]
+            if int8:
+                inits = constants(w=rng.integers(-127, 127, (c, c, k, k), dtype=np.int8), xs=np.float32(0.02),
+                                  xz=np.uint8(128), ws=np.full(c, 0.01, np.float32), wz=np.zeros(c, np.int8),
+                                  ys=np.float32(0.5), yz=np.uint8(128))
+                node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"],
+                                        pads=[k // 2] * 4)
+                feed = {"x": uint8(shape)}
+            else:
+                inits = constants(w=rng.standard_normal((c, c, k, k), dtype=np.float32))
+                node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[k // 2] * 4)
+                feed = {"x": rng.standard_normal(shape, dtype=np.float32)}
+        else:
+            continue
+        kind = (TensorProto.INT32 if work[0] == "gemm" else TensorProto.UINT8) if int8 else TensorProto.FLOAT
+        out = helper.make_tensor_value_info("y", kind, None)
+        model = helper.make_model(helper.make_graph([node], "probe", inputs, [out], inits),
                                   opset_imports=[helper.make_opsetid("", 17)])
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sessions[n] = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        feeds[n] = ({"a": rng.integers(0, 255, (n, n), dtype=np.uint8),
-                     "b": rng.integers(-127, 127, (n, n), dtype=np.int8)} if int8 else
-                    {"a": rng.standard_normal((n, n), dtype=np.float32),
-                     "b": rng.standard_normal((n, n), dtype=np.float32)})
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        runs[work] = _timed(session, feed)
+    return runs
 
-    def run(n: int) -> float:
-        import time
 
+def _timed(session, feed):
+    import time
+
+    def run() -> float:
         start = time.perf_counter()
-        sessions[n].run(None, feeds[n])
+        session.run(None, feed)
         return time.perf_counter() - start
 
     return run

@@ -195,12 +195,14 @@ def profile_layers(path: Path, threads: int, feed: np.ndarray, runs: int = 20, i
     return sorted(((n, kind, us / runs) for (n, kind), us in totals.items() if us > 0), key=lambda row: -row[2])
 
 
-def gemm_probe(precision: str, threads: int, sizes) -> object | None:
-    """The bench's ceiling probe: a timed ``n x n`` MatMul compiled for the CPU with ``precision`` as the
-    inference hint, as ``run(n) -> seconds``; None where this CPU cannot run that hint (bf16 without bf16)."""
-    hint = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}.get(precision)
+def kernel_probe(precision: str, threads: int, workloads) -> dict:
+    """The bench's ceiling probe: each workload (``MatMul``, ``Convolution``) compiled for the CPU, ``{workload:
+    run() -> seconds}``. Float precisions are the inference hint (empty where this CPU cannot run it: bf16
+    without bf16); int8 puts NNCF's pattern (``FakeQuantize`` on activations and weights) before each, which the
+    CPU plugin runs as u8 x i8 kernels, as it does an NNCF IR (the activation's quantize is timed with it)."""
+    hint = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}.get(precision)
     if hint is None:
-        return None
+        return {}
     try:
         import openvino as ov
         try:
@@ -208,23 +210,44 @@ def gemm_probe(precision: str, threads: int, sizes) -> object | None:
         except ImportError:
             import openvino.runtime.opset13 as ops
     except ImportError:
-        return None
+        return {}
     import time
 
-    core, compiled, feeds = ov.Core(), {}, {}
-    for n in sizes:
-        a = ops.parameter([n, n], ov.Type.f32, name="a")
-        b = ops.constant(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
+    int8 = precision == "int8"
+    rng = np.random.default_rng(0)
+
+    def quantized(node, low: float, high: float, levels: int):
+        if not int8:
+            return node
+        low_, high_ = ops.constant(np.float32(low)), ops.constant(np.float32(high))
+        return ops.fake_quantize(node, low_, high_, low_, high_, levels)
+
+    core, runs = ov.Core(), {}
+    for work in workloads:
+        if work[0] == "gemm":
+            n = work[1]
+            shape, weights = [n, n], rng.standard_normal((n, n), dtype=np.float32)
+        elif work[0] == "conv":
+            _, c, side, k = work
+            shape, weights = [1, c, side, side], rng.standard_normal((c, c, k, k), dtype=np.float32)
+        else:
+            continue
+        x = ops.parameter(shape, ov.Type.f32, name="x")
+        a = quantized(ops.relu(x) if int8 else x, 0.0, 4.0, 256)
+        w = quantized(ops.constant(weights), -3.0, 3.0, 255)
+        y = (ops.matmul(a, w, False, False) if work[0] == "gemm" else
+             ops.convolution(a, w, [1, 1], [work[3] // 2] * 2, [work[3] // 2] * 2, [1, 1]))
         try:
-            compiled[n] = core.compile_model(ov.Model([ops.matmul(a, b, False, False)], [a], "gemm"), "CPU",
-                                             {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint})
+            compiled = core.compile_model(ov.Model([y], [x], "probe"), "CPU",
+                                          {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint})
         except Exception:  # noqa: BLE001  # a hint this CPU cannot run
-            return None
-        feeds[n] = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+            return {}
+        feed = rng.random(shape, dtype=np.float32)
 
-    def run(n: int) -> float:
-        start = time.perf_counter()
-        compiled[n]([feeds[n]])
-        return time.perf_counter() - start
+        def run(compiled=compiled, feed=feed) -> float:
+            start = time.perf_counter()
+            compiled([feed])
+            return time.perf_counter() - start
 
-    return run
+        runs[work] = run
+    return runs
