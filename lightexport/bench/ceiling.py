@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from lightexport.backends import resolve
+from lightexport.bench.profiles import SSE_128BIT
 from lightexport.cpu import cpu_description
 
 #: What each library is timed on: square GEMMs (throughput peaks at a cache-dependent size) and the two dense
@@ -209,14 +210,41 @@ def measure(threads: int, workloads: tuple[tuple, ...] = WORKLOADS) -> Ceilings:
     return Ceilings(threads, cpu, flags, _versions(), ceilings, memory_bandwidth())
 
 
+#: The precisions a runtime's layer census names (OpenVINO's runtime model), as the ceilings name them.
+CENSUS = {"u8": "int8", "i8": "int8", "f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+def judged_precision(made: str, census: dict[str, int] | None = None, runs_as: str = "") -> str:
+    """The precision whose ceiling judges an artifact: what most of its compute layers ran in where the runtime
+    says (``census``: "u8" -> 57, "f32" -> 3), else the precision it ran as (bf16 under OpenVINO's default),
+    else the one it was made in."""
+    if census:
+        top = max(census, key=lambda k: int(census[k]))
+        return CENSUS.get(top, made)
+    return runs_as if runs_as in ("bf16", "fp16") else made
+
+
+def share(machine: Ceilings, precision: str, gmacs: float, batch: int, latency_ms: float) -> dict:
+    """An artifact's achieved rate as a share of the ceiling of ``precision`` (fp32's where this CPU has no
+    such arithmetic: an fp16 artifact on AVX2 computes in fp32), for a report row."""
+    ceiling = machine.of(precision)
+    if not ceiling.gflops:
+        precision, ceiling = "fp32", machine.of("fp32")
+    rate = 2 * gmacs * batch / (latency_ms / 1000.0)
+    return {"precision": precision, "share": rate / ceiling.gflops, "gflops": rate, "ceiling_gflops": ceiling.gflops,
+            "library": ceiling.library, "kernel": ceiling.kernel}
+
+
 def cache_path() -> Path:
     return Path(os.environ.get("LIGHTEXPORT_CEILINGS") or Path.home() / ".cache" / "lightexport" / "ceilings.json")
 
 
 def ceilings(threads: int, *, refresh: bool = False) -> Ceilings:
-    """The cached ceilings of this machine at ``threads`` (measured on first use: about half a minute)."""
+    """The cached ceilings of this machine at ``threads`` (measured on first use: 10-20 s), under this process's
+    ISA caps (a 128-bit profile's worker is judged against what its capped kernels can do)."""
     cpu, flags = cpu_description()
-    key = hashlib.sha256(json.dumps([SCHEMA, cpu, flags, threads, _versions()]).encode()).hexdigest()[:16]
+    caps = {k: os.environ[k] for k in sorted(SSE_128BIT) if k in os.environ}  # a capped profile's own ceilings
+    key = hashlib.sha256(json.dumps([SCHEMA, cpu, flags, threads, _versions(), caps]).encode()).hexdigest()[:16]
     path = cache_path()
     stored: dict = {}
     with contextlib.suppress(OSError, ValueError):

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lightexport.backends import BACKENDS, backend_for_path, is_artifact
-from lightexport.bench.ceiling import OVER, Ceilings, ceilings
+from lightexport.bench.ceiling import OVER, Ceilings, ceilings, judged_precision
 from lightexport.bench.naive import NaiveArtifact
 from lightexport.bench.timing import RatioSpread, Timing, measure_interleaved, ratio_spread
 from lightexport.loading import LoadedModel
@@ -211,12 +211,7 @@ def _judged_precision(entry: Entry, runs_as: str) -> str:
 
     made = "fp32" if entry.naive else read_artifact_metadata(entry.path).get("precision", "fp32")
     census = dict(part.rsplit(" x", 1) for part in runs_as.split(", ") if " x" in part)
-    if census:
-        top = max(census, key=lambda k: int(census[k]))
-        return {"u8": "int8", "i8": "int8", "f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(top, made)
-    if runs_as in ("bf16", "fp16"):
-        return runs_as
-    return made
+    return judged_precision(made, census, runs_as)
 
 
 def _bytes_moved(loaded: LoadedModel, size: int, batch: int) -> float:

@@ -28,7 +28,7 @@ def _row(r: dict, many_nodes: bool = False) -> list[str]:
     base = [c["model"], c["backend"], c["precision"], c["profile"], str(c["input_size"]), verdict(r).upper()]
     retried = [f"retried: attempt {r['attempts']} (its worker died)"] if r.get("attempts", 1) > 1 else []
     if "parity" not in r:
-        return base + ["", "", "", "", "", "", "; ".join([r.get("skipped") or r.get("error") or "", *retried])]
+        return base + ["", "", "", "", "", "", "", "; ".join([r.get("skipped") or r.get("error") or "", *retried])]
     worst = max(r["parity"]["outputs"], key=lambda o: o["max_rel"])
     top1 = "" if worst.get("top1") is None else f"{worst['top1']:.0%}"
     if worst.get("top1_near_ties"):
@@ -37,7 +37,15 @@ def _row(r: dict, many_nodes: bool = False) -> list[str]:
                    f"{r['latency_ms']:.2f}" + (" (emulated)" if r.get("emulated") else "")
                    + (f" on {r['node']}" if many_nodes and r.get("node") else ""),
                    f"{r['eager_ms'] / r['latency_ms']:.2f}x" if r.get("eager_ms") else "-",
+                   _share(r.get("ceiling")),
                    "; ".join([*r["parity"]["failures"], *retried])]
+
+
+def _share(ceiling: dict | None) -> str:
+    """"41% of int8": the achieved rate over the ceiling of the precision the layers ran in ("-" when emulated)."""
+    if not ceiling:
+        return "-"
+    return f"{ceiling['share']:.0%} of {ceiling['precision']}" + (" (!)" if ceiling["share"] > 1 else "")
 
 
 def _default_run(parity: dict) -> str:
@@ -54,7 +62,7 @@ def _default_run(parity: dict) -> str:
 
 
 HEADER = ["model", "backend", "precision", "profile", "size", "verdict", "max err / range", "cosine (mean)", "top-1",
-          "runtime default", "p50 ms", "vs eager", "notes"]
+          "runtime default", "p50 ms", "vs eager", "of ceiling", "notes"]
 
 
 #: The files a report directory holds (the suite guards them before running).
@@ -71,6 +79,7 @@ def write_report(results: list[dict], directory: Path, meta: dict) -> list[Path]
     lines = ["# lightexport parity suite", "", ", ".join(f"{v} {k}" for k, v in payload["summary"].items()), ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
     lines += [f"- latency measured on {node}: {cpu}" for node, cpu in nodes(results).items()]
+    lines += [f"- ceiling: {text}" for text in ceilings_used(results)]
     lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
     done = [r for r in results if "parity" in r]
@@ -86,6 +95,26 @@ def rows(results: list[dict]) -> list[list[str]]:
     """Table rows; where cells ran on more than one node, each latency names its node (never compare across)."""
     many = len(nodes(results)) > 1
     return [_row(r, many) for r in results]
+
+
+def ceilings_used(results: list[dict]) -> list[str]:
+    """Each ceiling the shares were taken of, once: "int8 188 GOP/s (ONNX Runtime, conv 3x3 256ch 28px), 1 thread"."""
+    seen = {}
+    for r in results:
+        c, threads = r.get("ceiling"), _threads(r)
+        if c:
+            unit = "GOP/s" if c["precision"] == "int8" else "GFLOP/s"
+            seen.setdefault((c["precision"], threads, r.get("node")),
+                            f"{c['precision']} {c['ceiling_gflops']:.0f} {unit} ({c['library']}, {c['kernel']}), "
+                            f"{threads} thread(s)" + (f" on {r['node']}" if r.get("node") else ""))
+    return list(seen.values())
+
+
+def _threads(result: dict) -> int | None:
+    from lightexport.bench.profiles import PROFILES
+
+    profile = PROFILES.get(result["cell"]["profile"])
+    return profile.threads if profile else None
 
 
 def nodes(results: list[dict]) -> dict[str, str]:

@@ -94,6 +94,7 @@ def run_cell(item: dict, threads: int, inputs: int, runs: int, models, images: i
         if not emulated:
             candidates["eager"] = _eager(cell, models, feeds[0])
         timings = measure_interleaved(candidates, warmup=1 if emulated else 3, runs=runs)
+        census = getattr(runner, "layer_precisions", None)
     return {
         "cell": cell,
         "parity": report.to_dict(),
@@ -101,8 +102,20 @@ def run_cell(item: dict, threads: int, inputs: int, runs: int, models, images: i
         "latency_setting": settings[-1].label,  # the runtime's defaults where they differ: what users run
         "eager_ms": timings["eager"].p50 if "eager" in timings else None,
         "emulated": emulated,  # latency under emulation measures the emulator: reported, never judged
+        "ceiling": None if emulated else _ceiling_share(cell, models, threads, len(feeds[0]), timings["artifact"].p50,
+                                                     census),
         "cpu_capability": _cpu_capability(),
     }
+
+
+def _ceiling_share(cell: dict, models, threads: int, batch: int, latency_ms: float, census: dict | None) -> dict:
+    """The cell's achieved rate as a share of this machine's ceiling in the precision its layers ran in."""
+    from lightexport.bench.ceiling import ceilings, judged_precision, share
+    from lightexport.model_defs.complexity import complexity
+
+    loaded = models.get(cell["model"], cell.get("weights"))
+    _, gmacs = complexity(loaded.spec, cell["input_size"], **loaded.build_kwargs)
+    return share(ceilings(threads), judged_precision(cell["precision"], census), gmacs, batch, latency_ms)
 
 
 def _torch_fused(cell: dict, models):

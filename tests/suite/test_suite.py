@@ -4,6 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from lightexport.cli import cli
+from lightexport.cpu import cpu_description
 from lightexport.errors import UnknownModelError, UsageError
 from lightexport.suite import build_matrix
 
@@ -42,6 +43,14 @@ def test_suite_writes_report_with_plots(tmp_path):
     capped = [c for c in report["cells"] if c["cell"]["profile"] == "mobile-2t-128bit"]
     assert capped and all(c["cpu_capability"] == "DEFAULT" for c in capped)  # the ISA cap reached the subprocess
     assert "| fasternet_t0 | onnxruntime | fp16 |" in (out / "report.md").read_text()
+    # issue #23: each cell's rate as a share of the ceiling its layers ran in (fp16 on x86 computes in fp32 here)
+    fp16_native = any(f in cpu_description()[1] for f in ("avx512_fp16", "amx_fp16"))
+    for c in report["cells"]:
+        judged = "fp16" if fp16_native and c["cell"]["precision"] == "fp16" else "fp32"
+        assert c["ceiling"]["precision"] == judged and 0 < c["ceiling"]["share"] < 1, c["ceiling"]
+        assert c["ceiling"]["share"] == pytest.approx(c["ceiling"]["gflops"] / c["ceiling"]["ceiling_gflops"])
+    md = (out / "report.md").read_text()
+    assert "| of ceiling |" in md and "% of fp32 |" in md and "- ceiling: fp32 " in md
     for png in ("errors.png", "latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # issue #11 item 21: piped output names each step and cell, and holds no progress-bar line
