@@ -48,6 +48,11 @@ class Entry:
         return self.runtime, self.setting
 
 
+#: Bytes per activation and weight against fp32's, by the precision an artifact's layers ran in: an int8 network
+#: moves a quarter of the bytes (its few float layers and scales make this a lower bound, as the roofline is).
+ELEMENT_SHARE = {"fp32": 1.0, "bf16": 0.5, "fp16": 0.5, "int8": 0.25}
+
+
 @dataclass
 class BenchReport:
     model: str
@@ -64,7 +69,7 @@ class BenchReport:
     runs_as: dict[str, str] = field(default_factory=dict)
     #: label -> the precision whose ceiling judges it (what its compute layers ran in)
     judged_as: dict[str, str] = field(default_factory=dict)
-    #: bytes one inference moves at least (activations written and read, weights read once)
+    #: bytes one inference moves at least in fp32 (activations written and read, weights read once)
     bytes_moved: float = 0.0
 
     @property
@@ -78,7 +83,8 @@ class BenchReport:
         """The least latency the roofline allows (ms) and which roof sets it ("compute" or "memory")."""
         ceiling = self.ceiling(name).gflops or self.ceiling_gflops
         compute = 2 * self.gmacs * self.batch / ceiling * 1000.0
-        memory = self.bytes_moved / (self.machine.bandwidth_gbs * 1e9) * 1000.0 if self.machine.bandwidth_gbs else 0
+        moved = self.bytes_moved * ELEMENT_SHARE.get(self.judged_as.get(name, "fp32"), 1.0)
+        memory = moved / (self.machine.bandwidth_gbs * 1e9) * 1000.0 if self.machine.bandwidth_gbs else 0
         return (compute, "compute") if compute >= memory else (memory, "memory")
 
     def speedup(self, name: str) -> float:

@@ -82,6 +82,12 @@ def test_shares_are_of_the_ceiling_of_the_precision_that_ran():
     assert report.ceiling_share("q.onnx") == pytest.approx(0.5)  # of int8's 400, not fp32's 100
     assert report.ceiling_share("pytorch-eager") == pytest.approx(0.5)  # 50 GFLOP/s of fp32's 100
     assert report.roofline_ms("q.onnx") == (pytest.approx(5.0), "compute")
+    report.bytes_moved = 2e8  # 10 ms at 20 GB/s in fp32; int8 activations and weights move a quarter of that
+    assert report.roofline_ms("pytorch-eager") == (pytest.approx(20.0), "compute")
+    assert report.roofline_ms("q.onnx") == (pytest.approx(5.0), "compute")
+    report.bytes_moved = 8e8
+    assert report.roofline_ms("pytorch-eager") == (pytest.approx(40.0), "memory")
+    assert report.roofline_ms("q.onnx") == (pytest.approx(10.0), "memory")
 
 
 def test_a_share_above_the_ceiling_is_flagged_as_the_ceilings_fault(capsys):
