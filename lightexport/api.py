@@ -241,7 +241,7 @@ def verify(
         runner = backend.make_runner(artifact, **setting.runner_options)
         report = check_parity(runner, reference.module, feeds, precision=setting.precision, progress=progress,
                               decisions=reference.decision_outputs())
-        report.execution = execution_label(setting, runner)
+        report.execution = execution_label(setting, runner, made)
         reports.append(report)
     reports[0].also.extend(reports[1:])
     caveat = None if reports[0].passed else machine_caveat(backend, made, prov.get("int8"))

@@ -43,16 +43,26 @@ def run_settings(backend: Backend, made: str | Precision, *, threads: int | None
     return resolve(backend.settings)(made, threads=threads, runtime_default=runtime_default)
 
 
-def execution_label(setting: RunSetting, runner: object) -> str | None:
+#: Census names of integer execution (OpenVINO's element types of a layer's activations).
+INTEGER_RUNS = frozenset({"u8", "i8"})
+
+
+def execution_label(setting: RunSetting, runner: object, made: Precision | None = None) -> str | None:
     """``setting``'s label plus the precisions the runner's compute layers ran in, where it knows them.
 
     E.g. "bf16: openvino's default on this CPU; layers ran u8 x49, f32 x3": the hint says
     what the plugin may lower, the census what it did (int8 layers and pinned ones stay put).
+    An int8 artifact none of whose layers ran in int8 says so: OpenVINO 2026.4 on an ARMv8.2 core
+    (emulated Cortex-A76) at its f16 default runs every layer of lightexport's f32-pinned int8 IR in
+    f32 (decisions kept, no int8 kernels), while the f32 hint runs 17 of trained MobileNetV2's 53 in u8.
     """
     census = getattr(runner, "layer_precisions", None)
     if setting.label is None or not census:
         return setting.label
-    return f"{setting.label}; layers ran " + ", ".join(f"{precision} x{count}" for precision, count in census.items())
+    label = f"{setting.label}; layers ran " + ", ".join(f"{precision} x{count}" for precision, count in census.items())
+    if made is Precision.INT8 and not INTEGER_RUNS & set(census):
+        label += " (no layer ran in int8 in this setting: it computes the int8 file in float)"
+    return label
 
 
 def machine_caveat(backend: Backend, made: Precision, int8_record: str | None) -> str | None:

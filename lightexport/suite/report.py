@@ -98,15 +98,20 @@ def rows(results: list[dict]) -> list[list[str]]:
 
 
 def ceilings_used(results: list[dict]) -> list[str]:
-    """Each ceiling the shares were taken of, once: "int8 188 GOP/s (ONNX Runtime, conv 3x3 256ch 28px), 1 thread"."""
+    """Each ceiling the shares were taken of, once per profile: "int8 188 GOP/s (ONNX Runtime, conv 3x3 256ch
+    28px), 1 thread, mobile-1t".
+
+    Keyed by profile, not by thread count: two profiles with the same threads but another ISA cap (a
+    128-bit profile) are judged against different ceilings, and each is listed.
+    """
     seen = {}
     for r in results:
-        c, threads = r.get("ceiling"), _threads(r)
+        c, threads, profile = r.get("ceiling"), _threads(r), r["cell"]["profile"]
         if c:
             unit = "GOP/s" if c["precision"] == "int8" else "GFLOP/s"
-            seen.setdefault((c["precision"], threads, r.get("node")),
+            seen.setdefault((c["precision"], profile, r.get("node")),
                             f"{c['precision']} {c['ceiling_gflops']:.0f} {unit} ({c['library']}, {c['kernel']}), "
-                            f"{threads} thread(s)" + (f" on {r['node']}" if r.get("node") else ""))
+                            f"{threads} thread(s), {profile}" + (f" on {r['node']}" if r.get("node") else ""))
     return list(seen.values())
 
 

@@ -83,7 +83,7 @@ def run_cell(item: dict, threads: int, inputs: int, runs: int, models, images: i
         runner = _torch_fused(cell, models) if path is None else backend_for_path(path).make_runner(
             path, **setting.runner_options)
         report = judge(runner, feeds, reference, precision=setting.precision)
-        report.execution = execution_label(setting, runner)
+        report.execution = execution_label(setting, runner, Precision.parse(cell["precision"]))
         reports.append(report)
     report = reports[0]
     report.also.extend(reports[1:])

@@ -119,3 +119,19 @@ def test_make_inputs_is_deterministic_and_honours_options():
     np.testing.assert_array_equal(x, Preprocess.from_spec(spec, 96)(sample_photos()[0]))
     with pytest.raises(UsageError):
         make_inputs(PREPROCESS, 0)
+
+
+def test_an_int8_artifact_run_all_in_float_says_so():
+    """OpenVINO on ARM at its f16 default ran every layer of an f32-pinned int8 IR in f32: the label must say that
+    no int8 kernel ran, and must not for a setting where some did, or for a float artifact."""
+    from types import SimpleNamespace
+
+    from lightexport.parity.settings import RunSetting, execution_label
+    from lightexport.precision import Precision
+
+    default = RunSetting("fp16: openvino's default on this CPU", {}, Precision.INT8, pinned=False)
+    all_float, mixed = SimpleNamespace(layer_precisions={"f32": 53}), SimpleNamespace(
+        layer_precisions={"f32": 27, "u8": 17, "f16": 9})
+    assert "no layer ran in int8" in execution_label(default, all_float, Precision.INT8)
+    assert execution_label(default, mixed, Precision.INT8).endswith("layers ran f32 x27, u8 x17, f16 x9")
+    assert "int8" not in execution_label(default, all_float, Precision.FP32)

@@ -145,3 +145,16 @@ def test_runtime_default_column_says_what_the_layers_ran_in():
     assert _default_run(parity("bf16: openvino's default on this CPU; layers ran u8 x50, f32 x3")) == \
         "bf16 hint (u8 x50, f32 x3) pass (cos 0.99712)"
     assert _default_run(parity("bf16: openvino's default on this CPU")) == "bf16 pass (cos 0.99712)"
+
+
+def test_each_profile_names_its_own_ceiling():
+    """A 128-bit profile with the same thread count is judged by its capped kernels: both ceilings are listed."""
+    from lightexport.suite.report import ceilings_used
+
+    def cell(profile, gflops):
+        return {"cell": {"profile": profile}, "ceiling": {"precision": "fp32", "ceiling_gflops": gflops,
+                                                          "library": "ONNX Runtime", "kernel": "conv 3x3 256ch 28px"}}
+
+    lines = ceilings_used([cell("mobile-1t", 94.4), cell("mobile-1t-128bit", 41.0), cell("mobile-1t", 94.4)])
+    assert lines == ["fp32 94 GFLOP/s (ONNX Runtime, conv 3x3 256ch 28px), 1 thread(s), mobile-1t",
+                     "fp32 41 GFLOP/s (ONNX Runtime, conv 3x3 256ch 28px), 1 thread(s), mobile-1t-128bit"]
