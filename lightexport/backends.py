@@ -131,6 +131,9 @@ class Backend:
     int16_pairs: bool = False
     #: aarch64 wheels the emulated arm64 worker needs to run it; () means it does not run there
     aarch64_wheels: tuple[str, ...] = ()
+    #: "module:function" (cache dir, on_step) -> env: native pieces the emulated worker needs beyond wheels (built once
+    #: and cached), as environment variables its runner reads; a failure is reported there, not raised
+    aarch64_setup: str | None = None
     #: Triton serving: (--backend name, config backend/platform, file name in the version folder)
     triton: tuple[tuple[str, str, str], ...] = ()
     #: the format's own modules besides those named above (its converters' helpers), "lightexport.exporter.x"
@@ -341,6 +344,7 @@ BACKENDS: dict[str, Backend] = {
             naive="lightexport.exporter.executorch:naive_export", naive_label="naive ExecuTorch lowering",
             module="executorch", install_hint="pip install 'lightexport[executorch]'",
             isa_cap=False,  # XNNPACK picks kernels from CPUID; no environment variable caps it
+            aarch64_setup="lightexport.bench.arm64_executorch:setup",  # its Python runtime needs PyTorch: see there
             helpers=("lightexport.exporter.pte_files",),
         ),
         Backend(

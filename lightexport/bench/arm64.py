@@ -42,6 +42,15 @@ DEBIAN_PACKAGES = (
     "libssl3", "libbz2-1.0", "liblzma5", "libstdc++6", "libgcc-s1", "libgomp1", "libuuid1", "libsqlite3-0",
     "libncursesw6", "libtinfo6", "libreadline8", "libcrypt1",
 )
+#: Debian's aarch64 cross compiler (host packages; the -cross ones hold the aarch64 libc and libstdc++ it links
+#: against) and the host libraries its cc1plus needs, for native pieces built against a wheel's libraries.
+CROSS_PACKAGES = (
+    "g++-12-aarch64-linux-gnu", "gcc-12-aarch64-linux-gnu", "cpp-12-aarch64-linux-gnu", "gcc-12-aarch64-linux-gnu-base",
+    "binutils-aarch64-linux-gnu", "libstdc++-12-dev-arm64-cross", "libgcc-12-dev-arm64-cross", "libc6-dev-arm64-cross",
+    "linux-libc-dev-arm64-cross", "libc6-arm64-cross", "libgcc-s1-arm64-cross", "libstdc++6-arm64-cross",
+    "libatomic1-arm64-cross", "libisl23", "libmpc3", "libmpfr6", "libgmp10",
+)
+CROSS_CXX = "aarch64-linux-gnu-g++-12"
 #: The emulated core: a Cortex-A76 (Raspberry Pi 5, Snapdragon 855-class big cores), ARMv8.2 with dot-product.
 CPU_MODEL = "cortex-a76"
 MIDR = "0x00000000414fd0b1"  # implementer 0x41 (Arm), variant 4, part 0xd0b (Cortex-A76), revision 1
@@ -56,10 +65,11 @@ def runtime_wheels() -> tuple[str, ...]:
 
 
 def emulated_runtimes() -> tuple[str, ...]:
-    """The runtimes whose wheels the emulated Python has (torch-fused is not one: it has no PyTorch)."""
+    """The runtimes the emulated Python has, through their wheels or a native set-up of their own (torch-fused is not
+    one: it has no PyTorch)."""
     from lightexport.backends import BACKENDS
 
-    return tuple(b.runtime for b in BACKENDS.values() if b.aarch64_wheels)
+    return tuple(b.runtime for b in BACKENDS.values() if b.aarch64_wheels or b.aarch64_setup)
 #: Other wheels the worker imports (numpy for arrays, rich for parity reports), also at the host's versions.
 SUPPORT = ("numpy", "rich")
 PLATFORMS = tuple(f"manylinux_2_{v}_aarch64" for v in (17, 27, 28, 31, 34, 35, 36)) + ("manylinux2014_aarch64",)
@@ -103,9 +113,10 @@ def wanted_versions() -> dict[str, str]:
     return versions
 
 
-def _run(args: list[str], what: str, cwd: Path | None = None) -> None:
+def run_tool(args: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    """Run one set-up tool; its failure is one line naming the step and the tool's last words."""
     try:
-        done = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+        done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     except FileNotFoundError:
         raise BackendUnavailableError(f"cannot set up the arm64 environment: {args[0]} not found ({what})") from None
     if done.returncode != 0:
@@ -114,33 +125,65 @@ def _run(args: list[str], what: str, cwd: Path | None = None) -> None:
                                       f"{lines[-1].strip() if lines else f'exit {done.returncode}'}")
 
 
-def _build_sysroot(root: Path, step: Callable[[str], None]) -> None:
-    """Debian's arm64 packages, fetched with a private apt state and unpacked into ``root``."""
-    work = Path(tempfile.mkdtemp(prefix="sysroot-", dir=root.parent))
+def _fetch_debs(packages: tuple[str, ...], arch: str, into: Path, steps: tuple[str, str],
+                step: Callable[[str], None]) -> None:
+    """Debian packages for ``arch``, fetched with an apt state private to the cache (the system's sources, never its
+    state or architectures) and unpacked into ``into`` (replaced whole, so a failed fetch leaves the old one)."""
+    work = Path(tempfile.mkdtemp(prefix="debs-", dir=into.parent))
     try:
         state = work / "apt"
         for d in ("lists/partial", "cache/archives/partial"):
             (state / d).mkdir(parents=True)
         (state / "status").touch()
-        apt = ["apt-get", "-q", "-o", "APT::Architecture=arm64", "-o", "APT::Architectures::=arm64",
+        apt = ["apt-get", "-q", "-o", f"APT::Architecture={arch}", "-o", f"APT::Architectures::={arch}",
                "-o", f"Dir::State::Lists={state / 'lists'}", "-o", f"Dir::State::status={state / 'status'}",
                "-o", f"Dir::Cache={state / 'cache'}", "-o", "Debug::NoLocking=1"]
-        step("arm64 set-up 1/3: reading Debian's arm64 package lists (apt-get update, private state)")
-        _run([*apt, "update"], "apt-get update for arm64")
+        step(steps[0])
+        run_tool([*apt, "update"], f"apt-get update for {arch}")
         debs = work / "debs"
         debs.mkdir()
-        step(f"arm64 set-up 2/3: downloading and unpacking {len(DEBIAN_PACKAGES)} Debian arm64 packages")
-        _run([*apt, "download", *(f"{p}:arm64" for p in DEBIAN_PACKAGES)], "apt-get download", cwd=debs)
+        step(steps[1])
+        run_tool([*apt, "download", *(f"{p}:{arch}" for p in packages)], "apt-get download", cwd=debs)
         staged = work / "root"
         for deb in sorted(debs.glob("*.deb")):
-            _run(["dpkg-deb", "-x", str(deb), str(staged)], f"dpkg-deb -x {deb.name}")
-        if not (staged / PYTHON).is_file():
-            raise BackendUnavailableError(f"cannot set up the arm64 environment: no {PYTHON} in Debian's packages")
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(staged, root)
+            run_tool(["dpkg-deb", "-x", str(deb), str(staged)], f"dpkg-deb -x {deb.name}")
+        if into.exists():
+            shutil.rmtree(into)
+        os.replace(staged, into)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _build_sysroot(root: Path, step: Callable[[str], None]) -> None:
+    """Debian's arm64 packages, fetched with a private apt state and unpacked into ``root``."""
+    _fetch_debs(DEBIAN_PACKAGES, "arm64", root, (
+        "arm64 set-up 1/3: reading Debian's arm64 package lists (apt-get update, private state)",
+        f"arm64 set-up 2/3: downloading and unpacking {len(DEBIAN_PACKAGES)} Debian arm64 packages"), step)
+    if not (root / PYTHON).is_file():
+        raise BackendUnavailableError(f"cannot set up the arm64 environment: no {PYTHON} in Debian's packages")
+
+
+def cross_compiler(step: Callable[[str], None]) -> tuple[list[str], dict[str, str]]:
+    """Debian's aarch64 C++ cross compiler, unpacked into the cache on first use (nothing is installed): the command
+    (with its own libraries and headers as the sysroot) and the environment it runs in. For runtimes whose wheel
+    ships native libraries but whose Python layer cannot load in the emulated Python (ExecuTorch's needs PyTorch)."""
+    base = cache_dir()
+    root = base / "cross"
+    marker = root / ".lightexport-packages"
+    if not (marker.is_file() and marker.read_text() == " ".join(CROSS_PACKAGES)):
+        host = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
+        if not host:
+            raise BackendUnavailableError("cannot fetch the aarch64 cross compiler: dpkg is not available here")
+        _fetch_debs(CROSS_PACKAGES, host, root, (
+            f"arm64 set-up: reading Debian's {host} package lists for the aarch64 cross compiler",
+            f"arm64 set-up: downloading and unpacking Debian's aarch64 cross compiler ({len(CROSS_PACKAGES)} "
+            "packages, about 50 MB)"), step)
+        _write_if_changed(marker, " ".join(CROSS_PACKAGES))
+    compiler = root / "usr" / "bin" / CROSS_CXX
+    if not compiler.is_file():
+        raise BackendUnavailableError(f"cannot set up the aarch64 cross compiler: no {compiler.name} in its packages")
+    libraries = os.pathsep.join(str(d) for d in sorted((root / "usr" / "lib").glob("*-linux-gnu")) if d.is_dir())
+    return [str(compiler), f"--sysroot={root}"], {"LD_LIBRARY_PATH": libraries}
 
 
 def _install_wheels(site: Path, versions: dict[str, str], step: Callable[[str], None]) -> None:
@@ -149,7 +192,7 @@ def _install_wheels(site: Path, versions: dict[str, str], step: Callable[[str], 
     staged = Path(tempfile.mkdtemp(prefix="site-", dir=site.parent))
     try:
         platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
-        _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-warn-conflicts",
+        run_tool([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-warn-conflicts",
               "--target", str(staged), *platforms, "--python-version", "3.11", "--implementation", "cp",
               "--only-binary=:all:", *pins], "pip install of aarch64 wheels")
         if site.exists():
@@ -220,7 +263,19 @@ def _emulator(qemu: str, base: Path, step: Callable[[str], None]) -> Emulator:
     _describe_cpu(root)
     source = Path(lightexport.__file__).resolve().parent.parent
     env = {"PYTHONPATH": os.pathsep.join([str(site), str(source)]), "PYTHONNOUSERSITE": "1"}
+    env.update(_native_setups(base, step))
     return Emulator([qemu, "-cpu", CPU_MODEL, "-L", str(root), str(root / PYTHON)], env, versions)
+
+
+def _native_setups(base: Path, step: Callable[[str], None]) -> dict[str, str]:
+    """What the records' ``aarch64_setup`` hooks add to the worker's environment (each caches its own build)."""
+    from lightexport.backends import BACKENDS, resolve
+
+    env: dict[str, str] = {}
+    for backend in BACKENDS.values():
+        if backend.aarch64_setup:
+            env.update(resolve(backend.aarch64_setup)(base, step))
+    return env
 
 
 def launcher(on_step: Callable[[str], None] | None = None) -> tuple[list[str], dict[str, str]]:

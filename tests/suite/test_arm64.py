@@ -30,6 +30,7 @@ needs_qemu = pytest.mark.skipif(not (shutil.which("qemu-aarch64-static") or shut
 def test_arm64_profiles_run_only_the_runtimes_their_python_has():
     arm = get_profile("arm64-1t")
     assert arm.emulated and arm.runs("onnxruntime") and arm.runs("openvino") and not arm.runs("torch-fused")
+    assert arm.runs("executorch")  # through its own C++ runtime (bench/arm64_executorch.py), not its Python one
     host = get_profile("mobile-1t")
     assert not host.emulated and host.runs("torch-fused")
     cells = build_matrix("fasternet_t0", "torch-fused,onnxruntime", "fp32", "arm64-1t")
@@ -95,8 +96,7 @@ def test_arm64_cells_run_arm_kernels_under_emulation(tmp_path):
 @needs_qemu
 def test_phone_runtimes_run_their_arm_kernels_pinned_and_at_their_arm_defaults(tmp_path):
     """ncnn and MNN on the emulated Cortex-A76 (fp16 arithmetic): each cell judged pinned and at the runtime's own ARM
-    default (ncnn's fp16 arithmetic, MNN's precision=low), which must say it ran fp16; ExecuTorch is skipped there,
-    saying why."""
+    default (ncnn's fp16 arithmetic, MNN's precision=low), which must say it ran fp16."""
     pytest.importorskip("ncnn", reason="ncnn is not installed: pip install 'lightexport[ncnn]'")
     pytest.importorskip("MNN", reason="MNN is not installed: pip install 'lightexport[mnn]'")
     out = tmp_path / "report"
@@ -130,3 +130,58 @@ def test_litert_runs_on_arm_kernels_in_fp32_at_its_default(tmp_path):
     assert set(cells) == {"fp32", "fp16", "int8"}
     assert all(c["parity"]["passed"] and c["cpu_capability"] == "aarch64" for c in cells.values())
     assert cells["fp32"]["parity"]["outputs"][0]["max_rel"] < 1e-5
+
+
+def test_a_failed_native_setup_reaches_the_runner_as_its_reason(tmp_path, monkeypatch):
+    """No cross compiler (no Debian archive): the arm64 profile still starts, and its ExecuTorch cells say why they
+    cannot run instead of failing on an import."""
+    from lightexport.bench import arm64_executorch
+    from lightexport.parity.runners.executorch import ExecuTorchRunner
+    from lightexport.parity.runners.executorch_native import LIBRARY_ENV, UNAVAILABLE_ENV
+
+    def no_compiler(step):
+        raise BackendUnavailableError("cannot set up the arm64 environment (apt-get update for amd64): no network")
+
+    monkeypatch.setattr(arm64_executorch, "cross_compiler", no_compiler)
+    pytest.importorskip("executorch", reason="ExecuTorch is not installed: pip install 'lightexport[executorch]'")
+    env = arm64_executorch.setup(tmp_path, lambda text: None)
+    assert LIBRARY_ENV not in env and "no network" in env[UNAVAILABLE_ENV]
+    monkeypatch.setenv(UNAVAILABLE_ENV, env[UNAVAILABLE_ENV])
+    with pytest.raises(BackendUnavailableError, match="cannot run in this emulated Python: .*no network"):
+        ExecuTorchRunner(tmp_path / "any.pte").activate()
+
+
+@pytest.mark.slow
+@needs_qemu
+def test_executorch_runs_its_arm_kernels_without_pytorch(tmp_path):
+    """ExecuTorch's aarch64 runtime (the wheel's own libraries, driven by lightexport's C library, no PyTorch) on
+    the emulated Cortex-A76: fp32 matches to fp32 limits, fp16 runs ARM's fp16 kernels within its limits, int8
+    passes; and in that Python a wrong input shape is one error line, not an abort."""
+    pytest.importorskip("executorch", reason="ExecuTorch is not installed: pip install 'lightexport[executorch]'")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["suite", "--models", "fasternet_t0", "--backends", "executorch",
+                                      "--precisions", "fp32,fp16,int8", "--profiles", "arm64-1t", "--input-sizes", "64",
+                                      "--inputs", "2", "--runs", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    cells = {c["cell"]["precision"]: c for c in json.loads((out / "report.json").read_text())["cells"]}
+    assert set(cells) == {"fp32", "fp16", "int8"}
+    assert all(c["parity"]["passed"] and c["cpu_capability"] == "aarch64" for c in cells.values())
+    assert cells["fp32"]["parity"]["outputs"][0]["max_rel"] < 1e-5
+    assert cells["fp16"]["parity"]["outputs"][0]["max_rel"] > 1e-4  # ARM's fp16 arithmetic, not a second fp32 run
+
+    import subprocess
+
+    from lightexport.bench.arm64 import emulator
+
+    program = api.export("fasternet_t0", "executorch", output=tmp_path / "t0.pte", input_size=64).path
+    emu = emulator()
+    probe = ("import sys, numpy as np\nfrom lightexport.parity import runner_for\n"
+             "r = runner_for(sys.argv[1], threads=1); r.activate()\n"
+             "print('ok', r.infer({'input': np.zeros((1, 3, 64, 64), np.float32)})['logits'].shape)\n"
+             "try:\n    r.infer({'input': np.zeros((1, 3, 32, 64), np.float32)})\n"
+             "except Exception as e:\n    print(type(e).__name__, e)\n")
+    done = subprocess.run([*emu.command, "-c", probe, str(program)], env={**__import__("os").environ, **emu.env},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ok (1, 1000)" in done.stdout
+    assert "InputFileError" in done.stdout and "cannot run on an input of shape (1, 3, 32, 64)" in done.stdout

@@ -1,5 +1,8 @@
 """ExecuTorch programs (``.pte``) behind the runner interface, through ``executorch.runtime``, XNNPACK threads pinned.
 
+In the emulated arm64 worker, which has no PyTorch for the Python runtime to link, the same program
+runs through ExecuTorch's own aarch64 C++ runtime instead (:mod:`.executorch_native`).
+
 Every file is read and checked first by :mod:`lightexport.exporter.pte_files` (ExecuTorch's loader
 aborts the process on a junk file), and refused when its input's memory layout is not contiguous
 NCHW (what lightexport's feeds are: a channels-last program would misread them without an error)
@@ -23,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from lightexport.backends import require
-from lightexport.errors import InputFileError
+from lightexport.errors import BackendUnavailableError, InputFileError
 from lightexport.exporter.pte_files import PteFileError, read_pte
 from lightexport.parity.runners.base import ArtifactIO, Feed, Outputs, Runner, TensorSpec, reason
+from lightexport.parity.runners.executorch_native import LIBRARY_ENV, UNAVAILABLE_ENV, NativeProgram, thread_pool
 
 META_METHOD = "lightexport_meta"
 _DTYPES = {"FLOAT": "float32", "HALF": "float16", "DOUBLE": "float64", "INT": "int32", "LONG": "int64",
@@ -89,15 +93,25 @@ def _native_stderr_off():
 
 def set_threads(threads: int | None) -> int:
     """Size ExecuTorch's thread pool once per process, before any program loads; the count it has."""
-    with _native_stderr_off():
-        from executorch.extension.pybindings import portable_lib
-
     wanted = threads or os.cpu_count() or 1
     if "size" not in _pool:
+        native = os.environ.get(LIBRARY_ENV)
         with _native_stderr_off():
-            portable_lib._unsafe_reset_threadpool(int(wanted))
-        _pool["size"] = int(portable_lib._threadpool_get_thread_count())
+            if native:
+                _pool["size"] = thread_pool(native, wanted)
+            else:
+                from executorch.extension.pybindings import portable_lib
+
+                portable_lib._unsafe_reset_threadpool(int(wanted))
+                _pool["size"] = int(portable_lib._threadpool_get_thread_count())
     return _pool["size"]
+
+
+def _native_library() -> str | None:
+    """The C library the emulated arm64 worker runs programs with (see :mod:`.executorch_native`), if it is one."""
+    if os.environ.get(UNAVAILABLE_ENV):
+        raise BackendUnavailableError(f"ExecuTorch cannot run in this emulated Python: {os.environ[UNAVAILABLE_ENV]}")
+    return os.environ.get(LIBRARY_ENV)
 
 
 class ExecuTorchRunner(Runner):
@@ -111,7 +125,9 @@ class ExecuTorchRunner(Runner):
         self.threads = threads
 
     def activate_impl(self) -> None:
-        require("executorch", "an ExecuTorch program")
+        native = _native_library()
+        if not native:
+            require("executorch", "an ExecuTorch program")
         info = describe(self.path)
         forward = info["methods"].get("forward")
         if forward is None:
@@ -127,17 +143,9 @@ class ExecuTorchRunner(Runner):
                                  "(~200x slower); lower it with XnnpackPartitioner")
         self.dtype = np.dtype(_DTYPES.get(first["dtype"], "float32"))
         self.threads_used = set_threads(self.threads)
-        import torch  # the runtime's Python API takes torch tensors
-
-        with _native_stderr_off(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "This API is experimental": the runtime API is what ExecuTorch documents
-            from executorch.runtime import Runtime
-
-        self._torch = torch
         try:
             with _native_stderr_off():
-                self.program = Runtime.get().load_program(self.path)
-                self.method = self.program.load_method("forward")
+                self._execute = self._load_native(native) if native else self._load()
         except Exception as exc:  # noqa: BLE001  # the runtime's errors are RuntimeErrors with a hex status
             raise InputFileError(f"ExecuTorch cannot load {self.path}: {reason(exc)}") from exc
         meta = read_metadata(self.path)
@@ -149,13 +157,34 @@ class ExecuTorchRunner(Runner):
         made = meta.get("lightexport.precision", "fp32")
         self.execution_precision = "int8" if made == "int8" else "fp16" if made == "fp16" else "fp32"
 
+    def _load(self):
+        """``forward`` through the Python runtime, which takes and returns torch tensors."""
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "This API is experimental": the runtime API is what ExecuTorch documents
+            from executorch.runtime import Runtime
+
+        method = Runtime.get().load_program(self.path).load_method("forward")
+        self._close = lambda: None
+        return lambda x: [r.detach().float().numpy().copy() for r in method.execute([torch.from_numpy(x)])]
+
+    def _load_native(self, library: str):
+        """``forward`` through ExecuTorch's C++ runtime (the emulated arm64 worker, which has no PyTorch)."""
+        if self.dtype != np.float32:
+            raise InputFileError(f"{self.path} takes {self.dtype} input; the native runner feeds float32")
+        program = NativeProgram(library, self.path)
+        self._close = program.close
+        return program.run
+
     def deactivate_impl(self) -> None:
-        del self.method, self.program
+        self._close()
+        del self._execute
 
     def infer_impl(self, feed: Feed) -> Outputs:
         x = np.ascontiguousarray(feed["input"], dtype=self.dtype)
         try:
-            results = self.method.execute([self._torch.from_numpy(x)])
+            results = self._execute(x)
         except Exception as exc:  # noqa: BLE001  # a wrong shape or dtype is a RuntimeError with a status code
             raise InputFileError(f"{self.path} cannot run on an input of shape {x.shape}: {reason(exc)}") from exc
-        return {n: r.detach().float().numpy().copy() for n, r in zip(self.output_names, results)}
+        return dict(zip(self.output_names, results))
