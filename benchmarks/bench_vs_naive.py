@@ -52,7 +52,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 #: README tables: the server runtimes over every registered model, the phone runtimes over the mobile families
 TABLES = {"server": ("<!-- bench-vs-naive:start -->", "<!-- bench-vs-naive:end -->", "onnx,openvino"),
           "phone": ("<!-- bench-vs-naive-phone:start -->", "<!-- bench-vs-naive-phone:end -->",
-                    "executorch,tflite,ncnn,mnn")}
+                    "onnx,executorch,tflite,ncnn,mnn")}  # ONNX Runtime fp32 beside the phone runtimes, same rounds
 
 
 def cpu_name() -> str:

@@ -6,10 +6,11 @@ profile subprocess, the report tables and the plots.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass
 from itertools import product
 
-from lightexport.backends import RUNTIMES
+from lightexport.backends import BACKENDS, RUNTIMES
 from lightexport.bench.profiles import get_profile
 from lightexport.errors import UsageError
 from lightexport.model_defs import get_spec
@@ -51,7 +52,9 @@ def _split(value: str | list[str], allowed: tuple[str, ...] | None, what: str) -
     if allowed is not None:
         bad = [v for v in items if v not in allowed]
         if bad:
-            raise UsageError(f"unknown {what} {', '.join(bad)}; choose from {', '.join(allowed)}")
+            close = difflib.get_close_matches(bad[0], allowed, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(f"unknown {what} {', '.join(bad)}{hint}; choose from {', '.join(allowed)}")
     return items
 
 
@@ -66,7 +69,9 @@ def build_matrix(models, backends, precisions, profiles, input_sizes: list[int] 
     if stray:
         raise UsageError(f"--weights names {', '.join(stray)}, which --models does not select ({', '.join(models)})")
     table = supported()
-    backends = _split(backends, tuple(table), "backend")
+    # a format's name stands for its runtime (tflite -> litert, onnx -> onnxruntime), as ``export --format`` names it
+    backends = [b if b in table or b not in BACKENDS else BACKENDS[b].runtime for b in _split(backends, None, "")]
+    backends = _split(list(dict.fromkeys(backends)), tuple(table), "backend")
     precisions = _split(precisions, PRECISIONS, "precision")
     profiles = [get_profile(p).name for p in _split(profiles, None, "profile")]
     cells = []

@@ -185,3 +185,28 @@ def test_executorch_runs_its_arm_kernels_without_pytorch(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ok (1, 1000)" in done.stdout
     assert "InputFileError" in done.stdout and "cannot run on an input of shape (1, 3, 32, 64)" in done.stdout
+
+
+def test_only_the_wheels_runtime_libraries_and_headers_are_taken(tmp_path):
+    """The aarch64 executorch wheel gives its lib/*.so and include/ tree, nothing else (no Python code, no nested
+    libraries, no path leaving the folder); a wheel without libexecutorch.so is refused with its name."""
+    import zipfile
+
+    from lightexport.bench.arm64_executorch import _extract
+
+    wheel = tmp_path / "executorch-1.5.1-cp311-cp311-manylinux_2_28_aarch64.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name in ("executorch/lib/libexecutorch.so", "executorch/lib/libexecutorch_threadpool.so",
+                     "executorch/lib/cuda/libother.so", "executorch/lib/README.txt",
+                     "executorch/include/executorch/runtime/core/error.h", "executorch/include/../../escape.h",
+                     "executorch/runtime/__init__.py"):
+            archive.writestr(name, b"x")
+    _extract(wheel, tmp_path / "out")
+    taken = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert taken == ["include/executorch/runtime/core/error.h", "lib/libexecutorch.so", "lib/libexecutorch_threadpool.so"]
+    assert not (tmp_path / "escape.h").exists()
+    empty = tmp_path / "executorch-0-py3-none-any.whl"
+    with zipfile.ZipFile(empty, "w") as archive:
+        archive.writestr("executorch/__init__.py", b"")
+    with pytest.raises(BackendUnavailableError, match="executorch-0-py3-none-any.whl has no lib/libexecutorch.so"):
+        _extract(empty, tmp_path / "out2")

@@ -22,7 +22,7 @@ def test_matrix_defaults_to_each_profiles_input_sizes():
 
 
 @pytest.mark.parametrize("args, error", [
-    (("fasternet_t0", "onnx", "fp32", "mobile-1t"), UsageError),
+    (("fasternet_t0", "onnxrt", "fp32", "mobile-1t"), UsageError),
     (("fasternet_t0", "onnxruntime", "fp64", "mobile-1t"), UsageError),
     (("fasternet_t0", "onnxruntime", "fp32", "phone"), UsageError),
     (("fasternet_x9", "onnxruntime", "fp32", "mobile-1t"), UnknownModelError),
@@ -30,6 +30,14 @@ def test_matrix_defaults_to_each_profiles_input_sizes():
 def test_bad_selections_are_named(args, error):
     with pytest.raises(error):
         build_matrix(*args)
+
+
+def test_format_names_stand_for_their_runtimes_and_misspellings_get_a_suggestion():
+    """``--backends executorch,tflite`` (the names ``export --format`` takes) selects ExecuTorch and LiteRT."""
+    cells = build_matrix("fasternet_t0", "tflite,executorch,onnx,onnxruntime", "fp32", "mobile-1t", [64])
+    assert [c.backend for c in cells] == ["litert", "executorch", "onnxruntime"]
+    with pytest.raises(UsageError, match=r"unknown backend litrt \(did you mean litert\?\)"):
+        build_matrix("fasternet_t0", "litrt", "fp32", "mobile-1t")
 
 
 def test_suite_writes_report_with_plots(tmp_path):
