@@ -143,6 +143,10 @@ def _conv_names(module: nn.Module) -> list[str]:
 
 
 _CONVS = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
+#: ``auto``'s calibration cosine target here (see :func:`_int8`)
+AUTO_TARGET_PT2E = 0.998
+#: the layers whose biases absorb their weight rounding before PT2E quantizes them
+_CORRECTED = (nn.Conv2d, nn.Linear)
 
 
 def _float_ends(graph: torch.fx.GraphModule, lead: int, trail: int) -> set[str]:
@@ -205,19 +209,42 @@ def _keep_list(module: nn.Module, keep: int | str | tuple[str, ...]) -> tuple[li
     return list(keep), (0, 0)
 
 
+def _quantized_layers(module: nn.Module, named: list[str], ends: tuple[int, int]) -> list[str]:
+    """The conv and linear layers PT2E will quantize: all but the named modules and the ``ends`` regions (in module
+    order, which is the graph's for the networks whose regions :func:`_float_ends` finds)."""
+    order = [n for n, m in module.named_modules() if isinstance(m, _CORRECTED)]
+    convs = [i for i, n in enumerate(order) if isinstance(module.get_submodule(n), nn.modules.conv._ConvNd)]
+    lead, trail = ends
+    if lead + trail >= len(convs):
+        return []
+    lo = convs[lead] if lead else 0
+    hi = convs[len(convs) - trail] if trail else len(order)
+    return [n for n in order[lo:hi] if not any(n == k or n.startswith(f"{k}.") for k in named)]
+
+
 def _int8(module: nn.Module, example: torch.Tensor, loaded: LoadedModel, opts: ExportOptions
-          ) -> tuple[nn.Module, list[str], list[tuple[int, float]], int]:
-    """The quantized module, the modules kept float, for ``auto`` the search, and the calibration image count."""
+          ) -> tuple[nn.Module, list[str], list[tuple[int, float]], int, int]:
+    """The quantized module, the modules kept float, for ``auto`` the search, the calibration image count, and how
+    many layers' biases absorbed their weight rounding (:mod:`lightexport.exporter.torch_bias`)."""
     from lightexport.calib import ImageFolder
+    from lightexport.exporter.torch_bias import correct_biases, input_means
 
     source = ImageFolder(opts.calib, calibration_preprocess(loaded, opts))
     fixed = not opts.dynamic and opts.batch > 1
     batches = [torch.from_numpy(b) for b in source.batches(opts.batch, opts.calib_size, drop_last=fixed)]
     images = sum(len(b) for b in batches)
+    means = input_means(module, batches, [n for n, m in module.named_modules() if isinstance(m, _CORRECTED)])
+
+    def quantize(named: list[str], ends: tuple[int, int]) -> tuple[nn.Module, int]:
+        wanted = _quantized_layers(module, named, ends)
+        corrected, count = correct_biases(module, {n: means[n] for n in wanted if n in means})
+        return _quantize(corrected, example, batches, named, ends), count
+
     if opts.int8_keep != "auto":
         keep, ends = _keep_list(module, opts.int8_keep)
         named = [] if any(ends) else keep  # a count keeps its convs as a region, names as modules
-        return _quantize(module, example, batches, named, ends), keep, [], images
+        quantized, corrected = quantize(named, ends)
+        return quantized, keep, [], images, corrected
     convs = _conv_names(module)
     check = batches[: max(1, AUTO_IMAGES // opts.batch)]
     with torch.no_grad():
@@ -225,15 +252,15 @@ def _int8(module: nn.Module, example: torch.Tensor, loaded: LoadedModel, opts: E
 
     def build(ends: int):
         keep = convs[:ends] + (convs[-ends:] if ends else [])
-        quantized = _quantize(module, example, batches, [], (ends, ends))
+        quantized, corrected = quantize([], (ends, ends))
         with torch.no_grad():
             out = [torch.cat([quantized(b) for b in check]).numpy()]
-        return calibration_cosine(reference, out), (quantized, keep)
+        return calibration_cosine(reference, out), (quantized, keep, corrected)
 
-    chosen, results = search_keep((len(convs) - 1) // 2, build, steps=AUTO_ENDS)
+    chosen, results = search_keep((len(convs) - 1) // 2, build, steps=AUTO_ENDS, target=AUTO_TARGET_PT2E)
     search = sorted((2 * ends, cosine) for ends, (cosine, _) in results.items())
-    quantized, keep = results[chosen][1]
-    return quantized, keep, search, images
+    quantized, keep, corrected = results[chosen][1]
+    return quantized, keep, search, images, corrected
 
 
 def export(source: LoadedModel, opts: ExportOptions) -> ExportResult:
@@ -258,16 +285,19 @@ def export(source: LoadedModel, opts: ExportOptions) -> ExportResult:
         module = _Fp32Edges(copy.deepcopy(module).half().eval())
         notes.append("fp16 inside, fp32 input and output (two casts at the edges)")
     elif opts.precision is Precision.INT8:
-        module, keep, search, images = _int8(module, example, loaded, opts)
+        module, keep, search, images, corrected = _int8(module, example, loaded, opts)
         notes.append(f"int8 PT2E (XNNPACK quantizer, per-channel weights, histogram ranges, ReLU6 fused) on {images} "
                      f"images from {opts.calib}")
+        if corrected:
+            notes.append(f"bias correction of int8 weight rounding in {corrected} layers")
         if search:
             notes.append("int8 keep auto: calibration cosine by float-kept convs " +
                          ", ".join(f"{k}: {c:.4f}" for k, c in search))
         if keep:
             notes.append(f"kept in float: {', '.join(keep)}")
         meta["lightexport.int8"] = json.dumps({"weights": "int8 per-channel", "activations": "int8 histogram",
-                                               "kept_float": keep, "auto_search": search})
+                                               "kept_float": keep, "auto_search": search,
+                                               "bias_corrected_layers": corrected})
     program = lower(module, example, {META_METHOD: json.dumps(meta, sort_keys=True)})
     with atomic_output(opts.output) as tmp:
         tmp.write_bytes(program)

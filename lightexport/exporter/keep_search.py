@@ -65,8 +65,10 @@ def auto_search_order(steps: list[int], meets) -> list[int]:
 
 
 def search_keep(available: int, build: Callable[[int], tuple[float, T]],
-                steps: Sequence[int] | None = None) -> tuple[int, dict[int, tuple[float, T]]]:
-    """Choose the float-kept count: the fewest tried that reaches AUTO_TARGET, else the best cosine tried.
+                steps: Sequence[int] | None = None, target: float | None = None
+                ) -> tuple[int, dict[int, tuple[float, T]]]:
+    """Choose the float-kept count: the fewest tried that reaches ``target`` (AUTO_TARGET unless a format's
+    exporter needs another), else the best cosine tried.
 
     ``build(count)`` makes the candidate with the first ``count`` convolutions float (or whatever
     ``count`` means to the caller: ExecuTorch keeps that many at each end) and returns (its
@@ -74,12 +76,13 @@ def search_keep(available: int, build: Callable[[int], tuple[float, T]],
     defaults to AUTO_STEPS as it is when called.
     """
     steps = AUTO_STEPS if steps is None else steps
+    target = AUTO_TARGET if target is None else target
     results: dict[int, tuple[float, T]] = {}
 
     def meets(count: int) -> bool:
         results[count] = build(count)
-        return results[count][0] >= AUTO_TARGET
+        return results[count][0] >= target
 
     auto_search_order([c for c in steps if c <= available], meets)
-    passing = [count for count, (cosine, _) in results.items() if cosine >= AUTO_TARGET]
+    passing = [count for count, (cosine, _) in results.items() if cosine >= target]
     return (min(passing) if passing else max(results, key=lambda c: results[c][0])), results

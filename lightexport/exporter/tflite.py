@@ -240,10 +240,12 @@ def export(source: LoadedModel, opts: ExportOptions) -> ExportResult:
             inputs, _ = entry(describe(converted))
             calibration, images = _calibration(loaded, opts, inputs[0]["signature_name"])
             final = work / "int8.tflite"
-            ends, search = _int8(module, converted, final, calibration, opts)
+            ends, search, corrected = _int8(module, example, converted, final, calibration, opts)
             notes.append(f"int8 (ai-edge-quantizer static_wi8_ai8: per-channel int8 weights, int8 activations from "
                          f"moving averages of per-batch min/max) on {images} images from {opts.calib}; float32 "
                          "input and output")
+            if corrected:
+                notes.append(f"bias correction of int8 weight rounding in {corrected} layers")
             if search:
                 notes.append("int8 keep auto: calibration cosine by float-kept convs " +
                              ", ".join(f"{k}: {c:.4f}" for k, c in search))
@@ -252,7 +254,7 @@ def export(source: LoadedModel, opts: ExportOptions) -> ExportResult:
                              (f" and after the last {ends[1]}" if ends[1] else "") + " of the graph")
             meta["lightexport.int8"] = json.dumps({"weights": "int8 per-channel", "activations": "int8 min/max EMA",
                                                    "kept_float": ["input", "output"], "float_ends": list(ends),
-                                                   "auto_search": search})
+                                                   "auto_search": search, "bias_corrected_layers": corrected})
         else:
             final = converted
         info = describe(final)
@@ -273,11 +275,13 @@ def export(source: LoadedModel, opts: ExportOptions) -> ExportResult:
                         files=files, op_histogram=op_names(info), metadata=meta, notes=notes, passes=reports)
 
 
-def _int8(module, converted: Path, final: Path, calibration: dict, opts: ExportOptions
-          ) -> tuple[tuple[int, int], list[tuple[int, float]]]:
-    """Quantize ``converted`` into ``final`` with the float regions ``opts.int8_keep`` asks for.
+def _int8(module, example, converted: Path, final: Path, calibration: dict, opts: ExportOptions
+          ) -> tuple[tuple[int, int], list[tuple[int, float]], int]:
+    """Quantize into ``final`` with the float regions ``opts.int8_keep`` asks for, each candidate converted from the
+    module with the biases of the layers it quantizes corrected for their weight rounding
+    (:mod:`lightexport.exporter.torch_bias`; ai-edge-quantizer's weights are symmetric per-channel int8 too).
 
-    Returns the regions (leading, trailing convolutions) and, for ``auto``, the search.
+    Returns the regions (leading, trailing convolutions), for ``auto`` the search, and the corrected layer count.
     """
     import shutil
 
@@ -288,14 +292,16 @@ def _int8(module, converted: Path, final: Path, calibration: dict, opts: ExportO
 
     ops = graph_ops(converted)
     convs = sum(name in KEEPABLE_OPS for name, _ in ops)
+    feeds = next(iter(calibration.values()))
+    convert_for = _corrected_conversions(module, example, converted, feeds, convs)
     if opts.int8_keep != "auto":
         if opts.int8_keep > convs:
             raise UsageError(f"--int8-keep {opts.int8_keep}: the model has {convs} convolutions, so from 0 to "
                              f"{convs} can stay float (all of them is not int8)")
         ends = (opts.int8_keep, 0)
-        quantize(converted, final, _int8_recipe(float_ends(ops, *ends)), calibration)
-        return ends, []
-    feeds = next(iter(calibration.values()))
+        source, corrected = convert_for(ends)
+        quantize(source, final, _int8_recipe(float_ends(graph_ops(source), *ends)), calibration)
+        return ends, [], corrected
     check = feeds[: max(1, AUTO_IMAGES // opts.batch)]
     with torch.no_grad():
         firsts = [module(torch.from_numpy(next(iter(f.values())))) for f in check]
@@ -303,13 +309,41 @@ def _int8(module, converted: Path, final: Path, calibration: dict, opts: ExportO
 
     def build(k: int):
         candidate = final.with_name(f"keep{k}.tflite")
-        quantize(converted, candidate, _int8_recipe(float_ends(ops, k, k)), calibration)
-        return calibration_cosine(reference, [_run(candidate, check)]), candidate
+        source, corrected = convert_for((k, k))
+        quantize(source, candidate, _int8_recipe(float_ends(graph_ops(source), k, k)), calibration)
+        return calibration_cosine(reference, [_run(candidate, check)]), (candidate, corrected)
 
     chosen, results = search_keep((convs - 1) // 2, build, steps=AUTO_ENDS)
-    shutil.copyfile(results[chosen][1], final)
-    return (chosen, chosen), sorted((2 * k, cosine) for k, (cosine, _) in results.items())
+    shutil.copyfile(results[chosen][1][0], final)
+    return (chosen, chosen), sorted((2 * k, cosine) for k, (cosine, _) in results.items()), results[chosen][1][1]
 
+
+def _corrected_conversions(module, example, converted: Path, feeds: list[dict], convs: int):
+    """``ends -> (float .tflite, layers corrected)``: the module converted with the biases of the layers outside the
+    float ``ends`` corrected, one conversion per ``ends`` asked. The graph's convolutions and the module's conv and
+    linear layers are matched by order; where their counts differ nothing is corrected (``converted`` is used)."""
+    import torch
+    from torch import nn
+
+    from lightexport.exporter.torch_bias import correct_biases, input_means
+
+    order = [n for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if len(order) != convs:
+        return lambda ends: (converted, 0)
+    means = input_means(module, (torch.from_numpy(next(iter(f.values()))) for f in feeds), order)
+    made: dict[tuple[int, int], tuple[Path, int]] = {}
+
+    def convert_for(ends: tuple[int, int]) -> tuple[Path, int]:
+        if ends not in made:
+            lead, trail = ends
+            quantized = order[lead:len(order) - trail] if lead + trail < len(order) else []
+            corrected, count = correct_biases(module, {n: means[n] for n in quantized if n in means})
+            path = converted.with_name(f"float-{lead}-{trail}.tflite")
+            convert(corrected, example, path)
+            made[ends] = (path, count)
+        return made[ends]
+
+    return convert_for
 
 
 def _run(path: Path, feeds: list[dict]):
