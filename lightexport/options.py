@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from lightexport.backends import Backend
+from lightexport.backends import DEFAULT_KEEP, Backend  # DEFAULT_KEEP: most formats' --int8-keep
 from lightexport.errors import UsageError
 from lightexport.precision import Precision
 
@@ -48,8 +48,6 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "queue_delay_us": (0, 10_000_000),
 }
 
-#: Leading convolutions int8 keeps float when nothing is asked.
-DEFAULT_KEEP = 3
 #: The logit cosine ``--int8-keep auto`` reaches on calibration images (see exporter.keep_search).
 AUTO_TARGET = 0.9975
 
@@ -142,8 +140,9 @@ class ExportOptions:
             calib = Path(calib)
         if calib is not None and precision is not Precision.INT8:
             raise UsageError("--calib goes with --int8 (calibration images set int8 activation ranges)")
-        keep = parse_keep(given.pop("int8_keep", None))
-        if keep != DEFAULT_KEEP and precision is not Precision.INT8:
+        asked_keep = given.pop("int8_keep", None)
+        keep = backend.int8_keep_default if asked_keep is None else parse_keep(asked_keep)
+        if keep != backend.int8_keep_default and precision is not Precision.INT8:
             raise UsageError("--int8-keep goes with --int8")
         passes = given.pop("passes", None)
         if isinstance(passes, str):

@@ -26,7 +26,7 @@ ALLOWED = {
 
 def _own_modules(record) -> set[str]:
     refs = [record.exporter, record.runner, record.metadata, record.io, record.settings, record.naive, record.layers,
-            record.ceiling, *record.helpers]
+            record.ceiling, record.aarch64_setup, *record.helpers]
     return {ref.partition(":")[0] for ref in refs if ref}
 
 

@@ -203,7 +203,8 @@ def test_only_the_wheels_runtime_libraries_and_headers_are_taken(tmp_path):
             archive.writestr(name, b"x")
     _extract(wheel, tmp_path / "out")
     taken = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
-    assert taken == ["include/executorch/runtime/core/error.h", "lib/libexecutorch.so", "lib/libexecutorch_threadpool.so"]
+    assert taken == ["include/executorch/runtime/core/error.h", "lib/libexecutorch.so",
+                     "lib/libexecutorch_threadpool.so"]
     assert not (tmp_path / "escape.h").exists()
     empty = tmp_path / "executorch-0-py3-none-any.whl"
     with zipfile.ZipFile(empty, "w") as archive:
