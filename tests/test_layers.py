@@ -38,6 +38,7 @@ LAYERS = {
 #: Layer-crossing imports that are deliberate (the lower module names the upper one as a plug-in).
 ALLOWED_UP = {
     ("backends", "exporter"), ("backends", "parity"),  # the table names each format's exporter and runner
+    ("backends", "bench"),  # ... and a format's arm64 set-up hook (bench/arm64_executorch.py), built on bench/arm64
     ("__init__", "backends"),  # the package switches OpenVINO's telemetry off before anything imports it
 }
 REFERENCE = re.compile(r"^(lightexport(?:\.\w+)+):\w+$")
