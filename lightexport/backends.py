@@ -134,6 +134,8 @@ class Backend:
     int16_pairs: bool = False
     #: what ``--int8-keep`` is when not given: a count of leading convolutions kept float, or "auto"
     int8_keep_default: int | str = DEFAULT_KEEP
+    #: the calibration logit cosine ``--int8-keep auto`` must reach; None: ``options.AUTO_TARGET``
+    int8_auto_target: float | None = None
     #: aarch64 wheels the emulated arm64 worker needs to run it; () means it does not run there
     aarch64_wheels: tuple[str, ...] = ()
     #: "module:function" (cache dir, on_step) -> env: native pieces the emulated worker needs beyond wheels (built once
@@ -353,6 +355,8 @@ BACKENDS: dict[str, Backend] = {
             # PT2E with the default 3 leading convs float failed int8 parity on trained MobileNetV2 (cosine 0.973);
             # auto (regions at both ends, searched on calibration images) keeps 97.5 % of its decisions
             int8_keep_default="auto",
+            # at 0.9975 auto kept 16 convs float on trained MobileNetV2 and 92.1 % of decisions; at 0.998, 24 and 97.5 %
+            int8_auto_target=0.998,
             helpers=("lightexport.exporter.pte_files",),
         ),
         Backend(

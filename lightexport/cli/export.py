@@ -67,6 +67,12 @@ def _format_options(backends: list[Backend], show_default: bool) -> tuple[list[C
     return [_click_option(first[n], owners[n], show_default) for n in first], owners
 
 
+def _targets() -> str:
+    """``auto``'s cosine target, with the formats whose records set their own (``int8_auto_target``)."""
+    own = [f"{b.name} {b.int8_auto_target}" for b in BACKENDS.values() if b.int8_auto_target is not None]
+    return f"{AUTO_TARGET}" + (f" ({', '.join(own)})" if own else "")
+
+
 def _common_options(precisions: list[Precision], precision_help: dict[Precision, str]) -> list[Callable]:
     return [
         click.option("-o", "--output", type=click.Path(dir_okay=False),
@@ -81,7 +87,7 @@ def _common_options(precisions: list[Precision], precision_help: dict[Precision,
                      help="Number of calibration images (fewer if the folder holds fewer)."),
         click.option("--int8-keep", metavar="N|auto|MODULES", default=str(DEFAULT_KEEP),
                      help="Layers int8 leaves in float: the first N convs, 'auto' (the fewest whose int8 model "
-                          f"reaches an output cosine of {AUTO_TARGET} on calibration images) or comma-separated "
+                          f"reaches an output cosine of {_targets()} on calibration images) or comma-separated "
                           "module names. Default: " + ", ".join(
                               [str(DEFAULT_KEEP)] + [f"{b.name} {b.int8_keep_default}" for b in BACKENDS.values()
                                                      if b.int8_keep_default != DEFAULT_KEEP]) + "."),

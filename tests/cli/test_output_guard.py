@@ -20,17 +20,11 @@ from click.testing import CliRunner
 from lightexport import api
 from lightexport.cli import cli
 from lightexport.errors import ExitCode, UsageError
+from tests.cli_output import one_line
 
 
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line(result) -> str:
-    text = result.output.strip()
-    assert "Traceback" not in text, text
-    assert len(text.splitlines()) <= 2, text
-    return text
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,11 @@ from lightexport.cli import cli
 from lightexport.errors import ExitCode, UsageError
 from lightexport.fileio import STAGING_PREFIX, atomic_output, remove_abandoned_staging
 from lightexport.parity import runner_for
+from tests.cli_output import one_line as _one_line
 
 
 def run(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_line(result) -> str:
-    text = result.output.strip()
-    assert "Traceback" not in text, text
-    assert len(text.splitlines()) <= 2, text
-    return text
 
 
 @pytest.fixture(scope="module")

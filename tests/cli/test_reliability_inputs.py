@@ -7,17 +7,11 @@ from click.testing import CliRunner
 
 from lightexport.cli import cli
 from lightexport.errors import ExitCode
+from tests.cli_output import one_line as _one_line
 
 
 def run(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_line(result) -> str:
-    text = result.output.strip()
-    assert "Traceback" not in text, text
-    assert len(text.splitlines()) <= 2, text
-    return text
 
 
 @pytest.mark.parametrize(

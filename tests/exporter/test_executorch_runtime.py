@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from lightexport import api
 from lightexport.cli import cli
 from lightexport.errors import ExitCode, InputFileError
+from tests.cli_output import one_line
 
 SIZE = 64
 HINT = "pip install 'lightexport[executorch]'"
@@ -25,13 +26,6 @@ HINT = "pip install 'lightexport[executorch]'"
 
 def _needs_executorch():
     pytest.importorskip("executorch", reason=f"executorch is not installed: {HINT}")
-
-
-def one_line(result) -> str:
-    text = result.output.strip()
-    assert "Traceback" not in text, text
-    assert len(text.splitlines()) <= 2, text
-    return text
 
 
 @pytest.fixture(scope="module")

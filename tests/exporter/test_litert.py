@@ -19,6 +19,7 @@ from lightexport import api
 from lightexport.backends import BACKENDS
 from lightexport.cli import cli
 from lightexport.errors import ExitCode, InputFileError
+from tests.cli_output import one_line
 
 SIZE = 64
 HINT = "pip install 'lightexport[litert]'"
@@ -26,13 +27,6 @@ HINT = "pip install 'lightexport[litert]'"
 def _needs_litert():
     pytest.importorskip("litert_torch", reason=f"litert-torch is not installed: {HINT}")
     pytest.importorskip("ai_edge_litert", reason=f"ai-edge-litert is not installed: {HINT}")
-
-
-def one_line(result) -> str:
-    text = result.output.strip()
-    assert "Traceback" not in text, text
-    assert len(text.splitlines()) <= 2, text
-    return text
 
 
 @pytest.fixture(scope="module")

@@ -14,19 +14,13 @@ from click.testing import CliRunner
 from lightexport import api
 from lightexport.cli import cli
 from lightexport.errors import ExitCode, InputFileError, UsageError
+from tests.cli_output import one_line
 
 SIZE = 64
 
 
 def _needs(module: str):
     return pytest.importorskip(module, reason=f"{module} is not installed: pip install 'lightexport[{module.lower()}]'")
-
-
-def one_line(result) -> str:
-    text = result.output.strip()
-    assert "Traceback" not in text, text
-    assert len(text.splitlines()) <= 2, text
-    return text
 
 
 @pytest.fixture(scope="module")
