@@ -295,11 +295,11 @@ def cpu_formats() -> list[str]:
 
 def group_targets(targets: Sequence[str], model: str | None, weights: str | None, workdir: Path,
                   input_size: int | None = None, batch: int = 1, formats: Sequence[str] | None = None,
-                  precisions: Sequence[Precision] = (Precision.FP32,), calib: Path | None = None
-                  ) -> list[tuple[LoadedModel, list[Path]]]:
+                  precisions: Sequence[Precision] = (Precision.FP32,), calib: Path | None = None,
+                  int8_keep: str | None = None) -> list[tuple[LoadedModel, list[Path]]]:
     """Group bench targets by the model they come from; a model name brings its own fused artifact in each of
     ``formats`` (default: every CPU format installed here) and each of ``precisions`` the format makes (int8
-    calibrated on ``calib``, default the bundled photos)."""
+    calibrated on ``calib``, default the bundled photos, keeping ``int8_keep`` float, default each format's)."""
     chosen = list(formats) if formats else cpu_formats()
     from lightexport import api
 
@@ -316,6 +316,8 @@ def group_targets(targets: Sequence[str], model: str | None, weights: str | None
                     options = {}
                     if precision is Precision.INT8:
                         options = {"calib": calib or _sample_photos(workdir), "calib_size": 300}
+                        if int8_keep is not None:
+                            options["int8_keep"] = int8_keep
                     out = workdir / f"{reference.name}{precision.tag}{BACKENDS[fmt].suffix}"
                     paths.append(api.export(reference, fmt, output=out, fuse=True, input_size=input_size,
                                             batch=batch, precision=precision, **options).path)

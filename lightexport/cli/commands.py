@@ -344,6 +344,9 @@ def arm64_setup_cmd() -> None:
                    "judged against the ceiling of the precision its layers ran in.")
 @click.option("--calib", type=click.Path(file_okay=False),
               help="Calibration images for --precision int8 (default: the bundled sample photos).")
+@click.option("--int8-keep", metavar="N|auto|MODULES",
+              help="What --precision int8 exports keep float, as `lightexport export --int8-keep` (default: each "
+                   "format's).")
 @click.option("--refresh-ceilings", is_flag=True, help="Measure this machine's ceilings again (they are cached).")
 @click.option("--layers", "layers", type=click.IntRange(0, 1000), default=0, show_default=True,
               help="Also print the N slowest layers of each artifact, from its runtime's own profiler.")
@@ -356,7 +359,7 @@ def arm64_setup_cmd() -> None:
 @json_option
 @handle_errors
 def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch, runs, warmup, formats, precisions,
-              calib, refresh_ceilings, layers, naive, run_as, json_out) -> None:
+              calib, int8_keep, refresh_ceilings, layers, naive, run_as, json_out) -> None:
     """Latency and throughput of artifacts or models vs PyTorch eager and the naive export paths, interleaved.
 
     A model name is exported (fused) to every CPU format whose runtime is installed; artifacts are used
@@ -369,6 +372,7 @@ def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch,
       lightexport bench fasternet_t0 --threads 2 --batch 8 --settings pinned
       lightexport bench mobilenet_v2 --formats onnx,executorch,tflite,ncnn,mnn
       lightexport bench fasternet_s --precision fp32,bf16,int8 --formats onnx,openvino
+      lightexport bench fasternet_s --precision int8 --int8-keep auto --formats onnx,openvino
       lightexport bench t0.onnx t0.xml --profile mobile-1t-128bit --json bench.json
     """
     import tempfile
@@ -390,6 +394,8 @@ def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch,
     from lightexport.precision import Precision
 
     wanted = [Precision.parse(p.strip()) for p in precisions.split(",") if p.strip()]
+    if int8_keep is not None and Precision.INT8 not in wanted:
+        raise UsageError("--int8-keep applies to the int8 exports of --precision int8, which this run does not make")
     if refresh_ceilings:
         from lightexport.bench.ceiling import ceilings
 
@@ -398,7 +404,7 @@ def bench_cmd(targets, model_name, weights, threads, profile, input_size, batch,
     with tempfile.TemporaryDirectory(prefix="lightexport-bench-") as tmp:
         formats = _bench_formats(formats)
         for reference, artifacts in group_targets(targets, model_name, weights, Path(tmp), input_size, batch, formats,
-                                                  wanted, Path(calib) if calib else None):
+                                                  wanted, Path(calib) if calib else None, int8_keep):
             baselines = naive_for(reference, artifacts, Path(tmp), batch, input_size) if naive else []
             report = benchmark(reference, artifacts, threads=threads, batch=batch, input_size=input_size, runs=runs,
                                warmup=warmup, profile=profile, naive=baselines, settings=SETTING_CHOICES[run_as])

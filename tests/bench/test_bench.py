@@ -9,6 +9,7 @@ from lightexport.bench.profiles import PROFILES, get_profile
 from lightexport.bench.timing import Timing, measure_interleaved, ratio_spread
 from lightexport.cli import cli
 from lightexport.errors import UsageError
+from tests.cli_output import one_line
 
 NAIVE_ONNX, NAIVE_OPENVINO = BACKENDS["onnx"].naive_label, BACKENDS["openvino"].naive_label
 
@@ -119,3 +120,21 @@ def test_bench_cli_batch_and_f32_only(tmp_path):
     assert names == ["pytorch-eager", "mobilenet_v3_small.onnx", "mobilenet_v3_small.xml @f32", NAIVE_ONNX,
                      f"{NAIVE_OPENVINO} @f32"]
     assert all(r["batch"] == 2 for r in report["results"])
+
+
+def test_bench_int8_exports_keep_what_int8_keep_asks(tmp_path):
+    from lightexport.bench.compare import group_targets
+    from lightexport.onnxfile import read_metadata
+    from lightexport.precision import Precision
+
+    kept = {}
+    for keep in (None, "0"):
+        ((_, (path,)),) = group_targets(["mobilenet_v3_small"], None, None, tmp_path / str(keep), input_size=64,
+                                        formats=["onnx"], precisions=[Precision.INT8], int8_keep=keep)
+        kept[keep] = json.loads(read_metadata(path)["lightexport.int8"])["kept_float"]
+    assert len(kept[None]) == 3 and kept["0"] == []  # the format's default, then what was asked
+
+
+def test_bench_refuses_int8_keep_without_int8():
+    result = CliRunner().invoke(cli, ["bench", "mobilenet_v3_small", "--int8-keep", "auto"])
+    assert result.exit_code == 2 and "--int8-keep applies to the int8 exports" in one_line(result)

@@ -132,9 +132,30 @@ def test_openvino_auto_keep_records_its_search(tmp_path, photos, t0, monkeypatch
                         calib_size=8, int8_keep="auto", input_size=128)
     recorded = json.loads(result.metadata["lightexport.int8"])
     counts = [count for count, _ in recorded["auto_search"]]
-    assert counts == [3, 4]  # from the default up; 2 is never tried when 3 misses
-    best = max(recorded["auto_search"], key=lambda r: r[1])[0]
-    assert len(recorded["kept_float"]) == best and all(0.9 < c <= 1.0 + 1e-9 for _, c in recorded["auto_search"])
+    assert sorted(counts) == [2, 3, 4]  # from the default up, then the fewest (nothing met the target)
+    search = dict(recorded["auto_search"])
+    best = max(search.values())
+    chosen = min(c for c, cos in search.items() if 1 - cos <= (1 - best) * (1 + keep_search.NEAR_BEST))
+    assert len(recorded["kept_float"]) == chosen and all(0.9 < c <= 1.0 + 1e-9 for c in search.values())
+
+
+@pytest.mark.parametrize(("cosines", "chosen", "tried"), [
+    ({3: 0.9958, 4: 0.9957, 6: 0.9957, 8: 0.9957, 12: 0.9958, 0: 0.99578}, 0, 6),  # float buys nothing: keep none
+    ({3: 0.9950, 4: 0.9955, 6: 0.9960, 8: 0.9965, 12: 0.9970, 0: 0.9900}, 12, 6),  # it helps: keep the best
+    ({3: 0.9950, 4: 0.9969, 6: 0.9970, 8: 0.9965, 12: 0.9960, 0: 0.9900}, 4, 6),   # within 5 % of the best's error
+    ({3: 0.9980, 2: 0.9978, 1: 0.9970, 0: 0.9960}, 2, 3),  # the target met: the fewest that meets, 0 never built
+])
+def test_auto_keep_keeps_no_float_layer_that_buys_nothing(cosines, chosen, tried):
+    from lightexport.exporter.keep_search import search_keep
+
+    built = []
+
+    def build(count):
+        built.append(count)
+        return cosines[count], f"model keeping {count}"
+
+    count, results = search_keep(100, build, target=0.9975)
+    assert count == chosen and len(built) == tried == len(set(built)) and results[count][1] == f"model keeping {count}"
 
 
 def test_auto_keep_is_judged_by_the_worst_output():
