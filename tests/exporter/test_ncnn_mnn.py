@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -169,6 +170,7 @@ def test_mnn_trained_int8_keeps_confident_decisions(tmp_path):
     calib = write_calibration_crops(tmp_path / "calib", 64)
     result = api.export(model, "mnn", output=tmp_path / "m.mnn", fuse=True, precision="int8", calib=calib)
     assert "EMA" in " ".join(result.notes)
+    assert json.loads(result.metadata["lightexport.int8"])["bias_corrected"] == 52  # every conv; the classifier not
     report = api.verify(result.path, model, images=96, progress=False)
     assert report.passed, report.all_failures
     assert report.outputs[0].top1_confident >= 0.97
@@ -176,6 +178,33 @@ def test_mnn_trained_int8_keeps_confident_decisions(tmp_path):
     assert weights.path.stat().st_size < 4.5e6  # int8 weights: MobileNetV2 is 14 MB in fp32
     report = api.verify(weights.path, model, images=96, progress=False)
     assert report.passed and report.outputs[0].top1 >= 0.93
+
+
+def test_mnn_int8_biases_absorb_their_weight_rounding_from_an_onnx_file_too(t0, tmp_path):
+    """Every convolution's bias is corrected before mnnquant rounds its weights; the float classifier is not."""
+    _needs("MNN")
+    import onnx
+    from onnx import numpy_helper
+
+    from lightexport.backends import get_backend
+    from lightexport.calib import write_sample_photos
+    from lightexport.exporter.mnn import _corrected_onnx
+    from lightexport.onnxfile import read_metadata
+    from lightexport.options import ExportOptions
+
+    fused = api.export(t0, "onnx", output=tmp_path / "t0.onnx", fuse=True, input_size=SIZE)
+    photos = write_sample_photos(tmp_path / "p")
+    result = api.export(fused.path, "mnn", output=tmp_path / "q.mnn", precision="int8", calib=photos)
+    model = onnx.load(str(fused.path))
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2]  # PConvs have no bias
+    assert json.loads(result.metadata["lightexport.int8"])["bias_corrected"] == len(convs) > 10
+
+    opts = ExportOptions.build(get_backend("mnn"), precision="int8", calib=photos, output=tmp_path / "x.mnn")
+    out, count = _corrected_onnx(fused.path, fused.path, opts, read_metadata(model), tmp_path)
+    before = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    after = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
+    changed = {name for name in before if not np.array_equal(before[name], after[name])}
+    assert count == len(convs) and changed == {n.input[2] for n in convs}  # conv biases, nothing else
 
 
 def test_mnn_int8_keep_is_refused(t0, tmp_path):
