@@ -16,6 +16,13 @@ VARIANTS = ["fasternet_t0", "fasternet_t1", "fasternet_t2", "fasternet_s", "fast
 _BatchNorm = nn.modules.batchnorm._BatchNorm
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Conv weights and inputs come from torch's global generator: seeded per test, so a result does not depend on
+    which tests ran before (an unseeded CI run put timm's MobileNetV3 at 1.1e-5 of range, over the 1e-5 it had)."""
+    torch.manual_seed(0)
+
+
 def _outputs(model, x):
     with torch.no_grad():
         out = model(x)
@@ -81,7 +88,9 @@ def test_timm_models(name, kwargs):
     timm = pytest.importorskip("timm")
     model = randomize_bn(timm.create_model(name, pretrained=False, **kwargs))
     assert model.training  # timm models start in train mode; the passes must see them in eval
-    fused, reports = _assert_preserved(model, torch.randn(2, 3, 64, 64), tol=1e-5)
+    # 1e-4, parity's fp32 limit: MobileNetV3's randomized BNs put float32 reassociation at up to 3.3e-5 of the
+    # range (60 seeds, median 2.1e-6); a wrongly folded pair is >= 1e-3
+    fused, reports = _assert_preserved(model, torch.randn(2, 3, 64, 64), tol=1e-4)
     assert reports["fuse_conv_bn"].count + reports["reparameterize"].count > 10
     if name == "fasternet_t0":
         assert reports["remove_dropout"].count == 12
