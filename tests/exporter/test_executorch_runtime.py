@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from lightexport import api
 from lightexport.cli import cli
 from lightexport.errors import ExitCode, InputFileError
-from tests.cli_output import one_line
+from tests.cli_output import DAMAGES, damaged, one_line
 
 SIZE = 64
 HINT = "pip install 'lightexport[executorch]'"
@@ -123,15 +123,12 @@ def test_a_program_without_xnnpack_is_refused(tmp_path):
         ExecuTorchRunner(path).activate()
 
 
-@pytest.mark.parametrize("damage", ["junk", "empty", "truncated", "zeroed body", "onnx"])
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_bad_files_are_one_line_never_a_crash(tmp_path, damage):
     from lightexport.parity.runners.executorch import describe
 
     path = tmp_path / "bad.pte"
-    body = b"\x18\x00\x00\x00ET12eh00" + bytes(range(256)) * 64  # a plausible header over junk
-    path.write_bytes({"junk": b"not a program" * 100, "empty": b"", "truncated": body[:4000],
-                      "zeroed body": body[:12] + b"\0" * (len(body) - 12),
-                      "onnx": b"\x08\x07\x12\x07pytorch" * 40}[damage])
+    path.write_bytes(damaged(damage, b"\x18\x00\x00\x00ET12eh00"))  # a plausible header over junk
     with pytest.raises(InputFileError) as caught:
         describe(path)
     message = str(caught.value)

@@ -19,7 +19,7 @@ from lightexport import api
 from lightexport.backends import BACKENDS
 from lightexport.cli import cli
 from lightexport.errors import ExitCode, InputFileError
-from tests.cli_output import one_line
+from tests.cli_output import DAMAGES, damaged, one_line
 
 SIZE = 64
 HINT = "pip install 'lightexport[litert]'"
@@ -126,15 +126,12 @@ def test_the_fixed_shape_is_kept_and_another_refused(t0_tflite, t0):
 # --------------------------------------------------------------------------- bad files (checker: stdlib only)
 
 
-@pytest.mark.parametrize("damage", ["junk", "empty", "truncated", "zeroed body", "onnx"])
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_bad_files_are_one_line_never_a_crash(tmp_path, damage):
     from lightexport.exporter.tflite_files import describe
 
     path = tmp_path / "bad.tflite"
-    body = b"\x1c\x00\x00\x00TFL3" + bytes(range(256)) * 64  # a plausible header over junk
-    path.write_bytes({"junk": b"not a model" * 100, "empty": b"", "truncated": body[:4000],
-                      "zeroed body": body[:8] + b"\0" * (len(body) - 8),
-                      "onnx": b"\x08\x07\x12\x07pytorch" * 40}[damage])
+    path.write_bytes(damaged(damage, b"\x1c\x00\x00\x00TFL3"))  # a plausible header over junk
     with pytest.raises(InputFileError) as caught:
         describe(path)
     message = str(caught.value)
