@@ -11,8 +11,10 @@ stdout, and a C++ abort must not take the user's process with it; success is the
 plus the converter's "Converted Success".
 
 - fp32: ``mnnconvert -f ONNX`` with its defaults (the input stays NCHW; ``--keepInputFormat=0``
-  measured wrong results with NCHW feeds) but one: GELU computed exactly (:data:`EXACT`), where
-  the converter's default approximation put FasterNet-T0 over the fp32 limit.
+  measured wrong results with NCHW feeds) but one: GELU computed exactly, where the converter's
+  default approximation put FasterNet-T0 over the fp32 limit; and exactly at the tanh kernel's speed, nearly:
+  MNN's exact kernel (:data:`EXACT`) computes erf element by element, so lightexport rebuilds each GELU from
+  elementwise ops MNN vectorizes first (:mod:`lightexport.exporter.onnx_gelu`).
 - fp16: ``--fp16`` (fp16 weights, 2x smaller; MNN computes in fp32 unless precision=low).
 - int8: ``mnnquant`` on calibration crops, EMA activation ranges, with the classifier kept as a
   MatMul (``--convertMatmulToConv 0``) so its output stays float, and each convolution's bias
@@ -96,6 +98,22 @@ def mnnconvert(onnx_path: Path, out: Path, *flags: str, exact: bool = True) -> s
     return log
 
 
+def _vectorized_gelu(path: Path, folder: Path, notes: list[str]) -> Path:
+    """The ONNX at ``path`` with its exact GELUs and Erfs rebuilt from ops MNN vectorizes
+    (:mod:`lightexport.exporter.onnx_gelu`; MNN's own exact kernels compute erf element by element)."""
+    from lightexport.exporter.onnx_gelu import rewrite_gelu
+    from lightexport.onnxfile import save_onnx
+
+    rewrite = rewrite_gelu(load_onnx(path))
+    if not rewrite.count:
+        return path
+    out = folder / "gelu.onnx"
+    save_onnx(rewrite.model, out)
+    notes.append(f"exact GELU from vectorized elementwise ops ({rewrite.gelus} GELUs"
+                 + (f", {rewrite.erfs} other Erfs" if rewrite.erfs else "") + "): MNN's exact kernel is scalar")
+    return out
+
+
 def _calibration_folder(source, opts: ExportOptions, folder: Path, metadata: dict[str, str]) -> tuple[Path, int, dict]:
     """lightexport's calibration crops as PNGs at the input size, and mnnquant's config for them."""
     from PIL import Image
@@ -160,16 +178,17 @@ def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
         metadata = read_metadata(model)
         metadata["lightexport.precision"] = opts.precision.value
         notes, converted = list(src.notes), work / "model.mnn"
+        onnx_path = _vectorized_gelu(src.path, work, notes) if exact else src.path
         if opts.precision is Precision.FP16:
-            mnnconvert(src.path, converted, "--fp16", exact=exact)
+            mnnconvert(onnx_path, converted, "--fp16", exact=exact)
             notes.append("MNN --fp16: fp16 weights; MNN computes them in fp32 unless run with precision=low")
         elif opts.precision is Precision.INT8 and weight_only:
-            mnnconvert(src.path, converted, "--weightQuantBits", "8", "--hqq", exact=exact)
+            mnnconvert(onnx_path, converted, "--weightQuantBits", "8", "--hqq", exact=exact)
             notes.append("MNN int8 weights (--weightQuantBits 8 --hqq), dequantized to fp32 at load")
             metadata["lightexport.int8"] = json.dumps({"weights": "int8 hqq", "activations": "fp32"})
         elif opts.precision is Precision.INT8:
             float_model = work / "float.mnn"
-            corrected_onnx, corrected = _corrected_onnx(src.path, source, opts, metadata, work)
+            corrected_onnx, corrected = _corrected_onnx(onnx_path, source, opts, metadata, work)
             mnnconvert(corrected_onnx, float_model, "--convertMatmulToConv", "0", exact=exact)
             images, count, config = _calibration_folder(source, opts, work, metadata)
             config_path = work / "quant.json"
@@ -184,7 +203,7 @@ def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
                                                        "kept_float": ["classifier (MatMul)"],
                                                        "bias_corrected": corrected})
         else:
-            mnnconvert(src.path, converted, exact=exact)
+            mnnconvert(onnx_path, converted, exact=exact)
         if not exact:
             metadata["lightexport.mnn_gelu"] = "tanh approximation"
             notes.append("MNN's tanh GELU kernel (--fast-gelu): faster, not exact (FasterNet-T0: 1.04e-4 of range "

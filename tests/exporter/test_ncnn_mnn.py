@@ -130,6 +130,9 @@ def test_mnn_fast_gelu_is_asked_for_recorded_and_less_exact(mnn_model, t0, tmp_p
     fast = api.export(t0, "mnn", output=tmp_path / "fast.mnn", fuse=True, input_size=SIZE, fast_gelu=True)
     assert fast.metadata["lightexport.mnn_gelu"] == "tanh approximation" and "--fast-gelu" in " ".join(fast.notes)
     assert "lightexport.mnn_gelu" not in mnn_model.metadata
+    # the exact default is built from vectorized ops (MNN's own exact kernel is a scalar erf loop)
+    assert "exact GELU from vectorized elementwise ops (14 GELUs)" in " ".join(mnn_model.notes)
+    assert not any("vectorized" in note for note in fast.notes)
     exact = api.verify(mnn_model.path, t0, progress=False).outputs[0].max_rel
     approximate = api.verify(fast.path, t0, progress=False).outputs[0].max_rel
     assert approximate > 10 * exact  # a different kernel, not the same graph twice
