@@ -285,7 +285,7 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
       lightexport suite --models fasternet_t0,mobilenet_v2 --ray auto
     """
     from lightexport.cli.progress import SuiteProgress
-    from lightexport.suite.matrix import build_matrix
+    from lightexport.suite.matrix import build_matrix, emulation_note
     from lightexport.suite.report import HEADER, REPORT_FILES, rows
     from lightexport.suite.session import run_matrix
 
@@ -294,6 +294,9 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
     cells = build_matrix(models, backends, precisions, profiles, sizes, weights)  # selection errors before any bar
     guard([(f"the report's {name}", Path(out) / name) for name in REPORT_FILES],
           [*((f"--weights {m}", p) for m, p in weights.items()), ("--calib", calib)])
+    note = emulation_note(cells, images)
+    if note:
+        err_console.print(f"note: {escape(note)}")
     with SuiteProgress(len(cells), console, err_console) as progress:
         outcome = run_matrix(models, backends, precisions, profiles, out, input_sizes=sizes, weights=weights,
                              calib=calib, inputs=inputs, images=images, runs=runs, on_result=progress.result,

@@ -83,3 +83,26 @@ def build_matrix(models, backends, precisions, profiles, input_sizes: list[int] 
     if not cells:
         raise UsageError("the selection leaves no cell to run (e.g. torch-fused supports only fp32)")
     return cells
+
+
+#: Seconds one 224-px MobileNetV2 crop took per run setting in the emulated arm64 worker (qemu on an AMD EPYC):
+#: the scale of what --images costs there. A cell is judged in every setting its runtime has (pinned, default).
+EMULATED_CROP_S = 3.0
+QUICK_IMAGES = 16
+
+
+def emulation_note(cells: list[Cell], images: int) -> str | None:
+    """One line saying what ``images`` decision crops cost in emulated profiles, when that is many minutes.
+
+    Trained-weight cells are judged on the decision crops, and an emulated crop takes seconds: the default 240
+    made one runtime's arm64 cells take about an hour with MobileNetV2. None when no such cell runs long."""
+    slow = [c for c in cells if c.weights and get_profile(c.profile).emulated]
+    if not slow or images <= QUICK_IMAGES:
+        return None
+    seconds = sum(images * 2 * EMULATED_CROP_S * (c.input_size / 224) ** 2 for c in slow)
+    if seconds < 600:
+        return None
+    profiles = ", ".join(dict.fromkeys(c.profile for c in slow))
+    return (f"{len(slow)} trained-weight cell(s) run under emulation ({profiles}) on {images} decision crops each: "
+            f"about {seconds / 3600:.1f} h at MobileNetV2's emulated rate (~{EMULATED_CROP_S:.0f} s per 224-px crop "
+            f"and setting); --images {QUICK_IMAGES} checks the ARM kernels in a few minutes per cell")

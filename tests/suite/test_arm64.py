@@ -37,6 +37,21 @@ def test_arm64_profiles_run_only_the_runtimes_their_python_has():
     assert {c.input_size for c in cells} == {224}
 
 
+def test_many_decision_crops_under_emulation_are_announced_with_their_cost():
+    """240 crops per trained cell under qemu is about an hour per runtime: the suite says so before it starts."""
+    from lightexport.suite.matrix import emulation_note
+
+    weights = {"mobilenet_v2": "w"}
+    trained = build_matrix("mobilenet_v2", "onnxruntime,openvino", "fp32,int8", "arm64-1t", weights=weights)
+    note = emulation_note(trained, 240)
+    assert note.startswith("4 trained-weight cell(s) run under emulation (arm64-1t) on 240 decision crops")
+    assert "about 1.6 h" in note and "--images 16" in note  # 4 cells x 240 crops x 2 settings x 3 s
+    assert emulation_note(trained, 16) is None  # the quick check
+    assert emulation_note(build_matrix("mobilenet_v2", "onnxruntime", "fp32", "arm64-1t"), 240) is None  # no weights
+    native = build_matrix("mobilenet_v2", "onnxruntime", "fp32", "mobile-1t", weights=weights)
+    assert emulation_note(native, 240) is None
+
+
 def test_stored_reference_judges_like_check_parity(tmp_path):
     """The emulated worker's judge, fed saved outputs, finds what check_parity finds with PyTorch beside it."""
     loaded = load_model("fasternet_t0")
