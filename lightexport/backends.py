@@ -330,7 +330,9 @@ BACKENDS: dict[str, Backend] = {
                                              "faster in MNN, 1.04e-4 of range off (fails fp32 parity).",
                             default=False),),
             precision_help={F16: "fp16 weights (MNN --fp16).",
-                            I8: "int8 with mnnquant on --calib images (EMA ranges; the classifier stays float)."},
+                            I8: "int8 by MNN's converter with lightexport's ranges from --calib images "
+                                "(per-tensor activations, per-channel weights, --int8-keep leading convolutions "
+                                "and the classifier float)."},
             runner="lightexport.parity.runners.mnn:MnnRunner", runner_options=("threads", "inference_precision"),
             metadata="lightexport.parity.runners.mnn:read_metadata", io="lightexport.parity.runners.mnn:read_io",
             settings="lightexport.parity.runners.mnn:run_settings",

@@ -1,7 +1,8 @@
 """PyTorch or ONNX -> MNN (``.mnn``) through MNN's own converter, from lightexport's fused ONNX.
 
 MNN's Python wheel ships its converter and quantizer as C++ entry points (``_tools.mnnconvert``,
-``_tools.mnnquant``), wrapped by console scripts that must not be used: the wrappers import
+``_tools.mnnquant``; lightexport calls only the converter), wrapped by console scripts that must not
+be used: the wrappers import
 ``MNN.tools.utils.log``, which on an ImportError runs ``pip install -U aliyun-log-python-sdk`` and
 then posts the machine id and model details to Alibaba's log service (a network call on the
 user's behalf), and the ``mnnquant`` script of 3.6.1 passes its arguments wrongly and aborts
@@ -16,23 +17,19 @@ plus the converter's "Converted Success".
   MNN's exact kernel (:data:`EXACT`) computes erf element by element, so lightexport rebuilds each GELU from
   elementwise ops MNN vectorizes first (:mod:`lightexport.exporter.onnx_gelu`).
 - fp16: ``--fp16`` (fp16 weights, 2x smaller; MNN computes in fp32 unless precision=low).
-- int8: ``mnnquant`` on calibration crops, EMA activation ranges, with the classifier kept as a
-  MatMul (``--convertMatmulToConv 0``) so its output stays float, and each convolution's bias
-  corrected for its weight rounding first (:func:`_corrected_onnx`): on trained MobileNetV2 (240
-  decision crops, 300 calibration crops) 87.5 % of all decisions and 97.9 % of confident ones
-  (cosine 0.9931), 82.1 / 98.9 % (0.9871) without the correction; EfficientNet-Lite0 89.2 / 100 %,
-  83.8 / 100 % before (KL ranges: 63.8 / 90.5 %, and 66.7 / 96.8 % keeping two
-  convolutions float at each end, which KL honours; ADMM had not finished 100 crops after 18
-  CPU-minutes; EMA with the classifier converted to a conv clipped every logit at 10.9: 54.2 /
-  46.3 %). EMA ignores ``skip_quant_op_names``, so ``--int8-keep`` cannot apply. MNN 3.6.1's
-  converter aborts (``std::out_of_range``) on ONNX Runtime's QDQ files (uint8 or int8, per channel
-  or per tensor), so lightexport's tuned QDQ ONNX cannot be its source.
+- int8: MNN's converter quantizes the convolutions with the parameters lightexport measures
+  (:mod:`lightexport.exporter.mnn_quant`, its ``--compressionParamsFile``): asymmetric per-tensor activation
+  ranges from the calibration images, per-channel weights, the first ``--int8-keep`` convolutions float, each
+  quantized convolution's bias corrected for its weight rounding first (:func:`_corrected_onnx`), and the
+  classifier kept as a MatMul (``--convertMatmulToConv 0``) so it stays float. Trained MobileNetV2 /
+  EfficientNet-Lite0 (240 decision crops, 300 calibration crops): 90.8 / 95.4 % of all decisions, 100 / 100 % of
+  confident ones, cosine 0.9971 / 0.9982. MNN's own ``mnnquant`` (called here before) with EMA ranges and the
+  same correction gave 87.5 / 89.2 %, 97.9 / 100 %, cosine 0.9931 / 0.9934, in seven times the export time; its
+  EMA ignores ``skip_quant_op_names``, its KL ranges (which honour it) kept 63.8 / 66.7 % of MobileNetV2's
+  decisions, and its script aborts in 3.6.1. MNN 3.6.1's converter aborts (``std::out_of_range``) on ONNX
+  Runtime's QDQ files, so those cannot be its source.
   ``weight_only`` (``--weightQuantBits 8 --hqq``) stores int8 weights, dequantized at load: 95.4 /
   100 %, 3.7x smaller, as fast as fp32 on x86.
-
-The calibration crops are lightexport's own (resize, center crop), written as lossless PNGs at
-the model's input size, so MNN's image reader only normalizes them: mean ``255 * mean`` and
-normal ``1 / (255 * std)`` reproduce lightexport's preprocessing to 5e-7.
 """
 
 from __future__ import annotations
@@ -61,9 +58,7 @@ from lightexport.options import DEFAULT_KEEP, ExportOptions
 from lightexport.precision import Precision
 
 CONVERT_TIMEOUT_S = 900
-QUANT_TIMEOUT_S = 3600
 _CONVERT = "import sys, _tools\nsys.exit(0 if _tools.mnnconvert(sys.argv[1:]) else 3)\n"
-_QUANT = "import sys, _tools\n_tools.mnnquant(['mnnquant', sys.argv[1], sys.argv[2], sys.argv[3]])\n"
 
 
 def _child(code: str, args: list[str], timeout: int, what: str) -> str:
@@ -114,45 +109,69 @@ def _vectorized_gelu(path: Path, folder: Path, notes: list[str]) -> Path:
     return out
 
 
-def _calibration_folder(source, opts: ExportOptions, folder: Path, metadata: dict[str, str]) -> tuple[Path, int, dict]:
-    """lightexport's calibration crops as PNGs at the input size, and mnnquant's config for them."""
-    from PIL import Image
-
+def _calibration_batches(source, opts: ExportOptions, metadata: dict[str, str]) -> list:
+    """The calibration images as the model takes them, in the export's batch (a fixed batch takes only it)."""
     from lightexport.calib import ImageFolder
 
-    preprocess = calibration_preprocess(source, opts, metadata)
-    crops = ImageFolder(opts.calib, preprocess).crops(opts.calib_size)
-    images = folder / "calib"
-    images.mkdir()
-    for i, crop in enumerate(crops):
-        Image.fromarray(crop).save(images / f"{i:05d}.png")
-    config = {"format": "RGB", "mean": [255.0 * m for m in preprocess.mean],
-              "normal": [1.0 / (255.0 * s) for s in preprocess.std], "width": preprocess.input_size,
-              "height": preprocess.input_size, "center_crop_h": 1.0, "center_crop_w": 1.0, "path": str(images),
-              "used_image_num": len(crops), "feature_quantize_method": "EMA", "weight_quantize_method": "MAX_ABS",
-              "batch_size": 1}
-    return images, len(crops), config
+    images = ImageFolder(opts.calib, calibration_preprocess(source, opts, metadata))
+    fixed = not opts.dynamic and opts.batch > 1
+    return list(images.batches(opts.batch, opts.calib_size, drop_last=fixed))
 
 
-def _corrected_onnx(path: Path, source, opts: ExportOptions, metadata: dict[str, str], folder: Path
-                    ) -> tuple[Path, int]:
-    """The fused ONNX with each convolution's bias absorbing the mean error its int8 weights will add, and how
-    many were corrected (:mod:`lightexport.exporter.onnx_bias`, input means from the fp32 graph on the calibration
-    images). mnnquant's MAX_ABS weights are ONNX Runtime's rounding (symmetric per channel, 127 steps); the
-    classifier, kept float, is left alone."""
-    from lightexport.calib import ImageFolder
+def _corrected_onnx(path: Path, batches: list, kept: list[str], folder: Path) -> tuple[Path, int]:
+    """The fused ONNX with each convolution to be quantized absorbing, in its bias, the mean error its int8
+    weights will add, and how many were corrected (:mod:`lightexport.exporter.onnx_bias`, input means from the
+    fp32 graph on the calibration images): the weights are rounded as ONNX Runtime's (symmetric per channel, 127
+    steps, :mod:`lightexport.exporter.mnn_quant`). Kept convolutions and the float classifier are left alone."""
     from lightexport.exporter.onnx_bias import correct_weight_rounding
     from lightexport.onnxfile import save_onnx
 
     model = load_onnx(path)
-    images = ImageFolder(opts.calib, calibration_preprocess(source, opts, metadata))
-    fixed = not opts.dynamic and opts.batch > 1
-    batches = list(images.batches(opts.batch, opts.calib_size, drop_last=fixed))
-    others = [n.name for n in model.graph.node if n.op_type != "Conv"]
+    others = [n.name for n in model.graph.node if n.op_type != "Conv" or n.name in kept]
     corrected, names = correct_weight_rounding(model, batches, others)
     out = folder / "corrected.onnx"
     save_onnx(corrected, out)
     return out, len(names)
+
+
+def _int8(onnx_path: Path, source, opts: ExportOptions, metadata: dict[str, str], work: Path, exact: bool,
+          converted: Path) -> list[str]:
+    """Static int8 through MNN's converter with lightexport's own ranges (:mod:`lightexport.exporter.mnn_quant`);
+    its notes."""
+    from lightexport.exporter.mnn_quant import mnn_convolutions, plan
+    from lightexport.exporter.onnx_int8 import resolve_keep
+
+    if opts.int8_keep == "auto":
+        raise UsageError("--int8-keep auto is not offered for MNN (no calibration search here): give a count, "
+                         f"{DEFAULT_KEEP} by default, or module names")
+    kept = resolve_keep(load_onnx(onnx_path, load_weights=False), opts.int8_keep)
+    batches = _calibration_batches(source, opts, metadata)
+    corrected_onnx, corrected = _corrected_onnx(onnx_path, batches, kept, work)
+    float_model = work / "float.mnn"
+    mnnconvert(corrected_onnx, float_model, "--convertMatmulToConv", "0", exact=exact)
+    made = plan(load_onnx(corrected_onnx), mnn_convolutions(float_model), batches, kept)
+    if not made.quantized:
+        raise ExportError("MNN int8: no convolution of the converted model could be matched to the ONNX graph")
+    params = work / "int8.json"
+    params.write_text(json.dumps(made.params))
+    mnnconvert(corrected_onnx, converted, "--convertMatmulToConv", "0", "--compressionParamsFile", str(params),
+               exact=exact)
+    if converted.stat().st_size >= float_model.stat().st_size:  # int8 weights are a quarter of fp32's
+        raise ExportError("mnnconvert applied none of the int8 parameters (the model is no smaller than fp32)")
+    images = sum(len(b) for b in batches)
+    notes = [f"MNN int8: {len(made.quantized)} convolutions quantized by MNN's converter with lightexport's ranges "
+             f"(activations asymmetric per tensor, {made.rule}, on {images} images from {opts.calib}; weights "
+             "symmetric per channel); the classifier stays float (kept as MatMul)",
+             f"bias correction of int8 weight rounding in {corrected} convolutions"]
+    if kept:
+        notes.append(f"kept in float: {', '.join(kept)}")
+    if made.unmatched:
+        notes.append(f"left float (no ONNX convolution found for them): {', '.join(made.unmatched)}")
+    metadata["lightexport.int8"] = json.dumps({
+        "weights": "int8 symmetric per channel", "activations": f"int8 asymmetric per tensor, {made.rule}",
+        "quantizer": "mnnconvert --compressionParamsFile (lightexport ranges)",
+        "kept_float": [*kept, *made.unmatched, "classifier (MatMul)"], "bias_corrected": corrected})
+    return notes
 
 
 def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
@@ -165,8 +184,8 @@ def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
     if weight_only and opts.precision is not Precision.INT8:
         raise UsageError("--weight-only goes with --int8 (int8 weights, fp32 compute)")
     if opts.precision is Precision.INT8:
-        if opts.int8_keep != DEFAULT_KEEP:
-            raise UsageError("MNN's quantizer (EMA ranges) quantizes every convolution: --int8-keep cannot apply")
+        if weight_only and opts.int8_keep != DEFAULT_KEEP:
+            raise UsageError("--int8-keep goes with static int8: --weight-only keeps every activation float")
         if not weight_only:
             opts.require_calibration(source.name if isinstance(source, LoadedModel) else str(source))
     clock = Stopwatch()
@@ -187,21 +206,7 @@ def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
             notes.append("MNN int8 weights (--weightQuantBits 8 --hqq), dequantized to fp32 at load")
             metadata["lightexport.int8"] = json.dumps({"weights": "int8 hqq", "activations": "fp32"})
         elif opts.precision is Precision.INT8:
-            float_model = work / "float.mnn"
-            corrected_onnx, corrected = _corrected_onnx(onnx_path, source, opts, metadata, work)
-            mnnconvert(corrected_onnx, float_model, "--convertMatmulToConv", "0", exact=exact)
-            images, count, config = _calibration_folder(source, opts, work, metadata)
-            config_path = work / "quant.json"
-            config_path.write_text(json.dumps(config, indent=1))
-            _child(_QUANT, [str(float_model), str(converted), str(config_path)], QUANT_TIMEOUT_S, "mnnquant")
-            if not converted.is_file() or not converted.stat().st_size:
-                raise ExportError("mnnquant wrote no model")
-            notes.append(f"MNN int8 (mnnquant, EMA activation ranges, per-channel int8 weights) on {count} crops "
-                         f"from {opts.calib}; the classifier stays float (kept as MatMul)")
-            notes.append(f"bias correction of int8 weight rounding in {corrected} convolutions")
-            metadata["lightexport.int8"] = json.dumps({"weights": "int8", "activations": "int8 EMA",
-                                                       "kept_float": ["classifier (MatMul)"],
-                                                       "bias_corrected": corrected})
+            notes += _int8(onnx_path, source, opts, metadata, work, exact, converted)
         else:
             mnnconvert(onnx_path, converted, exact=exact)
         if not exact:

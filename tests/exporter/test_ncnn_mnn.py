@@ -172,8 +172,10 @@ def test_mnn_trained_int8_keeps_confident_decisions(tmp_path):
     model = api.load("mobilenet_v2", weights=trained_checkpoint("mobilenet_v2"))
     calib = write_calibration_crops(tmp_path / "calib", 64)
     result = api.export(model, "mnn", output=tmp_path / "m.mnn", fuse=True, precision="int8", calib=calib)
-    assert "EMA" in " ".join(result.notes)
-    assert json.loads(result.metadata["lightexport.int8"])["bias_corrected"] == 52  # every conv; the classifier not
+    assert "with lightexport's ranges" in " ".join(result.notes)
+    int8 = json.loads(result.metadata["lightexport.int8"])
+    assert int8["bias_corrected"] == 52 - 3  # every quantized conv: not the 3 kept float, not the classifier
+    assert len(int8["kept_float"]) == 4 and int8["kept_float"][-1] == "classifier (MatMul)"
     report = api.verify(result.path, model, images=96, progress=False)
     assert report.passed, report.all_failures
     assert report.outputs[0].top1_confident >= 0.97
@@ -184,39 +186,55 @@ def test_mnn_trained_int8_keeps_confident_decisions(tmp_path):
 
 
 def test_mnn_int8_biases_absorb_their_weight_rounding_from_an_onnx_file_too(t0, tmp_path):
-    """Every convolution's bias is corrected before mnnquant rounds its weights; the float classifier is not."""
+    """Every quantized convolution's bias is corrected for its weight rounding; kept ones and the classifier not."""
     _needs("MNN")
     import onnx
     from onnx import numpy_helper
 
-    from lightexport.backends import get_backend
     from lightexport.calib import write_sample_photos
     from lightexport.exporter.mnn import _corrected_onnx
-    from lightexport.onnxfile import read_metadata
-    from lightexport.options import ExportOptions
 
     fused = api.export(t0, "onnx", output=tmp_path / "t0.onnx", fuse=True, input_size=SIZE)
     photos = write_sample_photos(tmp_path / "p")
     result = api.export(fused.path, "mnn", output=tmp_path / "q.mnn", precision="int8", calib=photos)
     model = onnx.load(str(fused.path))
-    convs = [n for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2]  # PConvs have no bias
-    assert json.loads(result.metadata["lightexport.int8"])["bias_corrected"] == len(convs) > 10
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    kept = [n.name for n in convs[:3]]
+    biased = [n for n in convs[3:] if len(n.input) > 2]  # PConvs have no bias
+    int8 = json.loads(result.metadata["lightexport.int8"])
+    assert int8["bias_corrected"] == len(biased) > 10 and int8["kept_float"][:3] == kept
 
-    opts = ExportOptions.build(get_backend("mnn"), precision="int8", calib=photos, output=tmp_path / "x.mnn")
-    out, count = _corrected_onnx(fused.path, fused.path, opts, read_metadata(model), tmp_path)
+    batches = [np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)]
+    out, count = _corrected_onnx(fused.path, batches, kept, tmp_path)
     before = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     after = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
     changed = {name for name in before if not np.array_equal(before[name], after[name])}
-    assert count == len(convs) and changed == {n.input[2] for n in convs}  # conv biases, nothing else
+    assert count == len(biased) and changed == {n.input[2] for n in biased}  # those biases, nothing else
 
 
-def test_mnn_int8_keep_is_refused(t0, tmp_path):
+def test_mnn_int8_keep_counts_names_and_refusals(t0, tmp_path):
+    """--int8-keep 0 quantizes every convolution; a module name keeps its convolutions; auto and weight-only
+    with a count are refused in one line."""
     _needs("MNN")
     from lightexport.calib import write_sample_photos
 
-    with pytest.raises(Exception, match="--int8-keep cannot apply"):
-        api.export(t0, "mnn", output=tmp_path / "q.mnn", input_size=SIZE, precision="int8", int8_keep=0,
-                   calib=write_sample_photos(tmp_path / "p"))
+    photos = write_sample_photos(tmp_path / "p")
+    every = api.export(t0, "mnn", output=tmp_path / "all.mnn", fuse=True, input_size=SIZE, precision="int8",
+                       int8_keep=0, calib=photos)
+    assert json.loads(every.metadata["lightexport.int8"])["kept_float"] == ["classifier (MatMul)"]
+    assert "44 convolutions quantized" in " ".join(every.notes)
+    named = api.export(t0, "mnn", output=tmp_path / "stem.mnn", fuse=True, input_size=SIZE, precision="int8",
+                       int8_keep=["patch_embed"], calib=photos)
+    assert json.loads(named.metadata["lightexport.int8"])["kept_float"] == ["/patch_embed/proj/Conv",
+                                                                           "classifier (MatMul)"]
+    assert named.path.stat().st_size > every.path.stat().st_size  # the stem's weights stayed fp32
+    assert api.verify(named.path, t0, progress=False).passed
+    with pytest.raises(UsageError, match="--int8-keep auto is not offered for MNN"):
+        api.export(t0, "mnn", output=tmp_path / "q.mnn", fuse=True, input_size=SIZE, precision="int8", int8_keep="auto",
+                   calib=photos)
+    with pytest.raises(UsageError, match="--weight-only keeps every activation float"):
+        api.export(t0, "mnn", output=tmp_path / "w.mnn", fuse=True, input_size=SIZE, precision="int8", int8_keep=0,
+                   weight_only=True)
 
 
 def test_input_file_error_is_what_a_missing_pair_is(tmp_path):
