@@ -9,6 +9,18 @@ the ``.param``/``.bin`` pair moved into place (atomically, with a provenance sid
 ``.ncnn.json``: ncnn files hold no metadata). pnnx exits 0 even when it leaves ops ncnn cannot
 run (``aten::...``, ``pnnx....`` layers): those are an export error naming the ops.
 
+ncnn's defaults compute in fp16 on ARMv8.2 (``use_fp16_arithmetic``), and there its fp16 depthwise
+convolutions are what moves a trained network's outputs: trained MobileNetV2 on an emulated Cortex-A76
+(4 decision crops) was 2.9e-2 of range off at the defaults, over the fp16 limit; with fp16 arithmetic off
+in only its 17 depthwise convolutions 5.9e-3 (cosine 0.99991), while off in its 35 pointwise ones it stayed
+2.8e-2 and off in the classifier 2.9e-2. (A BatchNorm folded into a 9-tap filter gives it a wide range of
+weights whose products cancel, which fp16 accumulation does not survive.) So the ``.param`` the exporter
+writes sets each depthwise layer's featmask (param 31, bit 0: "no fp16 arithmetic", read by ncnn's
+``load_param`` and applied to that layer alone): ncnn's defaults keep fp16 storage everywhere and fp16
+arithmetic in the convolutions that hold the MACs. Bit 1 (no fp16 storage) is not usable per layer: ncnn
+then feeds the layer its neighbours' fp16 blobs as if fp32 (NaN outputs, measured). x86 has no fp16
+arithmetic, so there the mark changes nothing.
+
 int8 is refused: neither the ncnn wheel nor pnnx ships ncnn2table/ncnn2int8 or a quantization
 API (``ncnn.quantize_to_int8`` quantizes one Mat). An int8 writer of lightexport's own in ncnn's
 layout (measured on trained MobileNetV2, 240 decision crops) kept 72.5 % of all decisions and
@@ -40,7 +52,7 @@ from lightexport.exporter.base import (
     quiet_processes,
     require_model,
 )
-from lightexport.exporter.ncnn_files import check_pair, read_param
+from lightexport.exporter.ncnn_files import FEATMASK, NO_FP16_ARITHMETIC, check_pair, read_param
 from lightexport.fileio import atomic_outputs
 from lightexport.loading import LoadedModel
 from lightexport.options import ExportOptions
@@ -49,6 +61,8 @@ from lightexport.precision import Precision
 #: Layer types pnnx writes for ops it could not lower to ncnn (ncnn would refuse or crash on them).
 UNLOWERED = re.compile(r"^(aten::|pnnx\.|F\.|torch\.|nn\.|Tensor\.|prim::)")
 PNNX_TIMEOUT_S = 900
+#: Layers whose fp16 arithmetic on ARM costs the decisions (see the module docstring).
+FP32_ARITHMETIC = frozenset({"ConvolutionDepthWise", "DeconvolutionDepthWise"})
 
 
 def pnnx_binary() -> Path:
@@ -91,6 +105,25 @@ def convert(module: torch.nn.Module, example: torch.Tensor, folder: Path, *, fp1
     return param, weights
 
 
+def mask_fp16_arithmetic(param: Path, types: frozenset[str] = FP32_ARITHMETIC) -> list[str]:
+    """Set the no-fp16-arithmetic bit in the featmask of each ``types`` layer of ``param`` (edited in place);
+    returns their names. Other bits a layer's mask already has are kept."""
+    lines = param.read_text().splitlines()
+    masked = []
+    for i, line in enumerate(lines[2:], start=2):
+        fields = line.split()
+        if fields[0] not in types:
+            continue
+        key = f"{FEATMASK}="
+        old = next((f for f in fields if f.startswith(key)), None)
+        value = (int(old[len(key):]) if old else 0) | NO_FP16_ARITHMETIC
+        fields = [f for f in fields if f is not old] + [f"{key}{value}"]
+        lines[i] = " ".join(fields)
+        masked.append(fields[1])
+    param.write_text("\n".join(lines) + "\n")
+    return masked
+
+
 def export(source: LoadedModel, opts: ExportOptions) -> ExportResult:
     """Write ``OUT.ncnn.param`` + ``OUT.ncnn.bin`` (+ ``OUT.ncnn.json``, the provenance) from a PyTorch model."""
     backend = opts.backend
@@ -108,7 +141,10 @@ def export(source: LoadedModel, opts: ExportOptions) -> ExportResult:
     work = Path(tempfile.mkdtemp(prefix="lightexport-pnnx-")).resolve()
     try:
         param, weights = convert(module, example, work, fp16=fp16)
+        masked = mask_fp16_arithmetic(param)
+        check_pair(param, weights)
         meta = provenance(loaded, opts, reports)
+        meta["lightexport.ncnn_fp32_arithmetic"] = json.dumps(masked)
         meta["lightexport.ncnn_outputs"] = json.dumps(shapes)
         meta["lightexport.ncnn_weights"] = "fp16" if fp16 else "fp32"
         with atomic_outputs(files) as (tmp_param, tmp_bin, tmp_json):
@@ -121,6 +157,9 @@ def export(source: LoadedModel, opts: ExportOptions) -> ExportResult:
     notes = [r.summary() for r in reports if r.count]
     notes.append(f"pnnx, {'fp16' if fp16 else 'fp32'} weights (pnnx's own default is fp16); ncnn's default options "
                  "compute in fp16 where the CPU has it: parity judges both")
+    if masked:
+        notes.append(f"fp16 arithmetic off in {len(masked)} depthwise convolutions (featmask in the .param): where "
+                     "ncnn's ARM default computes in fp16, they compute in fp32 from fp16 storage")
     return ExportResult(format=backend.name, path=files[0], seconds=clock.seconds, precision=opts.precision,
                         files=files, op_histogram=histogram, metadata=meta, notes=notes, passes=reports)
 

@@ -22,6 +22,9 @@ from lightexport.errors import InputFileError
 MAGIC = "7767517"
 TAG_FP32, TAG_FP16 = 0, 0x01306B47
 #: Layers with weights, and the param ids of (bias_term, weight_data_size); the .bin holds their blobs in order.
+#: ncnn's per-layer feature mask (param id 31, read by ``Net::load_param``) and its bit that turns fp16
+#: arithmetic off for that layer alone.
+FEATMASK, NO_FP16_ARITHMETIC = 31, 1
 WEIGHTED = {"Convolution": (5, 6), "ConvolutionDepthWise": (5, 6), "Deconvolution": (5, 6),
             "DeconvolutionDepthWise": (5, 6), "InnerProduct": (1, 2)}
 
@@ -82,6 +85,16 @@ def read_param(path: str | os.PathLike) -> Param:
     param.inputs = [layer.tops[0] for layer in param.layers if layer.type == "Input"]
     param.outputs = in_torch_order([b for b in dict.fromkeys(produced) if b not in consumed])
     return param
+
+
+def fp16_arithmetic_off(param: Param) -> list[str]:
+    """The layers whose featmask turns fp16 arithmetic off (a mask that is not a number counts as none)."""
+    def mask(layer: Layer) -> int:
+        try:
+            return int(layer.params.get(FEATMASK, "0"))
+        except ValueError:
+            return 0
+    return [layer.name for layer in param.layers if mask(layer) & NO_FP16_ARITHMETIC]
 
 
 def in_torch_order(blobs: list[str]) -> list[str]:

@@ -97,6 +97,7 @@ def test_bad_ncnn_files_are_exit_5_never_a_crash(ncnn_pair, tmp_path, damage):
 
 def test_ncnn_trained_fp16_keeps_decisions(tmp_path):
     _needs("ncnn")
+    from lightexport.exporter.ncnn_files import fp16_arithmetic_off, read_param
     from tests.trained import trained_checkpoint
 
     model = api.load("mobilenet_v2", weights=trained_checkpoint("mobilenet_v2"))
@@ -104,6 +105,37 @@ def test_ncnn_trained_fp16_keeps_decisions(tmp_path):
     report = api.verify(result.path, model, images=48, progress=False)
     assert report.passed, report.all_failures
     assert report.outputs[0].top1_confident == 1.0 and report.outputs[0].top1 >= 0.95
+    # ncnn's ARM default computes in fp16; the .param turns it off in the 17 depthwise convolutions, whose fp16
+    # arithmetic is what moved MobileNetV2's logits over the fp16 limit on ARM (exporter/ncnn.py)
+    param = read_param(result.path)
+    depthwise = [layer.name for layer in param.layers if layer.type == "ConvolutionDepthWise"]
+    assert len(depthwise) == 17 and fp16_arithmetic_off(param) == depthwise
+    assert any("fp16 arithmetic off in 17 depthwise convolutions" in note for note in result.notes)
+
+
+def test_ncnn_default_label_names_the_layers_kept_out_of_fp16_arithmetic(ncnn_pair, tmp_path, monkeypatch):
+    """On an ARMv8.2 CPU the default setting's label says how many layers the .param keeps in fp32 arithmetic; a
+    mask that is not a number counts as none (ncnn refuses the file; reading it is no traceback)."""
+    import shutil
+
+    from lightexport.exporter.ncnn_files import fp16_arithmetic_off, read_param
+    from lightexport.parity.runners import ncnn as runner_module
+
+    param = tmp_path / "t.ncnn.param"
+    for f in ncnn_pair.files:
+        shutil.copy(f, tmp_path / f.name.replace("t0.", "t."))
+    lines = param.read_text().splitlines()
+    convs = [i for i, line in enumerate(lines) if line.startswith("Convolution ")]
+    lines[convs[0]] += " 31=1"
+    lines[convs[1]] += " 31=3"
+    param.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(runner_module, "default_precision", lambda: "fp16 arithmetic")
+    runner = runner_module.NcnnRunner(param, inference_precision=None)
+    runner.activate()
+    assert runner.execution_precision == "fp16 arithmetic, fp32 arithmetic in 2 layers (the .param's featmask)"
+    lines[convs[2]] += " 31=x"
+    param.write_text("\n".join(lines) + "\n")
+    assert len(fp16_arithmetic_off(read_param(param))) == 2
 
 
 # --------------------------------------------------------------------------- MNN

@@ -10,7 +10,9 @@ bare array, a 4-D tensor becomes a 3-D Mat of the wrong axes and runs with 2-10 
 
 ncnn's defaults (``Net()``) turn fp16 storage, packing and arithmetic on wherever the CPU has them
 (on x86 fp16 storage of InnerProduct weights through F16C, compute in fp32; on ARMv8.2 fp16
-arithmetic everywhere): the pinned setting switches them off, and parity judges both.
+arithmetic): the pinned setting switches them off, and parity judges both. lightexport's ``.param`` turns
+fp16 arithmetic off in its depthwise convolutions (each layer's featmask, see :mod:`lightexport.exporter.ncnn`),
+so on ARM the default computes those in fp32 from fp16 storage and the rest in fp16; the label says so.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 
 from lightexport.backends import require
 from lightexport.errors import InputFileError
-from lightexport.exporter.ncnn_files import check_pair, in_torch_order, read_param
+from lightexport.exporter.ncnn_files import check_pair, fp16_arithmetic_off, in_torch_order, read_param
 from lightexport.parity.runners.base import ArtifactIO, Feed, Outputs, Runner, TensorSpec
 from lightexport.parity.settings import RunSetting
 from lightexport.parity.tolerances import coarser
@@ -125,6 +127,9 @@ class NcnnRunner(Runner):
         self.output_names = names if names and len(names) == len(self.blobs_out) else (
             ["logits"] if len(self.blobs_out) == 1 else list(self.blobs_out))
         self.execution_precision = "fp32" if self.inference_precision == "fp32" else default_precision()
+        masked = len(fp16_arithmetic_off(param))
+        if masked and self.execution_precision == "fp16 arithmetic":
+            self.execution_precision = f"fp16 arithmetic, fp32 arithmetic in {masked} layers (the .param's featmask)"
 
     def deactivate_impl(self) -> None:
         del self.net
