@@ -133,6 +133,8 @@ def test_ncnn_default_label_names_the_layers_kept_out_of_fp16_arithmetic(ncnn_pa
     runner = runner_module.NcnnRunner(param, inference_precision=None)
     runner.activate()
     assert runner.execution_precision == "fp16 arithmetic, fp32 arithmetic in 2 layers (the .param's featmask)"
+    computing = sum(1 for layer in read_param(param).layers if layer.type not in runner_module.NOT_COMPUTING)
+    assert runner.layer_precisions == {"f16": computing - 2, "f32": 2}
     lines[convs[2]] += " 31=x"
     param.write_text("\n".join(lines) + "\n")
     assert len(fp16_arithmetic_off(read_param(param))) == 2

@@ -31,6 +31,10 @@ from lightexport.parity.settings import RunSetting
 from lightexport.parity.tolerances import coarser
 from lightexport.precision import Precision
 
+#: Layers that move or hold data and compute nothing (left out of the census of fp16 / fp32 arithmetic).
+NOT_COMPUTING = frozenset({"Input", "Split", "MemoryData", "Reshape", "Flatten", "Permute", "Concat", "Slice", "Crop",
+                           "Noop"})
+
 
 def read_metadata(param_path: Path) -> dict[str, str]:
     """The provenance sidecar ``NAME.ncnn.json`` beside the pair (ncnn files hold no metadata)."""
@@ -130,6 +134,8 @@ class NcnnRunner(Runner):
         masked = len(fp16_arithmetic_off(param))
         if masked and self.execution_precision == "fp16 arithmetic":
             self.execution_precision = f"fp16 arithmetic, fp32 arithmetic in {masked} layers (the .param's featmask)"
+            computing = sum(1 for layer in param.layers if layer.type not in NOT_COMPUTING)
+            self.layer_precisions = {"f16": computing - masked, "f32": masked}  # the census parity's label reads
 
     def deactivate_impl(self) -> None:
         del self.net
