@@ -17,12 +17,13 @@ take the user's process with it; success is the output file plus the converter's
 - fp16: ``--fp16`` (fp16 weights, 2x smaller; MNN computes in fp32 unless precision=low).
 - int8: MNN's converter quantizes the convolutions with the parameters lightexport measures
   (:mod:`lightexport.exporter.mnn_quant`, its ``--compressionParamsFile``): asymmetric per-tensor activation
-  ranges from the calibration images, per-channel weights, the first ``--int8-keep`` convolutions float, each
-  quantized convolution's bias corrected for its weight rounding first (:func:`_corrected_onnx`), and the
-  classifier kept as a MatMul (``--convertMatmulToConv 0``) so it stays float. Trained MobileNetV2 /
-  EfficientNet-Lite0 (240 decision crops, 300 calibration crops): 91.2 / 95.0 % of all decisions, 100 / 100 % of
-  confident ones, cosine 0.9970 / 0.9982. MNN's own ``mnnquant`` (called here before) with EMA ranges and the
-  same correction gave 87.5 / 89.2 %, 97.9 / 100 %, cosine 0.9931 / 0.9934, in 290 s of export instead of 12; its
+  ranges from the calibration images, per-channel weights, the first ``--int8-keep`` convolutions float (5 here,
+  not the 3 of other formats), each quantized convolution's bias corrected for its weight rounding first
+  (:func:`_corrected_onnx`), and the classifier kept as a MatMul (``--convertMatmulToConv 0``) so it stays float.
+  Trained MobileNetV2 / EfficientNet-Lite0 (240 decision crops, 300 calibration crops): 96.7 / 94.6 % of all
+  decisions (keeping 3: 91.2 / 95.0 %), 100 / 100 % of confident ones, cosine 0.9978 / 0.9985. MNN's own
+  ``mnnquant`` (called here before) with EMA ranges and the same correction gave 87.5 / 89.2 %, 97.9 / 100 %,
+  cosine 0.9931 / 0.9934, in 290 s of export instead of 12; its
   EMA ignores ``skip_quant_op_names``, its KL ranges (which honour it) kept 63.8 / 66.7 % of MobileNetV2's
   decisions, and its script aborts in 3.6.1. MNN 3.6.1's converter aborts (``std::out_of_range``) on ONNX
   Runtime's QDQ files, so those cannot be its source.
@@ -52,7 +53,7 @@ from lightexport.exporter.base import (
 from lightexport.fileio import atomic_outputs
 from lightexport.loading import LoadedModel
 from lightexport.onnxfile import load_onnx, op_histogram, read_metadata
-from lightexport.options import DEFAULT_KEEP, ExportOptions
+from lightexport.options import ExportOptions
 from lightexport.precision import Precision
 
 CONVERT_TIMEOUT_S = 900
@@ -141,7 +142,7 @@ def _int8(onnx_path: Path, source, opts: ExportOptions, metadata: dict[str, str]
 
     if opts.int8_keep == "auto":
         raise UsageError("--int8-keep auto is not offered for MNN (no calibration search here): give a count, "
-                         f"{DEFAULT_KEEP} by default, or module names")
+                         f"{opts.backend.int8_keep_default} by default, or module names")
     kept = resolve_keep(load_onnx(onnx_path, load_weights=False), opts.int8_keep)
     batches = _calibration_batches(source, opts, metadata)
     corrected_onnx, corrected = _corrected_onnx(onnx_path, batches, kept, work)
@@ -182,7 +183,7 @@ def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
     if weight_only and opts.precision is not Precision.INT8:
         raise UsageError("--weight-only goes with --int8 (int8 weights, fp32 compute)")
     if opts.precision is Precision.INT8:
-        if weight_only and opts.int8_keep != DEFAULT_KEEP:
+        if weight_only and opts.int8_keep != backend.int8_keep_default:
             raise UsageError("--int8-keep goes with static int8: --weight-only keeps every activation float")
         if not weight_only:
             opts.require_calibration(source.name if isinstance(source, LoadedModel) else str(source))

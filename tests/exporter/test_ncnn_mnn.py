@@ -208,8 +208,8 @@ def test_mnn_trained_int8_keeps_confident_decisions(tmp_path):
     result = api.export(model, "mnn", output=tmp_path / "m.mnn", fuse=True, precision="int8", calib=calib)
     assert "with lightexport's ranges" in " ".join(result.notes)
     int8 = json.loads(result.metadata["lightexport.int8"])
-    assert int8["bias_corrected"] == 52 - 3  # every quantized conv: not the 3 kept float, not the classifier
-    assert len(int8["kept_float"]) == 4 and int8["kept_float"][-1] == "classifier (MatMul)"
+    assert int8["bias_corrected"] == 52 - 5  # every quantized conv: not the 5 kept float (MNN's default), not the FC
+    assert len(int8["kept_float"]) == 6 and int8["kept_float"][-1] == "classifier (MatMul)"
     report = api.verify(result.path, model, images=96, progress=False)
     assert report.passed, report.all_failures
     assert report.outputs[0].top1_confident >= 0.97
@@ -233,10 +233,10 @@ def test_mnn_int8_biases_absorb_their_weight_rounding_from_an_onnx_file_too(t0, 
     result = api.export(fused.path, "mnn", output=tmp_path / "q.mnn", precision="int8", calib=photos)
     model = onnx.load(str(fused.path))
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    kept = [n.name for n in convs[:3]]
-    biased = [n for n in convs[3:] if len(n.input) > 2]  # PConvs have no bias
+    kept = [n.name for n in convs[:5]]
+    biased = [n for n in convs[5:] if len(n.input) > 2]  # PConvs have no bias
     int8 = json.loads(result.metadata["lightexport.int8"])
-    assert int8["bias_corrected"] == len(biased) > 10 and int8["kept_float"][:3] == kept
+    assert int8["bias_corrected"] == len(biased) > 10 and int8["kept_float"][:5] == kept
 
     batches = [np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)]
     out, count = _corrected_onnx(fused.path, batches, kept, tmp_path)
@@ -263,7 +263,7 @@ def test_mnn_int8_keep_counts_names_and_refusals(t0, tmp_path):
                                                                            "classifier (MatMul)"]
     assert named.path.stat().st_size > every.path.stat().st_size  # the stem's weights stayed fp32
     assert api.verify(named.path, t0, progress=False).passed
-    with pytest.raises(UsageError, match="--int8-keep auto is not offered for MNN"):
+    with pytest.raises(UsageError, match="--int8-keep auto is not offered for MNN.*5 by default"):
         api.export(t0, "mnn", output=tmp_path / "q.mnn", fuse=True, input_size=SIZE, precision="int8", int8_keep="auto",
                    calib=photos)
     with pytest.raises(UsageError, match="--weight-only keeps every activation float"):
