@@ -36,6 +36,30 @@ def test_qdq_onnx_from_photos(tmp_path, photos, t0):
     assert report.outputs[0].cosine > 0.98, report.failures
 
 
+def test_qdq_onnx_runs_gelus_and_the_classifier_in_float_where_ort_is_fastest(tmp_path, photos, t0):
+    """FasterNet-T0's 14 GELUs are ORT's fused Gelu between Q/DQ (not 5 quantized ops each); its classifier
+    keeps fp32 weights (no DequantizeLinear to run per call) and no bias shift for a rounding it no longer has;
+    TensorRT's symmetric form has no com.microsoft op."""
+    from onnx import numpy_helper
+
+    fp32 = api.export(t0, "onnx", output=tmp_path / "t0.onnx", fuse=True)
+    result = api.export(t0, "onnx", output=tmp_path / "t0_int8.onnx", fuse=True, precision="int8", calib=photos,
+                        calib_size=8)
+    model = onnx.load(str(result.path))
+    ops = [(n.op_type, n.domain) for n in model.graph.node]
+    assert ops.count(("Gelu", "com.microsoft")) == 14 and ("Erf", "") not in ops
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    reference = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(fp32.path)).graph.initializer}
+    assert weights[gemm.input[1]].dtype == np.float32
+    np.testing.assert_array_equal(weights[gemm.input[2]], reference[gemm.input[2]])  # the bias is untouched
+    assert "14 exact GELUs computed in float" in " ".join(result.notes)
+    assert _parity(result.path, t0).outputs[0].cosine > 0.98
+    trt = api.export(t0, "onnx", output=tmp_path / "t0_sym.onnx", fuse=True, precision="int8", calib=photos,
+                     calib_size=8, int8_symmetric=True)
+    assert not any(n.domain == "com.microsoft" for n in onnx.load(str(trt.path)).graph.node)
+
+
 def test_int8_ir_from_photos(tmp_path, photos, t0):
     result = api.export(t0, "openvino", output=tmp_path / "t0_int8.xml", fuse=True, precision="int8", calib=photos,
                         calib_size=8)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from onnx import TensorProto, helper, numpy_helper
 
-from lightexport.exporter.onnx_gelu import rewrite_gelu
+from lightexport.exporter.onnx_gelu import fuse_gelu_ort, gelu_node_names, rewrite_gelu
 
 ort = pytest.importorskip("onnxruntime")
 SQRT2 = math.sqrt(2.0)
@@ -128,3 +128,20 @@ def test_a_network_keeps_its_outputs_names_and_order():
     onnx.checker.check_model(rewrite.model)
     for got, want in zip(_run(rewrite.model, X), _run(model, X)):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("form", [f for f in FORMS if f != "opset 20 Gelu"])
+def test_each_erf_chain_becomes_one_ort_gelu_with_the_same_values(form):
+    """int8's CPU form writes each float GELU as ONNX Runtime's own Gelu (ORT cannot fuse it in a QDQ graph)."""
+    model = _model(FORMS[form])
+    assert len(gelu_node_names(model)) == 1 and len(gelu_node_names(model)[0]) == 5  # Div/Mul, Erf, Add, 2 Muls
+    fused, count = fuse_gelu_ort(model)
+    assert count == 1
+    assert [(n.op_type, n.domain) for n in fused.graph.node] == [("Gelu", "com.microsoft")]
+    assert any(o.domain == "com.microsoft" for o in fused.opset_import)
+    np.testing.assert_allclose(_run(fused, X)[0], _gelu(X), rtol=1e-6, atol=1e-6)
+
+
+def test_a_chain_read_in_the_middle_is_not_fused():
+    model = _model(FORMS["x then half"], outputs=("y", "e1"))
+    assert gelu_node_names(model) == [] and fuse_gelu_ort(model)[1] == 0
