@@ -439,5 +439,22 @@ def _print_layers(artifacts, threads: int, reference, input_size: int | None, ba
         for name, kind, us in rows[:count]:
             table.add_row(name[-60:], kind, f"{us:.0f}", f"{us / total:.1%}")
         console.print(table)
-        found[str(path)] = [{"layer": n, "kind": k, "us": us} for n, k, us in rows[:count]]
+        kinds = _by_kind(rows)
+        table = Table("kind", "layers", "us", "share", title=f"{Path(path).name}: time by kind")
+        for kind, (n, us) in list(kinds.items())[:count]:
+            table.add_row(kind, str(n), f"{us:.0f}", f"{us / total:.1%}")
+        console.print(table)
+        found[str(path)] = {"slowest": [{"layer": n, "kind": k, "us": us} for n, k, us in rows[:count]],
+                            "by_kind": [{"kind": k, "layers": n, "us": us} for k, (n, us) in kinds.items()],
+                            "total_us": total}
     return found
+
+
+def _by_kind(rows: list[tuple[str, str, float]]) -> dict[str, tuple[int, float]]:
+    """Layer count and time per kind, the costliest kind first: FasterNet-T0's int8 GELUs were five op kinds of
+    14 small layers each, 2.2 of its 8.7 ms, with one of those 70 layers among its 25 slowest."""
+    kinds: dict[str, tuple[int, float]] = {}
+    for _, kind, us in rows:
+        n, total = kinds.get(kind, (0, 0.0))
+        kinds[kind] = (n + 1, total + us)
+    return dict(sorted(kinds.items(), key=lambda item: -item[1][1]))

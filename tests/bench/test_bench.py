@@ -122,6 +122,21 @@ def test_bench_cli_batch_and_f32_only(tmp_path):
     assert all(r["batch"] == 2 for r in report["results"])
 
 
+def test_bench_layers_lists_the_slowest_and_the_time_by_kind(tmp_path):
+    """--layers N: the N slowest layers and every kind's total, which add up to the profiler's total."""
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", "mobilenet_v3_small", "--input-size", "64", "--runs", "2", "--warmup",
+                                      "0", "--formats", "onnx", "--layers", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "slowest" in result.output and "Gemm" in result.output  # both tables printed
+    (layers,) = json.loads(out.read_text())["benchmarks"][0]["layers"].values()
+    slowest, kinds = layers["slowest"], layers["by_kind"]
+    assert len(slowest) == 3 and slowest[0]["us"] >= slowest[-1]["us"]
+    assert [k["us"] for k in kinds] == sorted((k["us"] for k in kinds), reverse=True)
+    assert sum(k["us"] for k in kinds) == pytest.approx(layers["total_us"])
+    assert "Conv" in {k["kind"] for k in kinds} and sum(k["layers"] for k in kinds) > 3
+
+
 def test_bench_int8_exports_keep_what_int8_keep_asks(tmp_path):
     from lightexport.bench.compare import group_targets
     from lightexport.onnxfile import read_metadata
