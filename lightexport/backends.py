@@ -426,6 +426,22 @@ def get_backend(name: str) -> Backend:
     return backend
 
 
+def artifact_path(backend: Backend, output: str | Path) -> Path:
+    """``-o`` as the artifact ``backend`` writes: unchanged when it ends in one of the record's suffixes, the
+    record's suffix added when it ends in none lightexport knows (``-o out/mv2`` -> ``out/mv2.ncnn.param``: a
+    file without one could not be read back, not even by ``--check``), and a usage error when it names another
+    format's file (``-o m.onnx --format mnn``)."""
+    output = Path(output)
+    name = output.name.lower()
+    if any(name.endswith(s) for s in backend.suffixes):
+        return output
+    other = next((b for b in BACKENDS.values() for s in b.suffixes if name.endswith(s)), None)
+    if other is not None:
+        raise UsageError(f"-o {output}: a name for --format {other.name}; --format {backend.name} writes "
+                         f"{' or '.join(backend.suffixes)} (e.g. {output.with_suffix('')}{backend.suffix})")
+    return output.with_name(output.name + backend.suffix)
+
+
 def backend_for_path(path: str | Path) -> Backend:
     """The record whose suffixes end ``path``'s name (the longest first: ``.ncnn.param`` before ``.param``)."""
     name = Path(path).name.lower()

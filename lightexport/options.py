@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from lightexport.backends import DEFAULT_KEEP, Backend  # DEFAULT_KEEP: most formats' --int8-keep
+from lightexport.backends import DEFAULT_KEEP, Backend, artifact_path  # DEFAULT_KEEP: most formats' --int8-keep
 from lightexport.errors import UsageError
 from lightexport.precision import Precision
 
@@ -154,7 +154,7 @@ class ExportOptions:
             if flag in given and not isinstance(given[flag], bool):
                 raise UsageError(f"{flag} is True or False, got {given[flag]!r}")
         return cls(
-            output=Path(output) if output is not None else None,
+            output=artifact_path(backend, output) if output is not None else None,
             passes=tuple(passes) if passes else None,
             input_size=check_input_size(given.pop("input_size", None)),
             batch=check_batch(given.pop("batch", 1)),

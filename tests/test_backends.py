@@ -97,3 +97,26 @@ def test_triton_reads_its_tensors(fake, exported):
 
     io = read_io(exported.path)
     assert [(t.name, triton_type(t), t.shape) for t in io.inputs] == [("input", "TYPE_FP32", (1, 3, 64, 64))]
+
+
+def test_an_output_without_the_formats_suffix_gets_it_and_another_formats_name_is_refused(tmp_path):
+    """-o out/mv2 writes what lightexport can read back (out/mv2.ncnn.param), -o m.onnx for MNN is one line."""
+    from lightexport.backends import artifact_path, backend_for_path
+    from lightexport.errors import UsageError
+
+    for backend in BACKENDS.values():
+        made = artifact_path(backend, tmp_path / "model")
+        assert made == tmp_path / f"model{backend.suffix}" and backend_for_path(made) is backend
+        assert artifact_path(backend, made) == made  # its own suffix is kept, in any case
+        upper = tmp_path / f"model{backend.suffix.upper()}"
+        assert artifact_path(backend, upper) == upper
+    assert artifact_path(BACKENDS["ncnn"], "out/mv2.v2").name == "mv2.v2.ncnn.param"  # an unknown suffix is a name
+    with pytest.raises(UsageError, match=r"-o m.onnx: a name for --format onnx; --format mnn writes .mnn \(e.g. m."):
+        artifact_path(BACKENDS["mnn"], "m.onnx")
+
+
+def test_export_to_a_bare_name_checks_the_file_it_wrote(tmp_path):
+    result = CliRunner().invoke(lightexport.cli.cli, ["onnx", "mobilenet_v3_small", "--input-size", "64", "-o",
+                                                      str(tmp_path / "plain"), "--check"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "plain.onnx").is_file() and not (tmp_path / "plain").exists()
