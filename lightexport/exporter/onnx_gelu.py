@@ -1,4 +1,6 @@
-"""Exact GELU and erf rebuilt from elementwise ops, for a runtime whose own exact kernels are scalar (MNN).
+"""Exact GELU and erf rebuilt from elementwise ops, for a runtime whose own exact kernels are scalar (MNN);
+and the same GELU chains found for int8 (:func:`gelu_node_names`: they stay float) and written as ONNX Runtime's
+one fused kernel (:func:`fuse_gelu_ort`).
 
 MNN 3.6.1's CPU backend has two GELU kernels: the tanh approximation (vectorized, 4.7e-4 off at
 x = 2.7, which put FasterNet-T0's fp32 logits 1.04e-4 of their range from PyTorch's, over the fp32
@@ -232,7 +234,6 @@ def rewrite_gelu(model: onnx.ModelProto) -> GeluRewrite:
     out.graph.initializer.extend(c for b in replaced.values() for c in b.constants)
     _drop_dead(out.graph)
     return GeluRewrite(out, gelus, erfs)
-
 
 
 def _chain(graph: _Graph, x: str, y: str) -> list[onnx.NodeProto]:
