@@ -427,10 +427,10 @@ def get_backend(name: str) -> Backend:
 
 
 def artifact_path(backend: Backend, output: str | Path) -> Path:
-    """``-o`` as the artifact ``backend`` writes: unchanged when it ends in one of the record's suffixes, the
-    record's suffix added when it ends in none lightexport knows (``-o out/mv2`` -> ``out/mv2.ncnn.param``: a
-    file without one could not be read back, not even by ``--check``), and a usage error when it names another
-    format's file (``-o m.onnx --format mnn``)."""
+    """``-o`` as the artifact ``backend`` writes: the record's suffix added to a name that has none (``-o out/mv2``
+    -> ``out/mv2.ncnn.param``: a file without one could not be read back, not even by ``--check``), a usage
+    error for a name with another format's suffix (``-o m.onnx --format mnn``), and any other name as given
+    (the output guard then judges it: ``-o model.pth`` may be the checkpoint itself)."""
     output = Path(output)
     name = output.name.lower()
     if any(name.endswith(s) for s in backend.suffixes):
@@ -439,7 +439,7 @@ def artifact_path(backend: Backend, output: str | Path) -> Path:
     if other is not None:
         raise UsageError(f"-o {output}: a name for --format {other.name}; --format {backend.name} writes "
                          f"{' or '.join(backend.suffixes)} (e.g. {output.with_suffix('')}{backend.suffix})")
-    return output.with_name(output.name + backend.suffix)
+    return output if output.suffix else output.with_name(output.name + backend.suffix)
 
 
 def backend_for_path(path: str | Path) -> Backend:
