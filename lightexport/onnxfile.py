@@ -62,3 +62,19 @@ def check_model(model: onnx.ModelProto) -> None:
 def save_onnx(model: onnx.ModelProto, output: Path) -> None:
     with atomic_output(output) as tmp:
         onnx.save(model, str(tmp))
+
+
+def module_of(node_name: str) -> str:
+    """The PyTorch module a node of torch's ONNX export came from, as ``named_modules`` names it.
+
+    The exporter names each scope level by the module's name within the nearest enclosing module that is not a
+    container: ``features.1.conv.0.0``'s convolution is ``/features/features.1/conv/conv.0/conv.0.0/Conv``. A
+    level that extends the previous one by ``.`` (``conv`` -> ``conv.0``) is a container's child and replaces it.
+    """
+    parts: list[str] = []
+    for level in node_name.strip("/").split("/")[:-1]:
+        if parts and level.startswith(parts[-1] + "."):
+            parts[-1] = level
+        else:
+            parts.append(level)
+    return ".".join(parts)

@@ -65,6 +65,7 @@ import onnx
 
 from lightexport.errors import ExportError, UsageError
 from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, search_keep
+from lightexport.onnxfile import module_of
 from lightexport.options import DEFAULT_KEEP
 
 # Ops TensorRT and ORT both run as int8; everything else stays in float between Q/DQ pairs. Clip and
@@ -129,11 +130,12 @@ def resolve_keep(model: onnx.ModelProto, keep: int | str | list[str] | tuple[str
                              "can stay float (all of them is not int8)")
         return convs[:keep]
     names = [keep] if isinstance(keep, str) else list(keep)
+    modules = {n.name: module_of(n.name) for n in model.graph.node}
     chosen = []
     for name in names:
         scope = "/" + name.strip("/").replace(".", "/") if "/" not in name else name
-        hits = [n.name for n in model.graph.node if n.name == name or scope + "/" in n.name + "/"
-                or f"/{name}/" in n.name]
+        hits = [node for node, module in modules.items() if node == name or scope + "/" in node + "/"
+                or module == name or module.startswith(name + ".")]
         if not hits:
             raise UsageError(f"int8 keep: no node or module {name!r} in the graph")
         chosen += [h for h in hits if h not in chosen]

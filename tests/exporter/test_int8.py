@@ -6,6 +6,7 @@ import pytest
 
 from lightexport import api
 from lightexport.calib import ImageFolder, Preprocess, write_sample_photos
+from lightexport.errors import UsageError
 from lightexport.loading import load_model
 from lightexport.parity import check_parity, make_inputs, runner_for
 
@@ -203,3 +204,33 @@ def test_int8_ir_with_a_fixed_batch_calibrates_in_batches_of_that_size(tmp_path,
     assert list(model.inputs[0].get_partial_shape().to_shape()) == [2, 3, 64, 64]
     assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
     assert any(n.startswith("int8 keep auto: calibration cosine") for n in result.notes)
+
+
+def test_keep_by_module_name_finds_modules_nested_in_containers(tmp_path):
+    """torch's ONNX export names ``features.1.conv.0.0``'s conv ``/features/features.1/conv/conv.0/conv.0.0/Conv``:
+    ``--int8-keep features.1.conv.0`` (a name from ``named_modules``) must find it, and nothing but it."""
+    from lightexport.exporter.onnx_int8 import resolve_keep
+    from lightexport.onnxfile import module_of
+
+    loaded = load_model("mobilenet_v2")
+    path = api.export(loaded, "onnx", output=tmp_path / "mv2.onnx", fuse=True).path
+    model = onnx.load(str(path))
+    modules = dict(loaded.module.named_modules())
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert all(module_of(n.name) in modules for n in model.graph.node if "/" in n.name)
+    names = [n.name for n in convs]
+
+    def kept_convs(keep):
+        return [name for name in resolve_keep(model, keep) if name in names]
+
+    assert kept_convs(["features.1.conv.0"]) == [names[1]]
+    assert kept_convs("features.1") == names[1:3]
+    assert kept_convs(["features.0", "features.1.conv.1"]) == [names[0], names[2]]
+    with pytest.raises(UsageError, match="no node or module 'features.1.conv.9'"):
+        resolve_keep(model, ["features.1.conv.9"])
+    ov = pytest.importorskip("openvino")
+    from lightexport.exporter.openvino import keep_scope
+
+    ir = ov.convert_model(str(path))  # OpenVINO from the ONNX file names its ops after the ONNX nodes
+    assert keep_scope(ir, ["features.1.conv.0"]) == [op.get_friendly_name() for op in ir.get_ordered_ops()
+                                                     if op.get_type_name() in ("Convolution", "GroupConvolution")][1:2]
