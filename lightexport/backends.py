@@ -136,6 +136,8 @@ class Backend:
     int8_keep_default: int | str = DEFAULT_KEEP
     #: the calibration logit cosine ``--int8-keep auto`` must reach; None: ``options.AUTO_TARGET``
     int8_auto_target: float | None = None
+    #: the searching ``--int8-keep`` words its exporter runs (``exporter.keep_search.SEARCHES``); others are refused
+    int8_searches: tuple[str, ...] = ()
     #: aarch64 wheels the emulated arm64 worker needs to run it; () means it does not run there
     aarch64_wheels: tuple[str, ...] = ()
     #: "module:function" (cache dir, on_step) -> env: native pieces the emulated worker needs beyond wheels (built once
@@ -228,6 +230,7 @@ BACKENDS: dict[str, Backend] = {
             ceiling="lightexport.parity.runners.onnxruntime:kernel_probe",
             naive="lightexport.exporter.onnx:naive_export", naive_label="naive torch.onnx.export",
             module="onnxruntime", install_hint="pip install onnxruntime", isa_cap=False, int16_pairs=True,
+            int8_keep_default="lean", int8_searches=("auto", "lean"),
             aarch64_wheels=("onnxruntime",),
             triton=(("onnxruntime", "backend:onnxruntime", "model.onnx"),
                     ("python-ort", "python:onnxruntime", "model.onnx")),
@@ -264,6 +267,7 @@ BACKENDS: dict[str, Backend] = {
             naive="lightexport.exporter.openvino:naive_export", naive_label="naive ov.convert_model",
             companions=(".bin",), module="openvino", install_hint="pip install 'lightexport[openvino]'",
             accepts_onnx=True, aarch64_wheels=("openvino",), int16_pairs=True,
+            int8_keep_default="lean", int8_searches=("auto", "lean"),
             triton=(("openvino", "backend:openvino", "model.xml"),
                     ("python-openvino", "python:openvino", "model.xml")),
             helpers=("lightexport.exporter.openvino_pin",),
@@ -295,6 +299,7 @@ BACKENDS: dict[str, Backend] = {
             io="lightexport.parity.runners.tensorrt:read_io",
             companions=("+.json",), module="tensorrt",
             install_hint="pip install tensorrt (on a machine with an NVIDIA GPU)", accepts_onnx=True, cpu=False,
+            int8_searches=("auto", "lean"),  # its QDQ ONNX is searched in ONNX Runtime, as the onnx format's
             triton=(("tensorrt", "platform:tensorrt_plan", "model.plan"),),
             helpers=("lightexport.exporter.trt_preflight",),
             command="trt", examples=(
@@ -362,7 +367,7 @@ BACKENDS: dict[str, Backend] = {
             # auto (regions at both ends, searched on calibration images) keeps 97.5 % of its decisions
             int8_keep_default="auto",
             # at 0.9975 auto kept 16 convs float on trained MobileNetV2 and 92.1 % of decisions; at 0.998, 24 and 97.5 %
-            int8_auto_target=0.998,
+            int8_auto_target=0.998, int8_searches=("auto",),
             helpers=("lightexport.exporter.pte_files",),
         ),
         Backend(
@@ -382,6 +387,7 @@ BACKENDS: dict[str, Backend] = {
             companions=("+.json",), module="ai_edge_litert", install_hint="pip install 'lightexport[litert]'",
             isa_cap=False,  # XNNPACK picks kernels from CPUID; no environment variable caps it
             aarch64_wheels=("ai-edge-litert",),  # manylinux_2_27: the runtime alone, no JAX
+            int8_searches=("auto",),
             helpers=("lightexport.exporter.tflite_files",),
         ),
     )

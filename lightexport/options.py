@@ -50,6 +50,8 @@ BOUNDS: dict[str, tuple[int, int]] = {
 
 #: The logit cosine ``--int8-keep auto`` reaches on calibration images (see exporter.keep_search).
 AUTO_TARGET = 0.9975
+#: The ``--int8-keep`` words that search on calibration images (what each tries: ``exporter.keep_search.SEARCHES``).
+KEEP_SEARCHES = ("auto", "lean")
 
 
 def check_int(name: str, value: Any, what: str | None = None) -> int:
@@ -71,23 +73,24 @@ def check_batch(batch: int) -> int:
 
 
 def parse_keep(value: int | str | list[str] | tuple[str, ...] | None) -> int | str | tuple[str, ...]:
-    """``--int8-keep``: a count of leading convolutions, ``auto``, or module names (comma-separated or a list)."""
+    """``--int8-keep``: a count of leading convolutions, a search (``auto``, ``lean``), or module names
+    (comma-separated or a list)."""
     if value is None:
         return DEFAULT_KEEP
     if isinstance(value, bool):
-        raise UsageError(f"--int8-keep takes N, auto or module names, got {value!r}")
+        raise UsageError(f"--int8-keep takes N, auto, lean or module names, got {value!r}")
     if isinstance(value, int):
         return check_int("int8_keep", value)
     if isinstance(value, str):
         text = value.strip()
-        if text == "auto":
+        if text in KEEP_SEARCHES:
             return text
         if text.isdigit():
             return check_int("int8_keep", int(text))
         value = [part for part in text.split(",")]
     names = tuple(str(v).strip() for v in value)
     if not names or any(not n for n in names):
-        raise UsageError(f"--int8-keep takes N, auto or comma-separated module names, got {value!r}")
+        raise UsageError(f"--int8-keep takes N, auto, lean or comma-separated module names, got {value!r}")
     return names
 
 
@@ -142,6 +145,11 @@ class ExportOptions:
             raise UsageError("--calib goes with --int8 (calibration images set int8 activation ranges)")
         asked_keep = given.pop("int8_keep", None)
         keep = backend.int8_keep_default if asked_keep is None else parse_keep(asked_keep)
+        if isinstance(keep, str) and keep not in backend.int8_searches:
+            offered = " or ".join(backend.int8_searches)
+            raise UsageError(f"--int8-keep {keep} is not offered for {backend.name}: give a count "
+                             f"({backend.int8_keep_default} by default), module names" +
+                             (f", or {offered}" if offered else ""))
         if keep != backend.int8_keep_default and precision is not Precision.INT8:
             raise UsageError("--int8-keep goes with --int8")
         passes = given.pop("passes", None)

@@ -347,7 +347,7 @@ def arm64_setup_cmd() -> None:
                    "judged against the ceiling of the precision its layers ran in.")
 @click.option("--calib", type=click.Path(file_okay=False),
               help="Calibration images for --precision int8 (default: the bundled sample photos).")
-@click.option("--int8-keep", metavar="N|auto|MODULES",
+@click.option("--int8-keep", metavar="N|auto|lean|MODULES",
               help="What --precision int8 exports keep float, as `lightexport export --int8-keep` (default: each "
                    "format's).")
 @click.option("--refresh-ceilings", is_flag=True, help="Measure this machine's ceilings again (they are cached).")

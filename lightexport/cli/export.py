@@ -85,10 +85,11 @@ def _common_options(precisions: list[Precision], precision_help: dict[Precision,
         click.option("--calib", type=click.Path(file_okay=False), help="Folder of representative images for --int8."),
         click.option("--calib-size", type=bounded("calib_size"), default=300, show_default=True,
                      help="Number of calibration images (fewer if the folder holds fewer)."),
-        click.option("--int8-keep", metavar="N|auto|MODULES", default=str(DEFAULT_KEEP),
+        click.option("--int8-keep", metavar="N|auto|lean|MODULES", default=str(DEFAULT_KEEP),
                      help="Layers int8 leaves in float: the first N convs, 'auto' (the fewest whose int8 model "
-                          f"reaches an output cosine of {_targets()} on calibration images) or comma-separated "
-                          "module names. Default: " + ", ".join(
+                          f"reaches an output cosine of {_targets()} on calibration images), 'lean' (auto's rule "
+                          f"over {DEFAULT_KEEP} and none: {DEFAULT_KEEP} unless keeping none does as well) or "
+                          "comma-separated module names. Default: " + ", ".join(
                               [str(DEFAULT_KEEP)] + [f"{b.name} {b.int8_keep_default}" for b in BACKENDS.values()
                                                      if b.int8_keep_default != DEFAULT_KEEP]) + "."),
         click.option("--check", is_flag=True, help="Run parity against the unfused PyTorch model after export."),

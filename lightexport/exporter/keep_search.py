@@ -1,4 +1,4 @@
-"""``--int8-keep auto``: how many leading convolutions stay float, chosen on the calibration images.
+"""``--int8-keep auto`` and ``lean``: how many leading convolutions stay float, chosen on the calibration images.
 
 The layers that carry the most int8 error in mobile networks are the first ones (stem, first
 depthwise, first expansion): every later layer inherits their error. Keeping the first N float
@@ -6,11 +6,19 @@ costs speed, so ``auto`` keeps the fewest N whose int8 model reaches AUTO_TARGET
 against the float model on AUTO_IMAGES calibration images (never the decision set; for a
 backbone, the lowest cosine over its feature maps). One search
 for every runtime: the exporter supplies how to build and score a candidate.
+
+``lean`` is the same rule over two counts only, none and the default DEFAULT_KEEP, none tried
+first: it keeps the default's float layers where they buy accuracy (trained MobileNetV2, ONNX
+Runtime: calibration cosine 0.9910 keeping none, 0.9961 keeping 3) and drops them where the
+network's int8 error is not in its first layers (FasterNet in OpenVINO: 0.9983-0.9988 whatever is
+kept, and keeping none reaches the target at once, one quantization); at most one quantization
+more than a fixed count, instead of auto's three or more.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -30,6 +38,21 @@ AUTO_IMAGES = 64
 #: error is spread over the whole network, not its first layers), and the old rule kept 12.
 NEAR_BEST = 0.05
 
+
+@dataclass(frozen=True)
+class Search:
+    """What one searching ``--int8-keep`` word tries: its counts (None: AUTO_STEPS as it is when searched) and the
+    count tried first (the search walks from it, see :func:`auto_search_order`)."""
+
+    steps: tuple[int, ...] | None = None
+    start: int = DEFAULT_KEEP
+
+
+#: The ``--int8-keep`` words that search over leading counts (a format with a search of its own, ExecuTorch's and
+#: LiteRT's regions at both ends, passes its steps itself). ``lean`` starts from none: where keeping none reaches
+#: the target, that is the answer after one quantization.
+SEARCHES: dict[str, Search] = {"auto": Search(), "lean": Search((0, DEFAULT_KEEP), start=0)}
+
 T = TypeVar("T")
 
 
@@ -47,8 +70,9 @@ def calibration_cosine(reference: Sequence[np.ndarray], outputs: Sequence[np.nda
     return min(mean_cosine(a, b) for a, b in zip(reference, outputs, strict=True))
 
 
-def auto_search_order(steps: list[int], meets) -> list[int]:
-    """The counts ``keep="auto"`` tries, from DEFAULT_KEEP outward, given ``meets(count)`` (does it reach the target).
+def auto_search_order(steps: list[int], meets, start: int = DEFAULT_KEEP) -> list[int]:
+    """The counts a search tries, from ``start`` (DEFAULT_KEEP for ``auto``) outward, given ``meets(count)`` (does it
+    reach the target).
 
     Cosine grows with the number of float-kept convs (measured: MobileNetV2 0.9936, 0.9956,
     0.9970, 0.9972, 0.9974, 0.9979 for 0/1/2/3/4/6 kept), so the fewest count that meets the
@@ -57,10 +81,10 @@ def auto_search_order(steps: list[int], meets) -> list[int]:
     """
     if not steps:
         return []
-    start = max((i for i, c in enumerate(steps) if c <= DEFAULT_KEEP), default=0)
-    tried = [steps[start]]
-    direction = -1 if meets(steps[start]) else 1
-    i = start + direction
+    first = max((i for i, c in enumerate(steps) if c <= start), default=0)
+    tried = [steps[first]]
+    direction = -1 if meets(steps[first]) else 1
+    i = first + direction
     while 0 <= i < len(steps):
         tried.append(steps[i])
         if meets(steps[i]) != (direction == -1):  # going down: stop at the first miss; going up: at the first hit
@@ -70,7 +94,7 @@ def auto_search_order(steps: list[int], meets) -> list[int]:
 
 
 def search_keep(available: int, build: Callable[[int], tuple[float, T]],
-                steps: Sequence[int] | None = None, target: float | None = None
+                steps: Sequence[int] | None = None, target: float | None = None, start: int = DEFAULT_KEEP
                 ) -> tuple[int, dict[int, tuple[float, T]]]:
     """Choose the float-kept count: the fewest tried that reaches ``target`` (AUTO_TARGET unless a format's
     exporter needs another); if none does, the fewest whose error is within NEAR_BEST of the best tried
@@ -79,7 +103,7 @@ def search_keep(available: int, build: Callable[[int], tuple[float, T]],
     ``build(count)`` makes the candidate with the first ``count`` convolutions float (or whatever
     ``count`` means to the caller: ExecuTorch keeps that many at each end) and returns (its
     calibration cosine, the candidate). Returns the count and every result by count. ``steps``
-    defaults to AUTO_STEPS as it is when called.
+    defaults to AUTO_STEPS as it is when called; ``start`` is the count tried first.
     """
     steps = AUTO_STEPS if steps is None else steps
     target = AUTO_TARGET if target is None else target
@@ -90,7 +114,7 @@ def search_keep(available: int, build: Callable[[int], tuple[float, T]],
         return results[count][0] >= target
 
     allowed = [c for c in steps if c <= available]
-    auto_search_order(allowed, meets)
+    auto_search_order(allowed, meets, start)
     passing = [count for count, (cosine, _) in results.items() if cosine >= target]
     if passing or not results:
         return (min(passing) if passing else 0), results
@@ -99,3 +123,10 @@ def search_keep(available: int, build: Callable[[int], tuple[float, T]],
     best = max(cosine for cosine, _ in results.values())
     near = [count for count, (cosine, _) in results.items() if 1.0 - cosine <= (1.0 - best) * (1.0 + NEAR_BEST)]
     return min(near), results
+
+
+def search_word(word: str, available: int, build: Callable[[int], tuple[float, T]]
+                ) -> tuple[int, dict[int, tuple[float, T]]]:
+    """:func:`search_keep` as the ``--int8-keep`` word ``word`` ("auto", "lean") asks, over leading counts."""
+    search = SEARCHES[word]
+    return search_keep(available, build, search.steps, start=search.start)

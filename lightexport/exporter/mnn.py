@@ -140,9 +140,6 @@ def _int8(onnx_path: Path, source, opts: ExportOptions, metadata: dict[str, str]
     from lightexport.exporter.mnn_quant import mnn_convolutions, plan
     from lightexport.exporter.onnx_int8 import resolve_keep
 
-    if opts.int8_keep == "auto":
-        raise UsageError("--int8-keep auto is not offered for MNN (no calibration search here): give a count, "
-                         f"{opts.backend.int8_keep_default} by default, or module names")
     kept = resolve_keep(load_onnx(onnx_path, load_weights=False), opts.int8_keep)
     batches = _calibration_batches(source, opts, metadata)
     corrected_onnx, corrected = _corrected_onnx(onnx_path, batches, kept, work)

@@ -64,7 +64,7 @@ import numpy as np
 import onnx
 
 from lightexport.errors import ExportError, UsageError
-from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, search_keep
+from lightexport.exporter.keep_search import AUTO_IMAGES, SEARCHES, calibration_cosine, search_word
 from lightexport.onnxfile import module_of
 from lightexport.options import DEFAULT_KEEP
 
@@ -78,11 +78,12 @@ KEEPABLE_OPS = ("Conv", "ConvTranspose")
 
 @dataclass
 class Int8Report:
-    """What quantization did: the float-kept nodes and, for ``keep='auto'``, the search."""
+    """What quantization did: the float-kept nodes and, for a searching keep (``auto``, ``lean``), the search."""
 
     symmetric_activations: bool
     kept: list[str] = field(default_factory=list)
     search: list[tuple[int, float]] = field(default_factory=list)  # (kept count, calibration cosine)
+    searched: str = ""  # the --int8-keep word that searched ("auto", "lean")
     bias_corrected: int = 0  # layers whose bias absorbed their weight-rounding error (onnx_bias)
     reduced_range: bool = False  # 7-bit weights: the CPU's int8 kernels saturate int16 (lightexport.cpu)
     float_outputs: list[str] = field(default_factory=list)  # output Gemm/MatMul with fp32 weights (float_islands)
@@ -110,7 +111,7 @@ class Int8Report:
             notes.append(f"bias correction of int8 weight rounding in {self.bias_corrected} layers")
         if self.search:
             tried = ", ".join(f"{k}: {c:.4f}" for k, c in self.search)
-            notes.append(f"int8 keep auto: calibration cosine by float-kept convs {tried}")
+            notes.append(f"int8 keep {self.searched}: calibration cosine by float-kept convs {tried}")
         if self.kept:
             notes.append(f"kept in float: {', '.join(self.kept)}")
         if self.gelus_fused:
@@ -172,8 +173,9 @@ def quantize_qdq(
     """Calibrate on ``reader`` (an ORT CalibrationDataReader) and return the QDQ model with its report.
 
     ``keep``: how many leading convs stay float (int), which nodes or module scopes (names),
-    or ``"auto"`` (the fewest leading convs whose calibration-set logit cosine reaches
-    ``AUTO_TARGET``; see :mod:`lightexport.exporter.keep_search`). ``reduce_range``: 7-bit weights;
+    or a search: ``"auto"`` (the fewest leading convs whose calibration-set logit cosine reaches
+    ``AUTO_TARGET``), ``"lean"`` (the same rule over DEFAULT_KEEP and none; see
+    :mod:`lightexport.exporter.keep_search`). ``reduce_range``: 7-bit weights;
     by default exactly where the CPU's int8 kernels saturate (uint8 activations on AVX2 without
     VNNI, :func:`lightexport.cpu.int8_saturates`), never for TensorRT's symmetric form.
     """
@@ -181,7 +183,8 @@ def quantize_qdq(
 
     report = Int8Report(symmetric_activations)
     report.reduced_range = (not symmetric_activations and int8_saturates()) if reduce_range is None else reduce_range
-    if keep == "auto":
+    if isinstance(keep, str) and keep in SEARCHES:
+        report.searched = keep
         return _quantize_auto(model, reader, report, symmetric_activations, per_channel)
     report.kept = resolve_keep(model, keep)
     return _quantize(model, reader, report, report.kept, symmetric_activations, per_channel), report
@@ -258,10 +261,11 @@ def _run(model: onnx.ModelProto, batches: list[np.ndarray], input_name: str) -> 
 
 def _quantize_auto(model: onnx.ModelProto, reader, report: Int8Report, symmetric: bool,
                    per_channel: bool) -> tuple[onnx.ModelProto, Int8Report]:
-    """Keep the fewest leading convs float whose int8 model reaches AUTO_TARGET cosine on calibration images."""
+    """Keep the fewest leading convs float (of those ``report.searched`` tries) whose int8 model reaches AUTO_TARGET
+    cosine on calibration images (:func:`~lightexport.exporter.keep_search.search_word`)."""
     input_name = model.graph.input[0].name
     if not hasattr(reader, "rewind"):
-        raise UsageError("int8 keep 'auto' needs a calibration reader that can rewind")
+        raise UsageError(f"int8 keep {report.searched!r} needs a calibration reader that can rewind")
     reader.rewind()
     batches = []
     for feed in iter(reader.get_next, None):
@@ -276,7 +280,7 @@ def _quantize_auto(model: onnx.ModelProto, reader, report: Int8Report, symmetric
         candidate = _quantize(model, reader, report, convs[:count], symmetric, per_channel, means)
         return calibration_cosine(reference, _run(candidate, batches, input_name)), (candidate, report.bias_corrected)
 
-    chosen, results = search_keep(len(convs), build)
+    chosen, results = search_word(report.searched, len(convs), build)
     report.search = sorted((count, cosine) for count, (cosine, _) in results.items())
     report.kept, (best, report.bias_corrected) = convs[:chosen], results[chosen][1]
     return best, report

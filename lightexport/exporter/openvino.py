@@ -30,7 +30,7 @@ from lightexport.exporter.base import (
     quiet,
     refuse_passes_on_file,
 )
-from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, search_keep
+from lightexport.exporter.keep_search import AUTO_IMAGES, SEARCHES, calibration_cosine, search_word
 from lightexport.exporter.openvino_pin import fold_pads, pin_float_layers
 from lightexport.fileio import atomic_outputs, output_failure
 from lightexport.loading import LoadedModel
@@ -90,8 +90,8 @@ def keep_scope(model, keep: int | list[str] | tuple[str, ...] | str) -> list[str
             raise UsageError(f"--int8-keep {keep}: the model has {len(ops)} convolutions, so from 0 to {len(ops)} "
                              "can stay float (all of them is not int8)")
         return [op.get_friendly_name() for op in ops[:keep]]
-    if keep == "auto":
-        raise ValueError("int8 keep 'auto' is a search, not a scope: _quantize resolves it")
+    if isinstance(keep, str) and keep in SEARCHES:
+        raise ValueError(f"int8 keep {keep!r} is a search, not a scope: _quantize resolves it")
     chosen = []
     for name in [keep] if isinstance(keep, str) else keep:
         # the PyTorch frontend names ops "__module.features.0.0/aten::_convolution/...", ONNX ones "/features/..."
@@ -110,12 +110,13 @@ MEAN_RANGE_IMAGES = 32
 
 @dataclass
 class QuantizedModel:
-    """What NNCF made, the convolutions left float, the activation range rule and, for auto, the search."""
+    """What NNCF made, the convolutions left float, the activation range rule and, for a search, its results."""
 
     model: Any
     kept: list[str]
     ranges: str
     search: list[tuple[int, float]] = field(default_factory=list)
+    searched: str = ""  # the --int8-keep word that searched ("auto", "lean")
     every_layer_7bit: bool = False  # NNCF's overflow fix in every layer, not the first alone
 
 
@@ -136,7 +137,8 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
     confident/all): full bias correction instead of the fast one (98.3/82.5 -> 98.3/86.2 %)
     and the first ``keep`` convolutions left in float, the layers whose int8 error every
     later layer inherits (MobileNetV2 with none kept: 97.9/83.8 %); ``keep="auto"`` chooses how
-    many (:mod:`lightexport.exporter.keep_search`), each candidate a full NNCF run. With the
+    many, ``"lean"`` whether the default's or none (:mod:`lightexport.exporter.keep_search`), each
+    candidate a full NNCF run. With the
     float layers pinned to f32 (:mod:`lightexport.exporter.openvino_pin`), int8 ran 1.62-1.66x
     faster than f32 and 0.97-1.04x OpenVINO's own bf16 default (1 thread, idle AMD EPYC;
     benchmarks/precision_table.py).
@@ -173,10 +175,10 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
             raise ExportError(f"NNCF quantization failed: {str(exc).strip().splitlines()[-1]}") from exc
 
     rule = "mean of per-image extremes" if mean else "global min/max"
-    if keep != "auto":
+    if not (isinstance(keep, str) and keep in SEARCHES):
         kept = keep_scope(model, keep)
         return QuantizedModel(quantize(kept), kept, rule, every_layer_7bit=overflow is OverflowFix.ENABLE)
-    # auto: the fewest leading convolutions float whose int8 model reaches the target cosine on calibration images
+    # a search: the fewest leading convolutions float whose int8 model reaches the target cosine on calibration images
     check = list(source.batches(batch, max(min(images, AUTO_IMAGES), batch), drop_last=True))
     reference = _outputs(model, check)
     convs = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in KEEPABLE_OPS]
@@ -185,9 +187,9 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
         candidate = quantize(convs[:count])
         return calibration_cosine(reference, _outputs(candidate, check)), candidate
 
-    chosen, results = search_keep(len(convs), build)
+    chosen, results = search_word(keep, len(convs), build)
     search = sorted((count, cosine) for count, (cosine, _) in results.items())
-    return QuantizedModel(results[chosen][1], convs[:chosen], rule, search, overflow is OverflowFix.ENABLE)
+    return QuantizedModel(results[chosen][1], convs[:chosen], rule, search, keep, overflow is OverflowFix.ENABLE)
 
 
 def _fixed_batch(model) -> int:
@@ -244,7 +246,7 @@ def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
                          "whose int8 kernels add weight x activation pairs in saturating int16")
         if made.search:
             tried = ", ".join(f"{k}: {c:.4f}" for k, c in made.search)
-            notes.append(f"int8 keep auto: calibration cosine by float-kept convs {tried}")
+            notes.append(f"int8 keep {made.searched}: calibration cosine by float-kept convs {tried}")
         if kept:
             notes.append(f"kept in float: {', '.join(kept)}")
         notes.append("float layers pinned to f32 in the IR: they stay f32 where OpenVINO's default is bf16")

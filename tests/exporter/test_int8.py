@@ -183,6 +183,72 @@ def test_auto_keep_keeps_no_float_layer_that_buys_nothing(cosines, chosen, tried
     assert count == chosen and len(built) == tried == len(set(built)) and results[count][1] == f"model keeping {count}"
 
 
+@pytest.mark.parametrize(("cosines", "chosen"), [
+    ({3: 0.9990, 0: 0.9980}, 0),    # keeping none reaches the target: none
+    ({3: 0.9962, 0: 0.99605}, 0),   # neither does, none within NEAR_BEST of 3's error: none (FasterNet's case)
+    ({3: 0.9961, 0: 0.9910}, 3),    # keeping 3 buys accuracy: 3 (trained MobileNetV2's calibration cosines)
+    ({3: 0.9962, 0: 0.9958}, 3),    # none 10 % worse: 3
+])
+def test_lean_keep_is_the_default_count_or_none(cosines, chosen):
+    """``lean`` is auto's rule over none and the default count: one quantization where none reaches the target,
+    else two."""
+    from lightexport.exporter.keep_search import SEARCHES, search_keep, search_word
+    from lightexport.options import DEFAULT_KEEP, KEEP_SEARCHES
+
+    assert set(SEARCHES) == set(KEEP_SEARCHES) and SEARCHES["lean"].steps == (0, DEFAULT_KEEP)
+    built = []
+
+    def build(count):
+        built.append(count)
+        return cosines[count], count
+
+    lean = SEARCHES["lean"]
+    assert search_keep(52, build, lean.steps, target=0.9975, start=lean.start)[0] == chosen
+    assert built == ([0] if cosines[0] >= 0.9975 else [0, 3])  # none reaching the target is the answer at once
+    built.clear()
+    assert search_word("lean", 2, build)[0] == 0 and built == [0]  # fewer convs than 3: nothing to weigh
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_cpu_formats_int8_default_is_lean(tmp_path, photos, t0, monkeypatch, fmt):
+    """ONNX Runtime's and OpenVINO's int8 keep the first 3 convolutions float unless keeping none does as well on
+    the calibration images (here forced both ways through the target); the notes and metadata record the search."""
+    import json
+
+    from lightexport.artifacts import read_artifact_metadata
+    from lightexport.exporter import keep_search
+
+    kept = {}
+    for target, name in ((-1.0, "none"), (2.0, "three")):
+        monkeypatch.setattr(keep_search, "AUTO_TARGET", target)
+        monkeypatch.setattr(keep_search, "NEAR_BEST", 0.0)  # only the best count (or a tie) does as well
+        result = api.export(t0, fmt, output=tmp_path / f"{name}.{'xml' if fmt == 'openvino' else 'onnx'}", fuse=True,
+                            precision="int8", calib=photos, calib_size=8, input_size=64)
+        recorded = json.loads(read_artifact_metadata(result.path)["int8"])
+        search = dict(recorded["auto_search"])
+        assert sorted(search) == ([0] if target < 0 else [0, 3])  # none met the target: nothing else to try
+        assert any(n.startswith("int8 keep lean: calibration cosine by float-kept convs 0: ") for n in result.notes)
+        kept[name] = (len(recorded["kept_float"]), search)
+    assert kept["none"][0] == 0 and len(kept["none"][1]) == 1
+    search = kept["three"][1]
+    assert kept["three"][0] == (3 if search[3] > search[0] else 0)
+
+
+def test_searching_keep_words_are_refused_where_the_format_has_no_search():
+    from lightexport.backends import get_backend
+    from lightexport.options import ExportOptions, parse_keep
+
+    assert parse_keep("lean") == "lean" and parse_keep(" auto ") == "auto"
+    with pytest.raises(UsageError, match=r"--int8-keep lean is not offered for executorch: give a count \(auto by "
+                                         r"default\), module names, or auto"):
+        ExportOptions.build(get_backend("executorch"), precision="int8", int8_keep="lean")
+    with pytest.raises(UsageError, match=r"--int8-keep lean is not offered for mnn: give a count \(5 by default\), "
+                                         r"module names$"):
+        ExportOptions.build(get_backend("mnn"), precision="int8", int8_keep="lean")
+    assert ExportOptions.build(get_backend("onnx"), precision="int8").int8_keep == "lean"
+    assert ExportOptions.build(get_backend("tensorrt"), precision="int8").int8_keep == 3
+
+
 def test_auto_keep_is_judged_by_the_worst_output():
     """A backbone's first map sees only the first layers: every output counts, the lowest cosine decides."""
     from lightexport.exporter.keep_search import calibration_cosine
