@@ -78,3 +78,9 @@ def module_of(node_name: str) -> str:
         else:
             parts.append(level)
     return ".".join(parts)
+
+
+def in_module(node_name: str, module: str) -> bool:
+    """Whether a node of torch's ONNX export belongs to ``module`` (as ``named_modules`` names it) or one inside it."""
+    found = module_of(node_name)
+    return found == module or found.startswith(module + ".")

@@ -65,7 +65,7 @@ import onnx
 
 from lightexport.errors import ExportError, UsageError
 from lightexport.exporter.keep_search import AUTO_IMAGES, SEARCHES, calibration_cosine, search_word
-from lightexport.onnxfile import module_of
+from lightexport.onnxfile import in_module
 from lightexport.options import DEFAULT_KEEP
 
 # Ops TensorRT and ORT both run as int8; everything else stays in float between Q/DQ pairs. Clip and
@@ -131,12 +131,11 @@ def resolve_keep(model: onnx.ModelProto, keep: int | str | list[str] | tuple[str
                              "can stay float (all of them is not int8)")
         return convs[:keep]
     names = [keep] if isinstance(keep, str) else list(keep)
-    modules = {n.name: module_of(n.name) for n in model.graph.node}
+    nodes = [n.name for n in model.graph.node]
     chosen = []
     for name in names:
         scope = "/" + name.strip("/").replace(".", "/") if "/" not in name else name
-        hits = [node for node, module in modules.items() if node == name or scope + "/" in node + "/"
-                or module == name or module.startswith(name + ".")]
+        hits = [node for node in nodes if node == name or scope + "/" in node + "/" or in_module(node, name)]
         if not hits:
             raise UsageError(f"int8 keep: no node or module {name!r} in the graph")
         chosen += [h for h in hits if h not in chosen]

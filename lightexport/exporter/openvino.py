@@ -34,7 +34,7 @@ from lightexport.exporter.keep_search import AUTO_IMAGES, SEARCHES, calibration_
 from lightexport.exporter.openvino_pin import fold_pads, pin_float_layers
 from lightexport.fileio import atomic_outputs, output_failure
 from lightexport.loading import LoadedModel
-from lightexport.onnxfile import INPUT_NAME, load_onnx, module_of, read_metadata
+from lightexport.onnxfile import INPUT_NAME, in_module, load_onnx, read_metadata
 from lightexport.options import DEFAULT_KEEP, ExportOptions
 from lightexport.precision import Precision
 
@@ -97,7 +97,7 @@ def keep_scope(model, keep: int | list[str] | tuple[str, ...] | str) -> list[str
         # the PyTorch frontend names ops "__module.features.0.0/aten::_convolution/...", ONNX ones "/features/..."
         scopes = (f"__module.{name}/", f"__module.{name}.", "/" + name.replace(".", "/") + "/", f"/{name}/")
         hits = [op.get_friendly_name() for op in ops if any(sc in op.get_friendly_name() for sc in scopes)
-                or f"{module_of(op.get_friendly_name())}.".startswith(f"{name}.")]
+                or in_module(op.get_friendly_name(), name)]
         if not hits:
             raise UsageError(f"int8 keep: no convolution of module {name!r} in the model")
         chosen += [h for h in hits if h not in chosen]
