@@ -37,11 +37,13 @@ def test_qdq_onnx_from_photos(tmp_path, photos, t0):
     assert report.outputs[0].cosine > 0.98, report.failures
 
 
-def test_qdq_onnx_runs_gelus_and_the_classifier_in_float_where_ort_is_fastest(tmp_path, photos, t0):
-    """FasterNet-T0's 14 GELUs are ORT's fused Gelu between Q/DQ (not 5 quantized ops each); its classifier
-    keeps fp32 weights (no DequantizeLinear to run per call) and no bias shift for a rounding it no longer has;
-    TensorRT's symmetric form has no com.microsoft op."""
+def test_qdq_onnx_runs_gelus_in_float_and_the_classifier_as_one_int8_kernel(tmp_path, photos, t0):
+    """FasterNet-T0's 14 GELUs are ORT's fused Gelu between Q/DQ (not 5 quantized ops each); its classifier is one
+    MatMulIntegerToFloat over its int8 weights (no DequantizeLinear per call, float logits); TensorRT's symmetric
+    form has no com.microsoft op, and its classifier keeps fp32 weights and bias."""
     from onnx import numpy_helper
+
+    from lightexport.cpu import int8_saturates
 
     fp32 = api.export(t0, "onnx", output=tmp_path / "t0.onnx", fuse=True)
     result = api.export(t0, "onnx", output=tmp_path / "t0_int8.onnx", fuse=True, precision="int8", calib=photos,
@@ -49,16 +51,87 @@ def test_qdq_onnx_runs_gelus_and_the_classifier_in_float_where_ort_is_fastest(tm
     model = onnx.load(str(result.path))
     ops = [(n.op_type, n.domain) for n in model.graph.node]
     assert ops.count(("Gelu", "com.microsoft")) == 14 and ("Erf", "") not in ops
-    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    assert ("Gemm", "") not in ops and ops[-1] == ("MatMulIntegerToFloat", "com.microsoft")
+    head = model.graph.node[-1]
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     reference = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(fp32.path)).graph.initializer}
-    assert weights[gemm.input[1]].dtype == np.float32
-    np.testing.assert_array_equal(weights[gemm.input[2]], reference[gemm.input[2]])  # the bias is untouched
+    assert weights[head.input[1]].dtype == np.int8 and weights[head.input[1]].shape == reference["head.weight"].T.shape
+    if int8_saturates():
+        assert np.abs(weights[head.input[1]]).max() <= 64  # 7-bit, like every other layer on this CPU
+    assert head.output[0] == model.graph.output[0].name
+    assert not any(i.name == "head.weight" for i in model.graph.initializer)  # the QDQ form's codes are not kept twice
+    assert "(ONNX Runtime's MatMulIntegerToFloat): /head/Gemm" in " ".join(result.notes)
     assert "14 exact GELUs computed in float" in " ".join(result.notes)
     assert _parity(result.path, t0).outputs[0].cosine > 0.98
     trt = api.export(t0, "onnx", output=tmp_path / "t0_sym.onnx", fuse=True, precision="int8", calib=photos,
                      calib_size=8, int8_symmetric=True)
-    assert not any(n.domain == "com.microsoft" for n in onnx.load(str(trt.path)).graph.node)
+    symmetric = onnx.load(str(trt.path))
+    assert not any(n.domain == "com.microsoft" for n in symmetric.graph.node)
+    gemm = next(n for n in symmetric.graph.node if n.op_type == "Gemm")
+    kept = {i.name: numpy_helper.to_array(i) for i in symmetric.graph.initializer}
+    assert kept[gemm.input[1]].dtype == np.float32
+    np.testing.assert_array_equal(kept[gemm.input[2]], reference[gemm.input[2]])  # no bias shift for fp32 weights
+
+
+def _qdq_head(op: str, per_channel: bool, quantized: bool = True, **attrs) -> onnx.ModelProto:
+    """x -> Q -> DQ -> (Gemm|MatMul with DQ'd int8 weights) -> y: the QDQ form of a classifier (``quantized=False``:
+    the float classifier it comes from)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    k, n = 24, 10
+    transposed = op == "Gemm" and attrs.get("transB", 0)
+    # 7-bit codes, as the CPU export writes them where int8 kernels add pairs in saturating int16 (AVX2 without
+    # VNNI): with full 8-bit ones MatMulIntegerToFloat is silently wrong there, as every u8 x s8 kernel is
+    codes = rng.integers(-64, 65, (n, k) if transposed else (k, n)).astype(np.int8)
+    scale = (rng.uniform(0.001, 0.01, n) if per_channel else np.array(0.004)).astype(np.float32)
+    inits = [numpy_helper.from_array(codes, "w"), numpy_helper.from_array(scale, "ws"),
+             numpy_helper.from_array(np.zeros(scale.shape, np.int8), "wz"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
+             numpy_helper.from_array(np.array(128, np.uint8), "xz"),
+             numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "b")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0 if transposed else 1),
+             helper.make_node(op, ["xd", "wd", "b"] if op == "Gemm" else ["xd", "wd"], ["y"], name="head", **attrs)]
+    if not quantized:
+        inits.append(numpy_helper.from_array(codes.astype(np.float32) * 0.004, "wf"))
+        nodes = [helper.make_node(op, ["x", "wf", "b"] if op == "Gemm" else ["x", "wf"], ["y"], name="head", **attrs)]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, n])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(("op", "per_channel", "attrs"), [
+    ("Gemm", True, {"transB": 1}), ("Gemm", False, {"transB": 1}), ("Gemm", True, {}), ("MatMul", True, {}),
+])
+def test_int8_head_computes_what_its_qdq_form_means(op, per_channel, attrs):
+    """MatMulIntegerToFloat over the int8 codes gives the DequantizeLinear + Gemm/MatMul result (float rounding)."""
+    import onnxruntime as ort
+
+    from lightexport.exporter.onnx_head import fuse_int8_heads, head_candidates
+
+    model = _qdq_head(op, per_channel, **attrs)
+    assert head_candidates(_qdq_head(op, per_channel, quantized=False, **attrs)) == ["head"]
+    fused, done = fuse_int8_heads(model, ["head"])
+    assert done == ["head"] and [n.op_type for n in fused.graph.node] == ["QuantizeLinear", "MatMulIntegerToFloat"]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the QDQ form as written
+    x = np.random.default_rng(1).standard_normal((3, 24)).astype(np.float32) * 3
+    want = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    got = ort.InferenceSession(fused.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_int8_head_leaves_what_it_cannot_write_as_one_kernel():
+    from lightexport.exporter.onnx_head import fuse_int8_heads, head_candidates
+
+    assert head_candidates(_qdq_head("Gemm", True, quantized=False, transB=1, alpha=2.0)) == []
+    dynamic = _qdq_head("Gemm", True, transB=1)
+    dynamic.graph.node[2].input[0] = "xq"  # a weight that is not a constant: nothing to rewrite
+    fused, done = fuse_int8_heads(dynamic, ["head"])
+    assert done == [] and [n.op_type for n in fused.graph.node] == [n.op_type for n in dynamic.graph.node]
 
 
 def test_int8_ir_from_photos(tmp_path, photos, t0):

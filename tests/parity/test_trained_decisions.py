@@ -78,14 +78,16 @@ def test_onnxruntime_int8_keeps_decisions_and_fuses_every_quantized_conv(mobilen
     # on AVX2 without VNNI the weights are 7-bit (int16 saturation, lightexport.cpu): 0.9960 there, top-1 90.6 %
     assert stats.top1_confident == 1.0 and stats.top1 >= 0.9, stats
     assert stats.cosine >= (0.9955 if int8_saturates() else 0.9965), stats
-    # 52 convs and the classifier, less the 3 kept float and the classifier (fp32 weights: nothing to correct)
-    assert "bias correction of int8 weight rounding in 49 layers" in result.notes, result.notes
-    assert "fp32 weights in the output layer: /classifier/classifier.1/Gemm" in result.notes, result.notes
+    # 52 convs and the classifier, less the 3 kept float; the classifier is one int8 kernel with a float output
+    assert "bias correction of int8 weight rounding in 50 layers" in result.notes, result.notes
+    assert ("int8 weights, float output in the output layer (ONNX Runtime's MatMulIntegerToFloat): "
+            "/classifier/classifier.1/Gemm") in result.notes, result.notes
     assert any("in 7 bits" in note for note in result.notes) == int8_saturates(), result.notes
     ops = _optimized_ops(result.path, tmp_path)
     # uint8 activations let ORT fuse Conv+ReLU6 into QLinearConv (symmetric ones left 15 float convs and
     # 35 Clip nodes, and int8 ran 1.19x slower than fp32): all 52 convs but the 3 kept float are int8
     assert ops.count("QLinearConv") == 52 - 3, sorted(set(ops))
+    assert "MatMulIntegerToFloat" in ops and "Gemm" not in ops, sorted(set(ops))
 
 
 def test_openvino_int8_keeps_decisions_in_every_setting(mobilenet_v2, calib, tmp_path):
