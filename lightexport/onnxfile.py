@@ -84,3 +84,20 @@ def in_module(node_name: str, module: str) -> bool:
     """Whether a node of torch's ONNX export belongs to ``module`` (as ``named_modules`` names it) or one inside it."""
     found = module_of(node_name)
     return found == module or found.startswith(module + ".")
+
+
+def drop_dead_nodes(graph: onnx.GraphProto, initializers: bool = False) -> None:
+    """Remove nodes none of whose outputs is read or returned (what a rewrite replaced, and the constants only they
+    read), and with ``initializers`` the initializers no node reads any more."""
+    while True:
+        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [i for i, n in enumerate(graph.node) if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for i in reversed(dead):
+            del graph.node[i]
+    if initializers:
+        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        kept = [i for i in graph.initializer if i.name in read]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)

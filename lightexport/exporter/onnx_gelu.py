@@ -33,6 +33,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from lightexport.onnxfile import drop_dead_nodes
+
 #: Abramowitz & Stegun 7.1.26: erfc(z) ~ t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-z^2), t = 1/(1 + P z).
 P = 0.3275911
 A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
@@ -171,17 +173,6 @@ def _erf_nodes(b: _Builder, z: str, y: str) -> None:
     b.op("Mul", [b.op("Sign", [z], "sign"), body], "erf", output=y)
 
 
-def _drop_dead(graph: onnx.GraphProto) -> None:
-    """Remove nodes none of whose outputs is read or returned (the replaced chains and their constants)."""
-    while True:
-        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-        dead = [i for i, n in enumerate(graph.node) if not any(o in read for o in n.output)]
-        if not dead:
-            return
-        for i in reversed(dead):
-            del graph.node[i]
-
-
 def rewrite_gelu(model: onnx.ModelProto) -> GeluRewrite:
     """A copy of ``model`` whose exact GELUs and Erfs are computed by vectorizable ops; counts of each."""
     out = onnx.ModelProto()
@@ -232,7 +223,7 @@ def rewrite_gelu(model: onnx.ModelProto) -> GeluRewrite:
     del out.graph.node[:]
     out.graph.node.extend(rebuilt)
     out.graph.initializer.extend(c for b in replaced.values() for c in b.constants)
-    _drop_dead(out.graph)
+    drop_dead_nodes(out.graph)
     return GeluRewrite(out, gelus, erfs)
 
 
@@ -294,5 +285,5 @@ def fuse_gelu_ort(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     out.graph.node.extend(rebuilt)
     if not any(o.domain == "com.microsoft" for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    _drop_dead(out.graph)
+    drop_dead_nodes(out.graph)
     return out, len(found)

@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from lightexport.onnxfile import drop_dead_nodes
+
 #: Ops a classifier may be, with a constant 2-D weight as their second input.
 HEAD_OPS = ("Gemm", "MatMul")
 
@@ -65,7 +67,7 @@ def fuse_int8_heads(model: onnx.ModelProto, names: list[str]) -> tuple[onnx.Mode
     if done:
         if not any(o.domain == "com.microsoft" for o in out.opset_import):
             out.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-        _drop_unused(graph)
+        drop_dead_nodes(graph, initializers=True)  # the DequantizeLinears and int8 codes left behind
     return out, done
 
 
@@ -105,18 +107,3 @@ def _rewrite(graph: onnx.GraphProto, head: onnx.NodeProto, producer: dict, const
     graph.node.remove(head)
     graph.node.insert(position, fused)
     return True
-
-
-def _drop_unused(graph: onnx.GraphProto) -> None:
-    """Remove nodes nothing reads (the DequantizeLinears left behind) and initializers no node reads."""
-    while True:
-        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-        dead = [i for i, n in enumerate(graph.node) if not any(o in read for o in n.output)]
-        if not dead:
-            break
-        for i in reversed(dead):
-            del graph.node[i]
-    read = {i for n in graph.node for i in n.input}
-    kept = [i for i in graph.initializer if i.name in read]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
