@@ -9,8 +9,8 @@ fp32 weights instead it reads 4 bytes per weight (1280 x 1000: 5.1 MB per infere
 uint8 activations times int8 weights, accumulated in int32 and scaled per output channel to float,
 with the bias added. It reads the int8 codes the QDQ graph already has and computes what the
 ``DequantizeLinear``/``Gemm`` pair means, up to float rounding. Measured (1 thread, AMD EPYC AVX2,
-interleaved, against the fp32-weight classifier): FasterNet-T0 int8 8.24 -> 7.98 ms, trained
-MobileNetV2 6.67 -> 6.37 ms with the same 240-crop decisions (89.2 %; cosine 0.99590 -> 0.99588).
+interleaved, against the fp32-weight classifier): FasterNet-T0 int8 8.07 -> 7.78 ms, trained
+MobileNetV2 6.94 -> 6.69 ms with the same 240-crop decisions (89.2 %; cosine 0.99590 -> 0.99588).
 
 ORT-only (a contrib op), so only the CPU form gets it; TensorRT's symmetric form keeps fp32 weights.
 """

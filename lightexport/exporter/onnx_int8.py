@@ -50,7 +50,7 @@ activations. Measured on trained MobileNetV2 and EfficientNet-Lite0 (240 decisio
   in place of DequantizeLinear-Gelu-QuantizeLinear computes the same codes but ran 1.8x slower in ORT.
   The CPU form's classifier has int8 weights again, as ORT's ``MatMulIntegerToFloat`` (uint8 x int8 in
   int32, float output: :mod:`lightexport.exporter.onnx_head`), which reads a quarter of the fp32 weights' bytes:
-  FasterNet-T0 8.24 -> 7.98 ms, trained MobileNetV2 6.67 -> 6.37 ms with the same decisions.
+  FasterNet-T0 8.07 -> 7.78 ms, trained MobileNetV2 6.94 -> 6.69 ms with the same decisions.
 
 Weights are symmetric per-channel int8 in both forms; biases stay float (int32 bias
 DequantizeLinear nodes are rejected by TensorRT's parser).
