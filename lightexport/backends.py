@@ -136,7 +136,7 @@ class Backend:
     int8_keep_default: int | str = DEFAULT_KEEP
     #: the calibration logit cosine ``--int8-keep auto`` must reach; None: ``options.AUTO_TARGET``
     int8_auto_target: float | None = None
-    #: the searching ``--int8-keep`` words its exporter runs (``exporter.keep_search.SEARCHES``); others are refused
+    #: the searching ``--int8-keep`` words its exporter runs (``options.SEARCHES``); others are refused
     int8_searches: tuple[str, ...] = ()
     #: aarch64 wheels the emulated arm64 worker needs to run it; () means it does not run there
     aarch64_wheels: tuple[str, ...] = ()

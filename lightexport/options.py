@@ -50,8 +50,27 @@ BOUNDS: dict[str, tuple[int, int]] = {
 
 #: The logit cosine ``--int8-keep auto`` reaches on calibration images (see exporter.keep_search).
 AUTO_TARGET = 0.9975
-#: The ``--int8-keep`` words that search on calibration images (what each tries: ``exporter.keep_search.SEARCHES``).
-KEEP_SEARCHES = ("auto", "lean")
+
+
+@dataclass(frozen=True)
+class Search:
+    """What one searching ``--int8-keep`` word tries: its counts (None: ``exporter.keep_search.AUTO_STEPS`` as it
+    is when searched) and the count tried first (the search walks from it: ``keep_search.auto_search_order``)."""
+
+    steps: tuple[int, ...] | None = None
+    start: int = DEFAULT_KEEP
+
+
+#: The ``--int8-keep`` words that search over leading counts on calibration images (a format with a search of
+#: its own, ExecuTorch's and LiteRT's regions at both ends, passes its steps itself). ``lean`` starts from none:
+#: where keeping none reaches the target, that is the answer after one quantization.
+SEARCHES: dict[str, Search] = {"auto": Search(), "lean": Search((0, DEFAULT_KEEP), start=0)}
+KEEP_SEARCHES = tuple(SEARCHES)
+
+
+def is_search(keep: object) -> bool:
+    """Whether a parsed ``--int8-keep`` is a searching word (not a count or module names)."""
+    return isinstance(keep, str) and keep in SEARCHES
 
 
 def check_int(name: str, value: Any, what: str | None = None) -> int:

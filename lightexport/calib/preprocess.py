@@ -116,6 +116,15 @@ class Preprocess:
         return math.floor(self.input_size / self.crop_pct)
 
     @property
+    def value_range(self) -> tuple[float, float]:
+        """The lowest and highest value :meth:`normalize` can produce (pixel 0 and 255 through each channel's
+        mean and std): the range an int8 quantizer of the model's input needs to clip nothing a camera can give."""
+        ends = np.array([[0.0], [1.0]], np.float32)
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        values = (ends - mean) / std
+        return float(values.min()), float(values.max())
+
+    @property
     def shape(self) -> tuple[int, int, int, int]:
         return (1, 3, self.input_size, self.input_size)
 

@@ -302,7 +302,8 @@ def quantize_onnx(model, opts: ExportOptions, preprocess, *, symmetric: bool):
     from lightexport.onnxfile import stamp_metadata
 
     reader, images = calibration_reader(opts, preprocess, model.graph.input[0].name)
-    quantized, report = quantize_qdq(model, reader, symmetric_activations=symmetric, keep=opts.int8_keep)
+    quantized, report = quantize_qdq(model, reader, symmetric_activations=symmetric, keep=opts.int8_keep,
+                                     input_range=images.preprocess.value_range)
     stamp_metadata(quantized, {META_PREFIX + "int8": report.metadata(), META_PREFIX + "precision": "int8"})
     return quantized, report.notes(min(opts.calib_size, len(images)), str(opts.calib))
 

@@ -18,12 +18,11 @@ more than a fixed count, instead of auto's three or more.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 
-from lightexport.options import AUTO_TARGET, DEFAULT_KEEP
+from lightexport.options import AUTO_TARGET, DEFAULT_KEEP, SEARCHES
 
 #: The counts ``auto`` may keep. 0.9975: trained MobileNetV2 keeps 6 in ONNX Runtime (agreement on
 #: 1000 decision crops 91.2 -> 94.3 % over the default 3, at 1.66x instead of 1.83x faster than
@@ -37,21 +36,6 @@ AUTO_IMAGES = 64
 #: speed: random-weight FasterNet-S in ONNX Runtime measured 0.9958 keeping 3, 4, 6, 8 or 12 float (its int8
 #: error is spread over the whole network, not its first layers), and the old rule kept 12.
 NEAR_BEST = 0.05
-
-
-@dataclass(frozen=True)
-class Search:
-    """What one searching ``--int8-keep`` word tries: its counts (None: AUTO_STEPS as it is when searched) and the
-    count tried first (the search walks from it, see :func:`auto_search_order`)."""
-
-    steps: tuple[int, ...] | None = None
-    start: int = DEFAULT_KEEP
-
-
-#: The ``--int8-keep`` words that search over leading counts (a format with a search of its own, ExecuTorch's and
-#: LiteRT's regions at both ends, passes its steps itself). ``lean`` starts from none: where keeping none reaches
-#: the target, that is the answer after one quantization.
-SEARCHES: dict[str, Search] = {"auto": Search(), "lean": Search((0, DEFAULT_KEEP), start=0)}
 
 T = TypeVar("T")
 

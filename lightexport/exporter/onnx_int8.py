@@ -34,6 +34,10 @@ activations. Measured on trained MobileNetV2 and EfficientNet-Lite0 (240 decisio
   the rest of the error is spread thinly: no single activation tensor, promoted to 16 bits,
   recovers more than 0.0002 of logit cosine.
 
+- **The input is quantized on the pixels' whole range** (:func:`input_range_note`), not on the averaged extremes
+  of the moving average, which clip the darkest and brightest pixels: trained MobileNetV2 with no layer float,
+  cosine 0.9908 -> 0.9922, agreement 85.0 -> 87.9 %; EfficientNet-Lite0 0.9849 -> 0.9879.
+
 - **Biases absorb the weights' rounding error** (:mod:`onnx_bias`): each quantized layer's
   bias is shifted by the mean error its int8 weights add over the calibration images
   (MobileNetV2: cosine 0.9960 -> 0.9971, all crops 91.7 -> 92.9 %; Lite0 0.9950 -> 0.9978).
@@ -67,9 +71,9 @@ import numpy as np
 import onnx
 
 from lightexport.errors import ExportError, UsageError
-from lightexport.exporter.keep_search import AUTO_IMAGES, SEARCHES, calibration_cosine, search_word
+from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, search_word
 from lightexport.onnxfile import in_module
-from lightexport.options import DEFAULT_KEEP
+from lightexport.options import DEFAULT_KEEP, is_search
 
 # Ops TensorRT and ORT both run as int8; everything else stays in float between Q/DQ pairs. Clip and
 # Relu are listed so the quantizer can fold them into their producer's output range (see the docstring).
@@ -92,6 +96,7 @@ class Int8Report:
     float_outputs: list[str] = field(default_factory=list)  # output Gemm/MatMul with fp32 weights (float_islands)
     int8_outputs: list[str] = field(default_factory=list)  # output Gemm/MatMul as ORT's MatMulIntegerToFloat
     gelus_fused: int = 0  # float GELU chains written as ORT's Gelu (CPU form)
+    input_range: tuple[float, float] | None = None  # the quantized model input's range, the preprocessing's whole one
 
     def metadata(self) -> str:
         """The provenance an int8 artifact records: its activation form and which layers stayed float."""
@@ -102,7 +107,8 @@ class Int8Report:
                            "bias_corrected_layers": self.bias_corrected,
                            "weight_bits": 7 if self.reduced_range else 8,
                            "float_output_layers": self.float_outputs, "int8_output_layers": self.int8_outputs,
-                           "gelus_as_ort_gelu": self.gelus_fused})
+                           "gelus_as_ort_gelu": self.gelus_fused,
+                           "input_range": list(self.input_range) if self.input_range else None})
 
     def notes(self, images: int, source: str) -> list[str]:
         form = "symmetric int8 activations (TensorRT)" if self.symmetric_activations else "uint8 activations (CPU)"
@@ -112,6 +118,8 @@ class Int8Report:
                         "activation pairs in saturating int16)")
         notes = [f"int8 QDQ, {form}, {weights}, moving-average ranges from {images} images of "
                  f"{source}; outputs stay float"]
+        if self.input_range:
+            notes.append(input_range_note(self.input_range))
         if self.bias_corrected:
             notes.append(f"bias correction of int8 weight rounding in {self.bias_corrected} layers")
         if self.search:
@@ -177,6 +185,7 @@ def quantize_qdq(
     keep: int | str | list[str] = DEFAULT_KEEP,
     per_channel: bool = True,
     reduce_range: bool | None = None,
+    input_range: tuple[float, float] | None = None,
 ) -> tuple[onnx.ModelProto, Int8Report]:
     """Calibrate on ``reader`` (an ORT CalibrationDataReader) and return the QDQ model with its report.
 
@@ -185,17 +194,23 @@ def quantize_qdq(
     ``AUTO_TARGET``), ``"lean"`` (the same rule over DEFAULT_KEEP and none; see
     :mod:`lightexport.exporter.keep_search`). ``reduce_range``: 7-bit weights;
     by default exactly where the CPU's int8 kernels saturate (uint8 activations on AVX2 without
-    VNNI, :func:`lightexport.cpu.int8_saturates`), never for TensorRT's symmetric form.
+    VNNI, :func:`lightexport.cpu.int8_saturates`), never for TensorRT's symmetric form. ``input_range``: the
+    values the model's input can take (the preprocessing's :attr:`~lightexport.calib.Preprocess.value_range`), which
+    its quantizer then covers instead of the calibration's averaged extremes (see :func:`input_range_note`).
     """
     from lightexport.cpu import int8_saturates
 
-    report = Int8Report(symmetric_activations)
+    report = Int8Report(symmetric_activations, input_range=input_range)
     report.reduced_range = (not symmetric_activations and int8_saturates()) if reduce_range is None else reduce_range
-    if isinstance(keep, str) and keep in SEARCHES:
+    if is_search(keep):
         report.searched = keep
-        return _quantize_auto(model, reader, report, symmetric_activations, per_channel)
-    report.kept = resolve_keep(model, keep)
-    return _quantize(model, reader, report, report.kept, symmetric_activations, per_channel), report
+        quantized, report = _quantize_auto(model, reader, report, symmetric_activations, per_channel)
+    else:
+        report.kept = resolve_keep(model, keep)
+        quantized = _quantize(model, reader, report, report.kept, symmetric_activations, per_channel)
+    if not _input_quantized(quantized):
+        report.input_range = None  # the first layers stayed float: the input is never quantized
+    return quantized, report
 
 
 def _calibration_batches(reader) -> Iterator[np.ndarray]:
@@ -250,6 +265,7 @@ def _quantize(model: onnx.ModelProto, reader, report: Int8Report, exclude: list[
                     "QuantizeBias": False,
                     "CalibMovingAverage": True,
                     "OpTypesToExcludeOutputQuantization": _output_producers(model),
+                    "TensorQuantOverrides": _input_overrides(model, report.input_range),
                 },
             )
         except Exception as exc:
@@ -259,6 +275,32 @@ def _quantize(model: onnx.ModelProto, reader, report: Int8Report, exclude: list[
         result, report.gelus_fused = fuse_gelu_ort(result)
         result, report.int8_outputs = fuse_int8_heads(result, int8_heads)
     return result
+
+
+def input_range_note(value_range: tuple[float, float]) -> str:
+    """Why the model input's quantizer has the preprocessing's whole range, in the words of an export note.
+
+    The input is pixels, not an activation: its extremes are the camera's black and white, which every photo
+    with a shadow or a highlight reaches, not outliers. Averaged per-image extremes (the activations' rule)
+    clipped them: trained MobileNetV2 in OpenVINO with no layer kept float, logit cosine on 240 decision crops
+    0.99106 -> 0.99182, agreement 84.6 -> 87.1 %.
+    """
+    low, high = value_range
+    return (f"the model input quantized on the preprocessing's whole range [{low:.3f}, {high:.3f}]: calibration's "
+            "averaged extremes clip the darkest and brightest pixels")
+
+
+def _input_overrides(model: onnx.ModelProto, value_range: tuple[float, float] | None) -> dict:
+    """ORT's TensorQuantOverrides giving each graph input ``value_range`` (nothing without one)."""
+    if value_range is None:
+        return {}
+    low, high = value_range
+    return {i.name: [{"rmin": np.float32(low), "rmax": np.float32(high)}] for i in model.graph.input}
+
+
+def _input_quantized(model: onnx.ModelProto) -> bool:
+    inputs = {i.name for i in model.graph.input}
+    return any(n.op_type == "QuantizeLinear" and n.input[0] in inputs for n in model.graph.node)
 
 
 def _run(model: onnx.ModelProto, batches: list[np.ndarray], input_name: str) -> list[np.ndarray]:

@@ -30,12 +30,13 @@ from lightexport.exporter.base import (
     quiet,
     refuse_passes_on_file,
 )
-from lightexport.exporter.keep_search import AUTO_IMAGES, SEARCHES, calibration_cosine, search_word
+from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, search_word
+from lightexport.exporter.onnx_int8 import input_range_note
 from lightexport.exporter.openvino_pin import fold_pads, pin_float_layers
 from lightexport.fileio import atomic_outputs, output_failure
 from lightexport.loading import LoadedModel
 from lightexport.onnxfile import INPUT_NAME, in_module, load_onnx, read_metadata
-from lightexport.options import DEFAULT_KEEP, ExportOptions
+from lightexport.options import DEFAULT_KEEP, ExportOptions, is_search
 from lightexport.precision import Precision
 
 
@@ -90,7 +91,7 @@ def keep_scope(model, keep: int | list[str] | tuple[str, ...] | str) -> list[str
             raise UsageError(f"--int8-keep {keep}: the model has {len(ops)} convolutions, so from 0 to {len(ops)} "
                              "can stay float (all of them is not int8)")
         return [op.get_friendly_name() for op in ops[:keep]]
-    if isinstance(keep, str) and keep in SEARCHES:
+    if is_search(keep):
         raise ValueError(f"int8 keep {keep!r} is a search, not a scope: _quantize resolves it")
     chosen = []
     for name in [keep] if isinstance(keep, str) else keep:
@@ -167,15 +168,17 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
 
     def quantize(kept: list[str]):
         try:
-            return nncf.quantize(model.clone(), dataset, subset_size=max(images // batch, 1),
+            quantized = nncf.quantize(model.clone(), dataset, subset_size=max(images // batch, 1),
                                  preset=nncf.QuantizationPreset.MIXED, model_type=None, fast_bias_correction=False,
                                  ignored_scope=nncf.IgnoredScope(names=kept) if kept else None,
                                  advanced_parameters=ranges)
         except Exception as exc:
             raise ExportError(f"NNCF quantization failed: {str(exc).strip().splitlines()[-1]}") from exc
+        widen_input_quantizers(quantized, preprocess.value_range)
+        return quantized
 
     rule = "mean of per-image extremes" if mean else "global min/max"
-    if not (isinstance(keep, str) and keep in SEARCHES):
+    if not is_search(keep):
         kept = keep_scope(model, keep)
         return QuantizedModel(quantize(kept), kept, rule, every_layer_7bit=overflow is OverflowFix.ENABLE)
     # a search: the fewest leading convolutions float whose int8 model reaches the target cosine on calibration images
@@ -190,6 +193,38 @@ def _quantize(model, calib_dir: str | Path, calib_size: int, preprocess, progres
     chosen, results = search_word(keep, len(convs), build)
     search = sorted((count, cosine) for count, (cosine, _) in results.items())
     return QuantizedModel(results[chosen][1], convs[:chosen], rule, search, keep, overflow is OverflowFix.ENABLE)
+
+
+def input_quantizers(model) -> list:
+    """The FakeQuantize nodes reading a model input (none where the first layers stay float)."""
+    readers = [target.get_node() for parameter in model.get_parameters()
+               for target in parameter.output(0).get_target_inputs()]
+    return [node for node in readers if node.get_type_name() == "FakeQuantize"]
+
+
+def widen_input_quantizers(model, value_range: tuple[float, float]) -> None:
+    """Give each FakeQuantize reading a model input ``value_range`` (at least), with zero on a code as NNCF has it.
+
+    NNCF ranges the input like an activation, by averaged per-image extremes, which clips the pixels the
+    preprocessing maps to its ends (see :func:`lightexport.exporter.onnx_int8.input_range_note`).
+    """
+    from openvino import opset13
+
+    for fq in input_quantizers(model):
+        old_low, old_high = (float(fq.input_value(port).get_node().get_data().min()) for port in (1, 2))
+        low, high = min(old_low, value_range[0]), max(old_high, value_range[1])
+        half = fq.get_levels() // 2  # codes -half .. half - 1 signed, 0 .. 2 half - 1 unsigned
+        if np.isclose(-old_low * (half - 1), old_high * half, rtol=1e-3):  # symmetric stays symmetric
+            scale = max(-low / half, high / (half - 1))
+            low, high = -half * scale, (half - 1) * scale
+        else:  # asymmetric: the zero point an integer code, the range still covering [low, high]
+            steps = 2 * half - 1
+            zero = min(max(round(-low / (high - low) * steps), 1), steps - 1)
+            scale = max(-low / zero, high / (steps - zero))
+            low, high = -zero * scale, (steps - zero) * scale
+        for port, value in ((1, low), (2, high), (3, low), (4, high)):
+            like = fq.input_value(port).get_node().get_data()
+            fq.input(port).replace_source_output(opset13.constant(np.full_like(like, value)).output(0))
 
 
 def _fixed_batch(model) -> int:
@@ -241,6 +276,9 @@ def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
         model, kept, ranges = made.model, made.kept, made.ranges
         notes.append(f"int8 post-training quantization with NNCF (full bias correction, activation ranges: {ranges}) "
                      f"on up to {opts.calib_size} images from {opts.calib}")
+        input_range = list(preprocess.value_range) if input_quantizers(model) else None
+        if input_range:
+            notes.append(input_range_note(preprocess.value_range))
         if made.every_layer_7bit:
             notes.append("int8 weights in 7 bits in every layer (NNCF's overflow fix): this CPU has AVX2 but no VNNI, "
                          "whose int8 kernels add weight x activation pairs in saturating int16")
@@ -254,7 +292,8 @@ def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
                                                    "kept_float": kept, "auto_search": made.search,
                                                    "weight_bits": "7" if made.every_layer_7bit
                                                    else "8, 7 in the first layer",
-                                                   "float_layers": "f32, pinned in the IR"})
+                                                   "float_layers": "f32, pinned in the IR",
+                                                   "input_range": input_range})
     if precision is Precision.BF16:
         # An IR cannot pin its execution precision (OpenVINO ignores INFERENCE_PRECISION_HINT in rt_info);
         # the precision is the compile-time hint. The IR keeps fp32 weights (bf16 rounding happens once, in
