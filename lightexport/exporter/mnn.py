@@ -108,13 +108,14 @@ def _vectorized_gelu(path: Path, folder: Path, notes: list[str]) -> Path:
     return out
 
 
-def _calibration_batches(source, opts: ExportOptions, metadata: dict[str, str]) -> list:
-    """The calibration images as the model takes them, in the export's batch (a fixed batch takes only it)."""
+def _calibration_batches(source, opts: ExportOptions, metadata: dict[str, str]) -> tuple[list, tuple[float, float]]:
+    """The calibration images as the model takes them, in the export's batch (a fixed batch takes only it), and
+    the range of values the preprocessing can give the input."""
     from lightexport.calib import ImageFolder
 
     images = ImageFolder(opts.calib, calibration_preprocess(source, opts, metadata))
     fixed = not opts.dynamic and opts.batch > 1
-    return list(images.batches(opts.batch, opts.calib_size, drop_last=fixed))
+    return list(images.batches(opts.batch, opts.calib_size, drop_last=fixed)), images.preprocess.value_range
 
 
 def _corrected_onnx(path: Path, batches: list, kept: list[str], folder: Path) -> tuple[Path, int]:
@@ -138,14 +139,14 @@ def _int8(onnx_path: Path, source, opts: ExportOptions, metadata: dict[str, str]
     """Static int8 through MNN's converter with lightexport's own ranges (:mod:`lightexport.exporter.mnn_quant`);
     its notes."""
     from lightexport.exporter.mnn_quant import mnn_convolutions, plan
-    from lightexport.exporter.onnx_int8 import resolve_keep
+    from lightexport.exporter.onnx_int8 import input_range_note, resolve_keep
 
     kept = resolve_keep(load_onnx(onnx_path, load_weights=False), opts.int8_keep)
-    batches = _calibration_batches(source, opts, metadata)
+    batches, input_range = _calibration_batches(source, opts, metadata)
     corrected_onnx, corrected = _corrected_onnx(onnx_path, batches, kept, work)
     float_model = work / "float.mnn"
     mnnconvert(corrected_onnx, float_model, "--convertMatmulToConv", "0", exact=exact)
-    made = plan(load_onnx(corrected_onnx), mnn_convolutions(float_model), batches, kept)
+    made = plan(load_onnx(corrected_onnx), mnn_convolutions(float_model), batches, kept, input_range)
     if not made.quantized:
         raise ExportError("MNN int8: no convolution of the converted model could be matched to the ONNX graph")
     params = work / "int8.json"
@@ -159,6 +160,8 @@ def _int8(onnx_path: Path, source, opts: ExportOptions, metadata: dict[str, str]
              f"(activations asymmetric per tensor, {made.rule}, on {images} images from {opts.calib}; weights "
              "symmetric per channel); the classifier stays float (kept as MatMul)",
              f"bias correction of int8 weight rounding in {corrected} convolutions"]
+    if made.input_range:
+        notes.append(input_range_note(made.input_range))
     if kept:
         notes.append(f"kept in float: {', '.join(kept)}")
     if made.unmatched:
@@ -166,7 +169,8 @@ def _int8(onnx_path: Path, source, opts: ExportOptions, metadata: dict[str, str]
     metadata["lightexport.int8"] = json.dumps({
         "weights": "int8 symmetric per channel", "activations": f"int8 asymmetric per tensor, {made.rule}",
         "quantizer": "mnnconvert --compressionParamsFile (lightexport ranges)",
-        "kept_float": [*kept, *made.unmatched, "classifier (MatMul)"], "bias_corrected": corrected})
+        "kept_float": [*kept, *made.unmatched, "classifier (MatMul)"], "bias_corrected": corrected,
+        "input_range": list(made.input_range) if made.input_range else None})
     return notes
 
 

@@ -50,6 +50,7 @@ class QuantPlan:
     kept: list[str] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)  # MNN convolutions with no ONNX Conv found: left float
     rule: str = ""
+    input_range: tuple[float, float] | None = None  # the quantized model input's range: the preprocessing's whole one
 
 
 def mnn_convolutions(float_mnn: Path) -> list[tuple[str, str]]:
@@ -117,8 +118,12 @@ def _weights(name: str, weight: np.ndarray) -> dict:
 
 
 def plan(model: onnx.ModelProto, convolutions: list[tuple[str, str]], batches: Sequence[np.ndarray],
-         kept: Sequence[str]) -> QuantPlan:
-    """The compression parameters quantizing every MNN convolution but those of the ``kept`` ONNX nodes."""
+         kept: Sequence[str], input_range: tuple[float, float] | None = None) -> QuantPlan:
+    """The compression parameters quantizing every MNN convolution but those of the ``kept`` ONNX nodes.
+
+    ``input_range``: the values the model input can take, which its quantizer covers instead of the averaged
+    extremes that clip the darkest and brightest pixels (:func:`lightexport.exporter.onnx_int8.input_range_note`).
+    """
     producer = {o: n for n in model.graph.node for o in n.output}
     known = set(producer) | {model.graph.input[0].name}
     weights = {i.name: i for i in model.graph.initializer}
@@ -134,6 +139,9 @@ def plan(model: onnx.ModelProto, convolutions: list[tuple[str, str]], batches: S
     order = {n.name: i for i, n in enumerate(model.graph.node)}
     chosen.sort(key=lambda c: order[c[2].name])
     ranges, result.rule = activation_ranges(model, sorted({t for o, s, _ in chosen for t in (o, s)}), batches)
+    graph_input = model.graph.input[0].name
+    if input_range is not None and graph_input in ranges:
+        ranges[graph_input] = result.input_range = input_range
     layers = []
     for output, source, conv in chosen:
         weight = numpy_helper.to_array(weights[conv.input[1]])
