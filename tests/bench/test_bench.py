@@ -142,12 +142,15 @@ def test_bench_int8_exports_keep_what_int8_keep_asks(tmp_path):
     from lightexport.onnxfile import read_metadata
     from lightexport.precision import Precision
 
-    kept = {}
-    for keep in (None, "0"):
+    made = {}
+    for keep in (None, "3", "0"):
         ((_, (path,)),) = group_targets(["mobilenet_v3_small"], None, None, tmp_path / str(keep), input_size=64,
                                         formats=["onnx"], precisions=[Precision.INT8], int8_keep=keep)
-        kept[keep] = json.loads(read_metadata(path)["lightexport.int8"])["kept_float"]
-    assert len(kept[None]) == 3 and kept["0"] == []  # the format's default, then what was asked
+        made[keep] = json.loads(read_metadata(path)["lightexport.int8"])
+    # the format's default (lean: a search over none and 3, recorded), then exactly what was asked (no search)
+    assert [count for count, _ in made[None]["auto_search"]][0] == 0 and len(made[None]["kept_float"]) in (0, 3)
+    assert len(made["3"]["kept_float"]) == 3 and made["0"]["kept_float"] == []
+    assert made["3"]["auto_search"] == made["0"]["auto_search"] == []
 
 
 def test_bench_refuses_int8_keep_without_int8():
