@@ -11,6 +11,7 @@ passes asked for, and built its calibration reader without the batch size.
 - :func:`prepared_module`: the reparameterization passes the options ask for.
 - :func:`intermediate_onnx`: an ONNX made from the same options (for runtimes that convert ONNX:
   TensorRT, MNN), quantized to QDQ with :func:`calibration_reader` where int8 is asked.
+- :func:`input_range_note`: why an int8 model's input quantizer spans the preprocessing's whole range.
 - :func:`artifact_metadata`: the provenance.
 - :class:`Stopwatch` and :class:`ExportResult`: timing and the record of what was written.
 """
@@ -279,6 +280,19 @@ def calibration_preprocess(source: Source, opts: ExportOptions, metadata: dict[s
                              "--preprocess imagenet or unit for an image model")
         return Preprocess.from_spec(source.spec, input_size_of(source, opts))
     return preprocess_for(metadata or {})
+
+
+def input_range_note(value_range: tuple[float, float]) -> str:
+    """Why the model input's quantizer has the preprocessing's whole range, in the words of an export note.
+
+    The input is pixels, not an activation: its extremes are the camera's black and white, which every photo
+    with a shadow or a highlight reaches, not outliers. Averaged per-image extremes (the activations' rule)
+    clipped them: trained MobileNetV2 with no layer kept float, logit cosine on 240 decision crops ONNX Runtime
+    0.99083 -> 0.99218, OpenVINO 0.99106 -> 0.99206, MNN 0.99332 -> 0.99450 (300 calibration crops).
+    """
+    low, high = value_range
+    return (f"the model input quantized on the preprocessing's whole range [{low:.3f}, {high:.3f}]: calibration's "
+            "averaged extremes clip the darkest and brightest pixels")
 
 
 def calibration_reader(opts: ExportOptions, preprocess, input_name: str):

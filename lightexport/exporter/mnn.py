@@ -47,6 +47,7 @@ from lightexport.exporter.base import (
     ExportResult,
     Stopwatch,
     calibration_preprocess,
+    input_range_note,
     intermediate_onnx,
     refuse_passes_on_file,
 )
@@ -139,7 +140,7 @@ def _int8(onnx_path: Path, source, opts: ExportOptions, metadata: dict[str, str]
     """Static int8 through MNN's converter with lightexport's own ranges (:mod:`lightexport.exporter.mnn_quant`);
     its notes."""
     from lightexport.exporter.mnn_quant import mnn_convolutions, plan
-    from lightexport.exporter.onnx_int8 import input_range_note, resolve_keep
+    from lightexport.exporter.onnx_int8 import resolve_keep
 
     kept = resolve_keep(load_onnx(onnx_path, load_weights=False), opts.int8_keep)
     batches, input_range = _calibration_batches(source, opts, metadata)

@@ -122,7 +122,7 @@ def plan(model: onnx.ModelProto, convolutions: list[tuple[str, str]], batches: S
     """The compression parameters quantizing every MNN convolution but those of the ``kept`` ONNX nodes.
 
     ``input_range``: the values the model input can take, which its quantizer covers instead of the averaged
-    extremes that clip the darkest and brightest pixels (:func:`lightexport.exporter.onnx_int8.input_range_note`).
+    extremes that clip the darkest and brightest pixels (:func:`lightexport.exporter.base.input_range_note`).
     """
     producer = {o: n for n in model.graph.node for o in n.output}
     known = set(producer) | {model.graph.input[0].name}

@@ -34,9 +34,10 @@ activations. Measured on trained MobileNetV2 and EfficientNet-Lite0 (240 decisio
   the rest of the error is spread thinly: no single activation tensor, promoted to 16 bits,
   recovers more than 0.0002 of logit cosine.
 
-- **The input is quantized on the pixels' whole range** (:func:`input_range_note`), not on the averaged extremes
-  of the moving average, which clip the darkest and brightest pixels: trained MobileNetV2 with no layer float,
-  cosine 0.9908 -> 0.9922, agreement 85.0 -> 87.9 %; EfficientNet-Lite0 0.9849 -> 0.9879.
+- **The input is quantized on the pixels' whole range** (:func:`~lightexport.exporter.base.input_range_note`),
+  not on the averaged extremes of the moving average, which clip the darkest and brightest pixels: trained
+  MobileNetV2 with no layer float, cosine 0.9908 -> 0.9922, agreement 85.0 -> 87.9 %; EfficientNet-Lite0
+  0.9849 -> 0.9879.
 
 - **Biases absorb the weights' rounding error** (:mod:`onnx_bias`): each quantized layer's
   bias is shifted by the mean error its int8 weights add over the calibration images
@@ -71,6 +72,7 @@ import numpy as np
 import onnx
 
 from lightexport.errors import ExportError, UsageError
+from lightexport.exporter.base import input_range_note
 from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, search_word
 from lightexport.onnxfile import in_module
 from lightexport.options import DEFAULT_KEEP, is_search
@@ -196,7 +198,8 @@ def quantize_qdq(
     by default exactly where the CPU's int8 kernels saturate (uint8 activations on AVX2 without
     VNNI, :func:`lightexport.cpu.int8_saturates`), never for TensorRT's symmetric form. ``input_range``: the
     values the model's input can take (the preprocessing's :attr:`~lightexport.calib.Preprocess.value_range`), which
-    its quantizer then covers instead of the calibration's averaged extremes (see :func:`input_range_note`).
+    its quantizer then covers instead of the calibration's averaged extremes
+    (see :func:`lightexport.exporter.base.input_range_note`).
     """
     from lightexport.cpu import int8_saturates
 
@@ -275,19 +278,6 @@ def _quantize(model: onnx.ModelProto, reader, report: Int8Report, exclude: list[
         result, report.gelus_fused = fuse_gelu_ort(result)
         result, report.int8_outputs = fuse_int8_heads(result, int8_heads)
     return result
-
-
-def input_range_note(value_range: tuple[float, float]) -> str:
-    """Why the model input's quantizer has the preprocessing's whole range, in the words of an export note.
-
-    The input is pixels, not an activation: its extremes are the camera's black and white, which every photo
-    with a shadow or a highlight reaches, not outliers. Averaged per-image extremes (the activations' rule)
-    clipped them: trained MobileNetV2 with no layer kept float, logit cosine on 240 decision crops ONNX Runtime
-    0.99083 -> 0.99218, OpenVINO 0.99106 -> 0.99206, MNN 0.99332 -> 0.99450 (300 calibration crops).
-    """
-    low, high = value_range
-    return (f"the model input quantized on the preprocessing's whole range [{low:.3f}, {high:.3f}]: calibration's "
-            "averaged extremes clip the darkest and brightest pixels")
 
 
 def _input_overrides(model: onnx.ModelProto, value_range: tuple[float, float] | None) -> dict:

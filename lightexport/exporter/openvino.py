@@ -24,6 +24,7 @@ from lightexport.exporter.base import (
     Stopwatch,
     calibration_preprocess,
     example_input,
+    input_range_note,
     input_size_of,
     prepared_module,
     provenance,
@@ -31,7 +32,6 @@ from lightexport.exporter.base import (
     refuse_passes_on_file,
 )
 from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, search_word
-from lightexport.exporter.onnx_int8 import input_range_note
 from lightexport.exporter.openvino_pin import fold_pads, pin_float_layers
 from lightexport.fileio import atomic_outputs, output_failure
 from lightexport.loading import LoadedModel
@@ -206,7 +206,7 @@ def widen_input_quantizers(model, value_range: tuple[float, float]) -> None:
     """Give each FakeQuantize reading a model input ``value_range`` (at least), with zero on a code as NNCF has it.
 
     NNCF ranges the input like an activation, by averaged per-image extremes, which clips the pixels the
-    preprocessing maps to its ends (see :func:`lightexport.exporter.onnx_int8.input_range_note`).
+    preprocessing maps to its ends (see :func:`lightexport.exporter.base.input_range_note`).
     """
     from openvino import opset13
 
