@@ -22,6 +22,14 @@ def test_written_photos_form_a_calibration_folder(tmp_path):
     assert len(ImageFolder(folder, Preprocess(input_size=16)).select()) == len(samples.PHOTO_NAMES)
 
 
+def test_decision_set_pool_is_the_documented_photos():
+    """The decision crops (and so every agreement figure) are drawn from the same 19 photos on every install:
+    scikit-image's, matplotlib's two and scikit-learn's two (a base dependency for that reason)."""
+    names = [name for name, _ in samples.photo_pool()]
+    assert len(names) == 19 and len(set(names)) == 19, names
+    assert sum(n.startswith("matplotlib:") for n in names) == 2 and sum(n.startswith("sklearn:") for n in names) == 2
+
+
 @pytest.fixture
 def no_skimage(monkeypatch):
     monkeypatch.setitem(sys.modules, "skimage", None)
