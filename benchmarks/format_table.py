@@ -26,7 +26,8 @@ def render() -> str:
         refused = [p.value for p in Precision if p in b.not_offered]
         if refused:
             precisions += f" (not {', '.join(refused)}: see below)"
-        where = "x86 + arm64 (emulated)" if b.aarch64_wheels or b.aarch64_setup else "this CPU" if b.cpu else "NVIDIA GPU"
+        emulated = b.aarch64_wheels or b.aarch64_setup
+        where = "x86 + arm64 (emulated)" if emulated else "this CPU" if b.cpu else "NVIDIA GPU"
         judged = "pinned + runtime default" if b.settings else "as made"
         source = "PyTorch, ONNX" if b.accepts_onnx else "PyTorch"
         lines.append(f"| `{b.name}` | {files} | {b.label} | {precisions} | {where} | {judged} | {source} "

@@ -14,10 +14,10 @@ from typing import Any
 import torch.nn as nn
 
 from lightexport.artifacts import Provenance, read_provenance
-from lightexport.backends import BACKENDS, INTERCHANGE, backend_for_path, get_backend, is_interchange
+from lightexport.backends import BACKENDS, INTERCHANGE, backend_for_path, get_backend, is_interchange, readable_name
 from lightexport.errors import InputFileError, UsageError
 from lightexport.exporter import memory
-from lightexport.exporter.base import ExportResult, default_output, planned_outputs
+from lightexport.exporter.base import ExportResult, default_output, export_inputs, planned_outputs
 from lightexport.fileio import guard_outputs
 from lightexport.loading import RANDOM_WEIGHTS_SCHEME, LoadedModel, from_module, load_model
 from lightexport.options import ExportOptions, check_int
@@ -48,6 +48,7 @@ def export(source: LoadedModel | nn.Module | str | Path, format: str = INTERCHAN
     source = export_source(source, backend, input_shape=input_shape, preprocess=preprocess, model_args=model_args)
     opts = _options_for(source, backend, options)
     guard_outputs(planned_outputs(backend, opts), export_inputs(source, opts))
+    readable_name(backend, opts.output)
     if isinstance(source, LoadedModel):
         images = memory.calib_images_in(opts.calib, opts.calib_size) if opts.precision is Precision.INT8 else 0
         memory.require(memory.export_estimate(source.module, source.name, opts.input_size or source.spec.input_size,
@@ -57,8 +58,19 @@ def export(source: LoadedModel | nn.Module | str | Path, format: str = INTERCHAN
 
 def _options_for(source: LoadedModel | Path, backend, options: dict[str, Any]) -> ExportOptions:
     """The options record for this source: a user's model's input shape gives the batch, and the output name."""
-    if isinstance(source, LoadedModel) and source.user and "batch" not in options:
-        options = {**options, "batch": source.spec.config.get("batch", 1)}
+    if isinstance(source, LoadedModel) and source.user:
+        shaped = source.spec.config.get("batch", 1)
+        if "batch" not in options:
+            options = {**options, "batch": shaped}
+        elif shaped != 1 and options["batch"] != shaped:
+            raise UsageError(f"batch {options['batch']} and the input shape's batch {shaped} conflict: give one")
+    elif isinstance(source, Path):
+        fixed = [flag for flag, given in (("--input-size", options.get("input_size") is not None),
+                                          ("--batch", options.get("batch", 1) != 1),
+                                          ("--dynamic", bool(options.get("dynamic")))) if given]
+        if fixed:
+            raise UsageError(f"{' and '.join(fixed)} cannot change the ONNX file {source.name}: its input shape is "
+                             "fixed in it; export the ONNX again with them, or pass the PyTorch model")
     opts = ExportOptions.build(backend, **options)
     return opts.with_output(opts.output or default_output(source, backend, opts.precision))
 
@@ -80,16 +92,6 @@ def export_source(source: LoadedModel | nn.Module | str | Path, backend, *, inpu
         return load_model(str(source), model_args=model_args, input_shape=input_shape, preprocess=preprocess)
     raise UsageError(f"{backend.name} export takes a model name, a loaded model, an nn.Module or an ONNX file, not "
                      f"{source!r}")
-
-
-def export_inputs(source: LoadedModel | Path, opts: ExportOptions) -> list[tuple[str, Path | None]]:
-    """The files an export reads, which none of its outputs may be."""
-    inputs: list[tuple[str, Path | None]] = [("--calib", opts.calib)]
-    if isinstance(source, LoadedModel):
-        inputs.append(("--weights", source.weights))
-    else:
-        inputs.append(("the source ONNX", Path(source)))
-    return inputs
 
 
 def planned_export(source: LoadedModel | str | Path, format: str = INTERCHANGE, **options: Any  # noqa: A002
@@ -144,6 +146,9 @@ def reference_for(
     name = model or prov.model
     if not name:
         raise UsageError(f"{artifact} records no model name; pass --model NAME")
+    if model is None and _names_code(name):
+        raise UsageError(f"{artifact} names the code {name} as its model without the provenance that pins it (a "
+                         f"hash of the file): lightexport runs code only where you name it, --model {name}")
     if weights is None and prov.weights:
         weights = _recorded_weights(Path(artifact), prov)
     recorded = prov.random_weights or "seed-0 with default BN statistics (lightexport 0.1)"
@@ -161,6 +166,13 @@ def reference_for(
     )
 
 
+def _names_code(name: str) -> bool:
+    """Whether a model name is a user's entry point (``file.py:factory``, ``pkg.mod:factory``): code to run."""
+    from lightexport.model_defs.registry import is_library_name
+
+    return ":" in name and not is_library_name(name)
+
+
 def _user_reference(artifact: Path, prov: Provenance, weights: str | Path | None, trust: bool) -> LoadedModel:
     """A user's model rebuilt as the artifact records it: the same entry point (refused when its file changed),
     arguments, weights and input; a whole-model checkpoint or a .pt2 found by its hash."""
@@ -170,6 +182,9 @@ def _user_reference(artifact: Path, prov: Provenance, weights: str | Path | None
 
         entry = parse_entry(prov.entry, prov.model_args)
         now = entry.sha256() if entry else None
+        if entry is not None and now and not prov.entry_sha256:
+            raise UsageError(f"{artifact.name} records the code {prov.entry} without its sha256, so nothing shows it "
+                             f"is the code the artifact was made from: name it to run it, --model {prov.entry}")
         if entry is not None and prov.entry_sha256 and now and now != prov.entry_sha256:
             where = Path(entry.target).name if entry.is_file else entry.target
             raise InputFileError(f"{where} changed since {artifact.name} was exported from it (sha256 "

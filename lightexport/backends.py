@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightexport.errors import BackendUnavailableError, UsageError
+from lightexport.errors import BackendUnavailableError, UsageError, did_you_mean
 from lightexport.precision import Precision
 
 #: Leading convolutions int8 keeps float when nothing is asked (a record's ``int8_keep_default`` may say otherwise).
@@ -58,6 +58,8 @@ class Option:
     high: float | None = None
     inverted: bool = False
     metavar: str | None = None
+    #: the one precision the option means something in (``int8_symmetric``: int8); set in another, a usage error
+    needs: Precision | None = None
 
     @property
     def cli_flag(self) -> str | None:
@@ -220,7 +222,7 @@ BACKENDS: dict[str, Backend] = {
                 Option("exporter", "choice", "torch's exporter.", default="torchscript",
                        choices=("torchscript", "dynamo")),
                 Option("int8_symmetric", "flag", "int8 with symmetric activations (what TensorRT needs; ONNX "
-                                                 "Runtime runs uint8 faster).", default=False),
+                                                 "Runtime runs uint8 faster).", default=False, needs=I8),
             ),
             precision_help={F16: _ONNX_FP16, I8: "Static int8 QDQ with ONNX Runtime (needs --calib)."},
             runner="lightexport.parity.runners.onnxruntime:OnnxRuntimeRunner",
@@ -330,7 +332,8 @@ BACKENDS: dict[str, Backend] = {
             precisions=(F32, F16, I8), description="MNN (.mnn) through MNN's converter, from lightexport's fused ONNX",
             exporter="lightexport.exporter.mnn:export",
             options=(Option("weight_only", "flag", "With --int8: int8 weights only (--weightQuantBits 8 --hqq), fp32 "
-                                               "compute: 3.7x smaller, decisions kept, no faster.", default=False),
+                                               "compute: 3.7x smaller, decisions kept, no faster.", default=False,
+                            needs=I8),
                      Option("fast_gelu", "flag", "MNN's tanh GELU kernel instead of lightexport's exact one: "
                                              "FasterNet-T0 1.28x faster in MNN, 1.04e-4 of range off (fails fp32 "
                                              "parity).",
@@ -418,18 +421,36 @@ def unregister(name: str) -> None:
     RUNTIMES.pop(backend.runtime, None)
 
 
-def _suggest(value: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(value, names, n=1)
-    return f"; did you mean {close[0]}?" if close else ""
-
-
 def get_backend(name: str) -> Backend:
     """The record for a format name (``onnx``) or a runtime name (``onnxruntime``)."""
     backend = BACKENDS.get(name) or RUNTIMES.get(name)
     if backend is None:
         names = sorted(set(BACKENDS) | set(RUNTIMES))
-        raise UsageError(f"unknown format {name!r}{_suggest(str(name), names)} (choose one of {', '.join(BACKENDS)})")
+        raise UsageError(f"unknown format {name!r}{did_you_mean(name, names)} (choose one of {', '.join(BACKENDS)})")
     return backend
+
+
+def _special(path: Path) -> bool:
+    """Whether ``path`` exists as something other than a file or a folder (a device node, a FIFO, a socket)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def readable_name(backend: Backend, output: Path) -> None:
+    """A usage error for an artifact name nothing could read back: a suffix that is not the format's
+    (``-o m.onnx.json``: the runtime and parity pick the format by the name). Called after the output guard,
+    whose message is the better one where such a name is an input (``-o model.pth`` over the checkpoint)."""
+    if not any(output.name.lower().endswith(s) for s in backend.suffixes):
+        bare = output.with_suffix("")
+        fits = any(bare.name.lower().endswith(s) for s in backend.suffixes)
+        raise UsageError(f"-o {output}: --format {backend.name} writes {' or '.join(backend.suffixes)}; a name ending "
+                         f"in {output.suffix!r} could not be read back by its runtime or by parity (e.g. "
+                         f"{bare if fits else str(output) + backend.suffix})")
 
 
 def artifact_path(backend: Backend, output: str | Path) -> Path:
@@ -439,8 +460,8 @@ def artifact_path(backend: Backend, output: str | Path) -> Path:
     (the output guard then judges it: ``-o model.pth`` may be the checkpoint itself)."""
     output = Path(output)
     name = output.name.lower()
-    if any(name.endswith(s) for s in backend.suffixes):
-        return output
+    if any(name.endswith(s) for s in backend.suffixes) or _special(output):
+        return output  # a device node or FIFO as given, for the output guard to refuse (not /dev/null.onnx beside it)
     other = next((b for b in BACKENDS.values() for s in b.suffixes if name.endswith(s)), None)
     if other is not None:
         raise UsageError(f"-o {output}: a name for --format {other.name}; --format {backend.name} writes "

@@ -6,6 +6,8 @@ else is a bug in lightexport and keeps its traceback.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from enum import IntEnum
 
 
@@ -68,3 +70,9 @@ class ParityFailure(LightExportError):
     """Raised by callers that want parity failures as exceptions (the CLI, ``--check``)."""
 
     exit_code = ExitCode.PARITY
+
+
+def did_you_mean(value: str, names: Iterable[str]) -> str:
+    """``"; did you mean NAME?"`` for the closest of ``names`` to a misspelt ``value``, else ``""``."""
+    close = difflib.get_close_matches(str(value), list(names), n=1)
+    return f"; did you mean {close[0]}?" if close else ""

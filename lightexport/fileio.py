@@ -158,19 +158,25 @@ def guard_outputs(outputs: Sequence[tuple[str, str | os.PathLike]],
                 raise UsageError(f"{role} and {other_role} are the same file ({target}); one would overwrite the "
                                  "other: give them different names")
         landed.append((role, target))
+    refuse_inputs(landed, inputs)
+    for role, target in landed:
+        _probe_writable(target.parent, role)
+    return [target for _, target in landed]
+
+
+def refuse_inputs(outputs: Sequence[tuple[str, Path]], inputs: Sequence[tuple[str, str | os.PathLike | None]]) -> None:
+    """A usage error when an output (``(role, write_target(path))``) is one of the inputs or inside an input folder:
+    the part of :func:`guard_outputs` a plan uses for the files the command it prints would write."""
     for role, path in inputs:
         if path is None or not str(path):
             continue
         source = Path(path).absolute()
-        for out_role, target in landed:
+        for out_role, target in outputs:
             inside = source.is_dir() and target.exists() and source.resolve() in target.resolve().parents
             if _same(target, source) or inside:
                 what = f"a file inside {role} {source}" if inside else f"{role} ({source})"
                 raise UsageError(f"{out_role} {target} is {what}: writing it would destroy an input; "
                                  "choose another output path")
-    for role, target in landed:
-        _probe_writable(target.parent, role)
-    return [target for _, target in landed]
 
 
 @contextlib.contextmanager

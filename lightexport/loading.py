@@ -31,7 +31,15 @@ from lightexport.model_defs.registry import (
     is_registered,
     list_models,
 )
-from lightexport.usercode import Entry, build_from_entry, flat_outputs, load_exported_program, parse_entry, whole_module
+from lightexport.usercode import (
+    Entry,
+    build_from_entry,
+    describe_failure,
+    flat_outputs,
+    load_exported_program,
+    parse_entry,
+    whole_module,
+)
 
 RANDOM_WEIGHTS_SEED = 0
 #: Names how random weights are made; artifacts record it, so a reference rebuilt by a lightexport
@@ -104,6 +112,10 @@ class LoadedModel:
         try:
             with torch.inference_mode():
                 result = self.module.eval()(torch.zeros(1, self.spec.channels, size, size))
+        except Exception as exc:  # noqa: BLE001  # the model's own forward raised: one line, where, and the shape
+            path = self.entry.target if self.entry is not None and self.entry.is_file else None
+            raise InputFileError(f"{self.name}: its forward pass on a 1x{self.spec.channels}x{size}x{size} input "
+                                 f"raised {describe_failure(exc, path)}; check --input-shape") from exc
         finally:
             for hook in hooks:
                 hook.remove()

@@ -31,6 +31,24 @@ def load_onnx(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
     return model
 
 
+def external_data_files(path: str | Path) -> list[Path]:
+    """The files an ONNX model keeps its weights in beside it (``external_data`` locations), which are as much
+    the user's input as the ``.onnx`` itself: no output may overwrite them. Nothing for an unreadable file (its
+    reader says why)."""
+    path = Path(path)
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:
+        return []
+    found: dict[Path, None] = {}
+    for tensor in graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location:
+                found[path.parent / location] = None
+    return list(found)
+
+
 def read_metadata(model_or_path: onnx.ModelProto | str | Path) -> dict[str, str]:
     """``metadata_props`` as a dict (keys as stored, with their ``lightexport.`` prefix)."""
     model = model_or_path

@@ -104,7 +104,7 @@ def parse_keep(value: int | str | list[str] | tuple[str, ...] | None) -> int | s
         text = value.strip()
         if text in KEEP_SEARCHES:
             return text
-        if text.isdigit():
+        if text.lstrip("+-").isdigit():  # "-1" is a count out of range, not a module name
             return check_int("int8_keep", int(text))
         value = [part for part in text.split(",")]
     names = tuple(str(v).strip() for v in value)
@@ -171,6 +171,10 @@ class ExportOptions:
                              (f", or {offered}" if offered else ""))
         if keep != backend.int8_keep_default and precision is not Precision.INT8:
             raise UsageError("--int8-keep goes with --int8")
+        for name, value in extra.items():
+            needs = own[name].needs
+            if needs is not None and value and value != own[name].default and precision is not needs:
+                raise UsageError(f"{own[name].cli_flag or name} goes with --{needs.value}")
         passes = given.pop("passes", None)
         if isinstance(passes, str):
             passes = [passes]

@@ -136,6 +136,11 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def describe_failure(exc: BaseException, path: str | None = None) -> str:
+    """An exception from the user's code as one line: its type, its first line, and where in ``path`` it rose."""
+    return f"{_one_line(exc)}{_where(exc, path)}"
+
+
 def load_module_of(entry: Entry):
     """Run the entry's file, or import its module; one line for each way that fails."""
     if not entry.is_file:
@@ -159,6 +164,8 @@ def load_module_of(entry: Entry):
             spec.loader.exec_module(module)
     except SyntaxError as exc:
         sys.modules.pop(name, None)
+        if exc.lineno is None:  # no line to point at: not text (null bytes, another encoding)
+            raise InputFileError(f"{path.name} is not Python source ({exc.msg})") from exc
         raise InputFileError(f"{path.name} has a syntax error at line {exc.lineno}: {exc.msg}") from exc
     except Exception as exc:  # noqa: BLE001  # running the user's file raised
         sys.modules.pop(name, None)
@@ -181,16 +188,21 @@ def build_from_entry(entry: Entry) -> nn.Module:
         raise UsageError(f"{entry.spelled}: {entry.factory} is a {type(factory).__name__}, not a callable")
     if not isinstance(factory, type) or not issubclass(factory, nn.Module):
         _check_arguments(factory, entry)
+    try:  # arguments the signature cannot take are the user's mistake; a TypeError from inside is the code's
+        inspect.signature(factory).bind(**entry.args)
+    except TypeError as exc:
+        raise UsageError(f"{entry.spelled} does not take these arguments ({_one_line(exc)}): check --model-arg") \
+            from exc
+    except ValueError:  # no signature to read (a builtin): the call says
+        pass
     path = entry.target if entry.is_file else None
+    given = f" (with --model-arg {', '.join(f'{k}={v!r}' for k, v in entry.args.items())})" if entry.args else ""
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(FACTORY_SEED)
             built = factory(**entry.args)
-    except TypeError as exc:
-        raise UsageError(f"{entry.spelled} does not take these arguments ({_one_line(exc)}): check --model-arg") \
-            from exc
     except Exception as exc:  # noqa: BLE001  # the factory raised: the user's code, said in one line
-        raise InputFileError(f"{entry.spelled} raised {_one_line(exc)}{_where(exc, path)}") from exc
+        raise InputFileError(f"{entry.spelled} raised {_one_line(exc)}{_where(exc, path)}{given}") from exc
     if not isinstance(built, nn.Module):
         raise InputFileError(f"{entry.spelled} returned a {type(built).__name__}, not a torch.nn.Module")
     return built.eval()

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lightexport.errors import UsageError
+from lightexport.errors import UsageError, did_you_mean
 
 SSE_128BIT = {"ONEDNN_MAX_CPU_ISA": "SSE41", "OV_CPU_MAX_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"}
 ARM64 = "lightexport.bench.arm64:launcher"
@@ -110,4 +110,5 @@ def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise UsageError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}") from None
+        raise UsageError(f"unknown profile {name!r}{did_you_mean(name, PROFILES)} (choose from "
+                         f"{', '.join(PROFILES)})") from None

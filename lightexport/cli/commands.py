@@ -28,7 +28,7 @@ from lightexport.cli.common import (
 )
 from lightexport.errors import ParityFailure, UsageError
 from lightexport.options import check_input_size
-from lightexport.precision import PRECISION_NAMES
+from lightexport.precision import PRECISION_NAMES, Precision
 
 
 @click.command("list")
@@ -61,9 +61,14 @@ def list_cmd(family: str | None, json_out: str | None) -> None:
 
 
 def _artifact_files(artifact: str) -> list[tuple[str, Path]]:
-    from lightexport.backends import backend_for_path
+    """Every file an artifact is made of: the record's, and an ONNX's external data."""
+    from lightexport.backends import backend_for_path, is_interchange
+    from lightexport.onnxfile import external_data_files
 
-    return [("the artifact", f) for f in backend_for_path(artifact).files(artifact)]
+    files = [("the artifact", f) for f in backend_for_path(artifact).files(artifact)]
+    if is_interchange(artifact):
+        files += [("the artifact's external data", f) for f in external_data_files(artifact)]
+    return files
 
 
 @click.command("parity")
@@ -107,6 +112,8 @@ def parity_cmd(artifact, model_name, inputs, images, precision, threads, seed, d
     else:
         reference = reference_for(artifact, model_name, weights, trust=model["trust_checkpoint"],
                                   num_classes=model["num_classes"], features=model["features"])
+    if reference.entry is not None:  # known once built: the code named here or recorded in the artifact
+        guard([("--json", json_out)], [("the model's code", reference.entry.source_file())])
     report = run_parity(Path(artifact), reference, inputs, precision, threads, seed, images)
     payload = report.to_dict()
     if do_bisect:
@@ -294,6 +301,10 @@ def suite_cmd(models, backends, precisions, profiles, input_sizes, calib, weight
     cells = build_matrix(models, backends, precisions, profiles, sizes, weights)  # selection errors before any bar
     guard([(f"the report's {name}", Path(out) / name) for name in REPORT_FILES],
           [*((f"--weights {m}", p) for m, p in weights.items()), ("--calib", calib)])
+    if calib and any(c.precision is Precision.INT8 for c in cells):
+        from lightexport.calib import ImageFolder
+
+        ImageFolder(calib)  # a folder without images is said now, not after every float cell has run
     note = emulation_note(cells, images)
     if note:
         err_console.print(f"note: {escape(note)}")

@@ -129,6 +129,8 @@ def run_export(fmt: str, source: str, values: dict[str, Any], given: set[str], o
     options["precision"] = chosen[0] if chosen else Precision.FP32
     if "int8_keep" not in given:
         options.pop("int8_keep", None)
+    if "batch" not in given:  # a user's --input-shape, or an ONNX source, says the batch; else 1
+        options.pop("batch", None)
     ExportOptions.build(backend, **options)  # every option checked before the model loads
     loaded = _load_source(source, model, backend)
     outputs, inputs = api.planned_export(loaded, fmt, **options)

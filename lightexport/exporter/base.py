@@ -8,6 +8,7 @@ passes asked for, and built its calibration reader without the batch size.
 
 - :func:`default_output` and :func:`planned_outputs`: where an artifact goes, and every file it
   is made of (guarded against the inputs before any work: :mod:`lightexport.fileio`).
+- :func:`export_inputs`: the files an export reads, which the output guard keeps its outputs off.
 - :func:`prepared_module`: the reparameterization passes the options ask for.
 - :func:`intermediate_onnx`: an ONNX made from the same options (for runtimes that convert ONNX:
   TensorRT, MNN), quantized to QDQ with :func:`calibration_reader` where int8 is asked.
@@ -170,6 +171,21 @@ def planned_outputs(backend: Backend, opts: ExportOptions) -> list[tuple[str, Pa
     files = backend.files(opts.output)
     roles = ["-o/--output"] + [f"{backend.name}'s {f.name} (beside -o)" for f in files[1:]]
     return list(zip(roles, files))
+
+
+def export_inputs(source: LoadedModel | Path, opts: ExportOptions) -> list[tuple[str, Path | None]]:
+    """The files an export reads, which none of its outputs may be."""
+    inputs: list[tuple[str, Path | None]] = [("--calib", opts.calib)]
+    if isinstance(source, LoadedModel):
+        inputs.append(("--weights", source.weights))
+        if source.entry is not None:
+            inputs.append(("the model's code", source.entry.source_file()))
+    else:
+        from lightexport.onnxfile import external_data_files
+
+        inputs.append(("the source ONNX", Path(source)))
+        inputs += [("the source ONNX's external data", f) for f in external_data_files(source)]
+    return inputs
 
 
 def prepared_module(loaded: LoadedModel, opts: ExportOptions):

@@ -182,8 +182,6 @@ def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
     refuse_passes_on_file(source, opts, backend)
     weight_only = bool(opts.get("weight_only"))
     exact = not opts.get("fast_gelu")
-    if weight_only and opts.precision is not Precision.INT8:
-        raise UsageError("--weight-only goes with --int8 (int8 weights, fp32 compute)")
     if opts.precision is Precision.INT8:
         if weight_only and opts.int8_keep != backend.int8_keep_default:
             raise UsageError("--int8-keep goes with static int8: --weight-only keeps every activation float")

@@ -71,11 +71,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from lightexport.errors import ExportError, UsageError
+from lightexport.errors import ExportError, UsageError, did_you_mean
 from lightexport.exporter.base import input_range_note
 from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, search_word
-from lightexport.onnxfile import in_module
-from lightexport.options import DEFAULT_KEEP, is_search
+from lightexport.onnxfile import in_module, module_of
+from lightexport.options import DEFAULT_KEEP, SEARCHES, is_search
 
 # Ops TensorRT and ORT both run as int8; everything else stays in float between Q/DQ pairs. Clip and
 # Relu are listed so the quantizer can fold them into their producer's output range (see the docstring).
@@ -155,7 +155,8 @@ def resolve_keep(model: onnx.ModelProto, keep: int | str | list[str] | tuple[str
         scope = "/" + name.strip("/").replace(".", "/") if "/" not in name else name
         hits = [node for node in nodes if node == name or scope + "/" in node + "/" or in_module(node, name)]
         if not hits:
-            raise UsageError(f"int8 keep: no node or module {name!r} in the graph")
+            known = [*SEARCHES, *dict.fromkeys(module_of(node) for node in nodes)]
+            raise UsageError(f"int8 keep: no node or module {name!r} in the graph{did_you_mean(name, known)}")
         chosen += [h for h in hits if h not in chosen]
     return chosen
 

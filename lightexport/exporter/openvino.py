@@ -18,7 +18,7 @@ import torch
 
 from lightexport.artifacts import RT_SECTION
 from lightexport.backends import require
-from lightexport.errors import ExportError, InputFileError, UsageError
+from lightexport.errors import ExportError, InputFileError, UsageError, did_you_mean
 from lightexport.exporter.base import (
     ExportResult,
     Stopwatch,
@@ -35,8 +35,8 @@ from lightexport.exporter.keep_search import AUTO_IMAGES, calibration_cosine, se
 from lightexport.exporter.openvino_pin import fold_pads, pin_float_layers
 from lightexport.fileio import atomic_outputs, output_failure
 from lightexport.loading import LoadedModel
-from lightexport.onnxfile import INPUT_NAME, in_module, load_onnx, read_metadata
-from lightexport.options import DEFAULT_KEEP, ExportOptions, is_search
+from lightexport.onnxfile import INPUT_NAME, in_module, load_onnx, module_of, read_metadata
+from lightexport.options import DEFAULT_KEEP, SEARCHES, ExportOptions, is_search
 from lightexport.precision import Precision
 
 
@@ -83,6 +83,14 @@ def _convert_onnx(path: Path):
 KEEPABLE_OPS = ("Convolution", "GroupConvolution")
 
 
+def _module_of(friendly_name: str) -> str:
+    """The module an op came from: ``__module.features.0.0/aten::_convolution`` (PyTorch frontend) or an ONNX
+    scope (``/features/features.0/...``)."""
+    if friendly_name.startswith("__module."):
+        return friendly_name.removeprefix("__module.").split("/", 1)[0]
+    return module_of(friendly_name)
+
+
 def keep_scope(model, keep: int | list[str] | tuple[str, ...] | str) -> list[str]:
     """Friendly names of the ops to leave in float: the first ``keep`` convolutions, or those of named modules."""
     ops = [op for op in model.get_ordered_ops() if op.get_type_name() in KEEPABLE_OPS]
@@ -100,7 +108,8 @@ def keep_scope(model, keep: int | list[str] | tuple[str, ...] | str) -> list[str
         hits = [op.get_friendly_name() for op in ops if any(sc in op.get_friendly_name() for sc in scopes)
                 or in_module(op.get_friendly_name(), name)]
         if not hits:
-            raise UsageError(f"int8 keep: no convolution of module {name!r} in the model")
+            known = [*SEARCHES, *dict.fromkeys(_module_of(op.get_friendly_name()) for op in ops)]
+            raise UsageError(f"int8 keep: no convolution of module {name!r} in the model{did_you_mean(name, known)}")
         chosen += [h for h in hits if h not in chosen]
     return chosen
 

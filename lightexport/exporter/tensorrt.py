@@ -34,10 +34,10 @@ from lightexport.errors import (
     OutputError,
     UsageError,
 )
-from lightexport.exporter.base import ExportResult, intermediate_onnx, refuse_passes_on_file
+from lightexport.exporter.base import ExportResult, export_inputs, intermediate_onnx, refuse_passes_on_file
 from lightexport.exporter.onnx_fp16 import export_onnx_fp16, is_fp16_model
 from lightexport.exporter.trt_preflight import PreflightReport, Profile, make_profile, preflight, trtexec_command
-from lightexport.fileio import atomic_output, atomic_outputs
+from lightexport.fileio import atomic_output, atomic_outputs, refuse_inputs, write_target
 from lightexport.loading import LoadedModel
 from lightexport.onnxfile import load_onnx, op_histogram, read_metadata, save_onnx
 from lightexport.options import ExportOptions
@@ -292,6 +292,15 @@ def export(source: LoadedModel | Path, opts: ExportOptions) -> ExportResult:
     _check_source(source, opts)
     profile = profile_of(opts)
     if opts.get("dry_run"):
+        # it writes nothing, but the trtexec command it prints writes the engine and the timing cache
+        printed = [("the printed command's --saveEngine (-o)", opts.output)]
+        if opts.get("timing_cache"):
+            printed.append(("the printed command's --timingCacheFile (--timing-cache)", Path(opts.get("timing_cache"))))
+        landed = [(role, write_target(path)) for role, path in printed]
+        if len(landed) == 2 and landed[0][1] == landed[1][1]:
+            raise UsageError(f"-o and --timing-cache are the same file ({landed[0][1]}); one would overwrite the "
+                             "other: give them different names")
+        refuse_inputs(landed, export_inputs(source, opts))
         return _plan_result(plan_tensorrt(source, opts))
     load_tensorrt()
     with tempfile.TemporaryDirectory(prefix="lightexport-trt-") as work:

@@ -122,7 +122,12 @@ def _torchvision_spec(name: str, model: str) -> ModelSpec:
             built = get_model_builder(model)(weights=None)
     except NotImplementedError:  # ...unless the builder computes its widths with tensors (RegNet)
         built = get_model_builder(model)(weights=None)
-    head = [n for n, m in built.named_modules() if isinstance(m, nn.Linear)][-1]
+    # the last Linear; SqueezeNet classifies with a 1x1 convolution, the last one
+    heads = [n for n, m in built.named_modules() if isinstance(m, nn.Linear)] or [
+        n for n, m in built.named_modules() if isinstance(m, nn.Conv2d)]
+    if not heads:
+        raise UsageError(f"torchvision:{model} has no Linear or convolution layer to classify with")
+    head = heads[-1]
     return ModelSpec(
         name=name, family=f"torchvision {torchvision.__version__}", builder=_TorchvisionBuilder(model),
         backbone_builder=partial(_no_backbone, model),

@@ -61,8 +61,9 @@ def check_parity(
     ref_runs, art_runs, samples = [], [], 0
     with _active(artifact), _active(reference):
         feed_name, ref_name = _input_name(artifact, input_name), _input_name(reference, None)
-        steps = track(inputs, description=f"parity ({artifact.backend})", disable=not progress, transient=True,
-                      console=Console(stderr=True))
+        err = Console(stderr=True)  # a bar only on a terminal: piped, rich leaves an empty line on stderr
+        steps = track(inputs, description=f"parity ({artifact.backend})", disable=not progress or not err.is_terminal,
+                      transient=True, console=err)
         for x in steps:  # inputs may be made as they are used (LazyInputs): one pass, one batch in memory
             ref_runs.append(reference.infer({ref_name: x}))
             art_runs.append(artifact.infer({feed_name: x}))
