@@ -139,8 +139,11 @@ def export(loaded: LoadedModel, opts: ExportOptions) -> ExportResult:
     notes = [r.summary() for r in reports if r.count]
     if exporter == "dynamo":
         written = model.opset_import[0].version if model.opset_import else None
+        if written != opts.get("opset") and "opset" in opts.extra:  # asked for: a runtime needs that opset
+            raise UsageError(f"--exporter dynamo wrote opset {written}, not the {opts.get('opset')} asked for (it "
+                             f"cannot write older opsets): drop --exporter dynamo for opset {opts.get('opset')}")
         if written != opts.get("opset"):
-            notes.append(f"the dynamo exporter wrote opset {written} (asked: {opts.get('opset')})")
+            notes.append(f"the dynamo exporter wrote opset {written} (the default is {opts.get('opset')})")
     simplify_note = None
     if opts.get("simplify_graph"):
         model, simplify_note = simplify(model)

@@ -176,3 +176,11 @@ def test_click_errors_are_one_line_with_a_close_match():
 def test_a_negative_keep_is_a_count_out_of_range():
     with pytest.raises(UsageError, match="from 0 to"):
         parse_keep("-1")
+
+
+def test_an_opset_the_dynamo_exporter_cannot_write_is_refused(net, tmp_path):
+    _, code, _ = net
+    result = run("export", f"{code}:build", "--format", "onnx", "--input-shape", "1x3x32x32", "--exporter", "dynamo",
+                 "--opset", "9", "-o", tmp_path / "d.onnx")
+    assert result.exit_code == ExitCode.USAGE and "drop --exporter dynamo for opset 9" in one_line(result)
+    assert not (tmp_path / "d.onnx").exists()

@@ -43,6 +43,26 @@ def test_qdq_onnx_from_photos(tmp_path, photos, t0):
     assert report.outputs[0].cosine > 0.98, report.failures
 
 
+def test_partial_convolutions_split_the_uint8_tensor(tmp_path, photos):
+    """FasterNet's Split shares its input's scale, so ONNX Runtime's optimizer runs it on uint8: before, each of
+    FasterNet-S's 18 blocks read its partial convolution through DequantizeLinear -> float Split -> QuantizeLinear
+    x2 (37 QuantizeLinear, 18 DequantizeLinear left); now only the model input's QuantizeLinear is."""
+    import onnxruntime as ort
+
+    loaded = load_model("fasternet_s")
+    result = api.export(loaded, "onnx", output=tmp_path / "s.onnx", fuse=True, precision="int8", calib=photos,
+                        calib_size=4, input_size=64, int8_keep=0)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(result.path), options, providers=["CPUExecutionProvider"])
+    nodes = onnx.load(options.optimized_model_filepath).graph.node
+    producer = {o: n.op_type for n in nodes for o in n.output}
+    splits = [n for n in nodes if n.op_type == "Split"]
+    assert len(splits) == 18 and all(producer.get(n.input[0]) != "DequantizeLinear" for n in splits)
+    assert [n.op_type for n in nodes].count("QuantizeLinear") == 1
+    assert [n.op_type for n in nodes].count("DequantizeLinear") == 0
+
+
 def test_qdq_onnx_runs_gelus_in_float_and_the_classifier_as_one_int8_kernel(tmp_path, photos, t0):
     """FasterNet-T0's 14 GELUs are ORT's fused Gelu between Q/DQ (not 5 quantized ops each); its classifier is one
     MatMulIntegerToFloat over its int8 weights (no DequantizeLinear per call, float logits); TensorRT's symmetric
