@@ -203,6 +203,11 @@ def build_repository(
     start = time.perf_counter()
     target = get_triton_backend(backend)
     repository = Path(repository).absolute()
+    given = Path(source)
+    if given.suffix and given.is_file() and backend_for_path(given).name == target.format:
+        # what the artifact cannot be served as is said by its own path, before any folder is made
+        build_config(name or _model_name(source, given), target, given, max_batch=max_batch, instances=instances,
+                     dynamic_batching=dynamic_batching, max_queue_delay_us=max_queue_delay_us)
     try:
         repository.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

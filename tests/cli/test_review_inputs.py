@@ -184,3 +184,11 @@ def test_an_opset_the_dynamo_exporter_cannot_write_is_refused(net, tmp_path):
                  "--opset", "9", "-o", tmp_path / "d.onnx")
     assert result.exit_code == ExitCode.USAGE and "drop --exporter dynamo for opset 9" in one_line(result)
     assert not (tmp_path / "d.onnx").exists()
+
+
+def test_triton_names_the_damaged_artifact_and_makes_no_folder(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model file" * 100)
+    result = run("triton", junk, "-o", tmp_path / "repo")
+    assert result.exit_code == ExitCode.INPUT and one_line(result).startswith(f"error: {junk}"), result.output
+    assert not (tmp_path / "repo").exists()
