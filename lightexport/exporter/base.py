@@ -114,22 +114,10 @@ def quiet() -> Iterator[None]:
 @contextlib.contextmanager
 def quiet_processes() -> Iterator[None]:
     """:func:`quiet` for tools that print from native code or child processes too (fds 1 and 2 to /dev/null)."""
-    import os
-    import sys
+    from lightexport.nativeio import captured
 
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(os.devnull, "w") as null, quiet():
-        os.dup2(null.fileno(), 1)
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
+    with captured(1, 2), quiet():
+        yield
 
 
 class Stopwatch:

@@ -192,3 +192,16 @@ def test_triton_names_the_damaged_artifact_and_makes_no_folder(tmp_path):
     result = run("triton", junk, "-o", tmp_path / "repo")
     assert result.exit_code == ExitCode.INPUT and one_line(result).startswith(f"error: {junk}"), result.output
     assert not (tmp_path / "repo").exists()
+
+
+def test_ncnn_says_why_it_cannot_load_a_file(net, tmp_path):
+    pytest.importorskip("ncnn")
+    pytest.importorskip("pnnx")
+    _, code, _ = net
+    param = tmp_path / "n.ncnn.param"
+    result = run("export", f"{code}:build", "--format", "ncnn", "--input-shape", "1x3x32x32", "-o", param)
+    assert result.exit_code == 0, result.output
+    param.write_text(param.read_text().replace("Pooling", "Poolinq"))
+    result = run("parity", param, "--inputs", "2")
+    assert result.exit_code == ExitCode.INPUT
+    assert "ncnn says 'layer Poolinq not exists or registered'" in one_line(result), result.output

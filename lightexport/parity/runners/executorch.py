@@ -16,10 +16,8 @@ the first runner of a process fixes it and later ones say what they ran on.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import numpy as np
 from lightexport.backends import require
 from lightexport.errors import BackendUnavailableError, InputFileError
 from lightexport.exporter.pte_files import PteFileError, read_pte
+from lightexport.nativeio import captured
 from lightexport.parity.runners.base import ArtifactIO, Feed, Outputs, Runner, TensorSpec, reason
 from lightexport.parity.runners.executorch_native import LIBRARY_ENV, UNAVAILABLE_ENV, NativeProgram, thread_pool
 
@@ -76,19 +75,10 @@ def read_io(path: Path, metadata: dict[str, str] | None = None) -> ArtifactIO:
                             for n, t in zip(names, tensors)))
 
 
-@contextlib.contextmanager
 def _native_stderr_off():
     """ExecuTorch's C++ logs cpuinfo probes and the pool size to fd 2 ("Failed to open midr file ..."): not ours to
     show. Errors still arrive as Python exceptions."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    return captured(2)
 
 
 def set_threads(threads: int | None) -> int:

@@ -17,10 +17,8 @@ on x86 and ARM alike. So the record has one setting.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +26,13 @@ import numpy as np
 from lightexport.backends import require
 from lightexport.errors import InputFileError
 from lightexport.exporter.tflite_files import describe, entry
+from lightexport.nativeio import captured
 from lightexport.parity.runners.base import ArtifactIO, Feed, Outputs, Runner, TensorSpec, reason
 
 
-@contextlib.contextmanager
 def _native_stderr_off():
     """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to fd 2: not ours to show."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    return captured(2)
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -23,6 +23,7 @@ import numpy as np
 
 from lightexport.backends import require
 from lightexport.errors import InputFileError
+from lightexport.nativeio import captured
 from lightexport.parity.runners.base import ArtifactIO, Feed, Outputs, Runner, TensorSpec
 from lightexport.parity.settings import RunSetting
 from lightexport.parity.tolerances import coarser
@@ -38,15 +39,8 @@ def _mnn():
 
     if "MNN" in sys.modules:
         return sys.modules["MNN"]
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 1)
-        try:
-            return require("MNN", "an MNN artifact")
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
+    with captured(1):
+        return require("MNN", "an MNN artifact")
 
 
 def has_fp16_arithmetic() -> bool:
@@ -152,13 +146,17 @@ class MnnRunner(Runner):
         self.runtime = nn.create_runtime_manager((config,))
         if self.inference_precision == "high":
             self.runtime.set_hint(WINOGRAD_MEMORY_LEVEL, 0)
-        try:  # empty name lists: the model's own inputs and outputs, in its order
-            self.module = nn.load_module_from_file(str(self.path), [], [], runtime_manager=self.runtime)
-            info = self.module.get_info() if self.module is not None else {}
-        except (SystemError, RuntimeError, ValueError) as exc:
-            raise InputFileError(f"MNN cannot load {self.path} (not an MNN model, or truncated)") from exc
+        with captured(1, 2) as said:  # MNN says why a load failed on stdout ("Invalidate buffer ..."), nothing else
+            try:  # empty name lists: the model's own inputs and outputs, in its order
+                self.module = nn.load_module_from_file(str(self.path), [], [], runtime_manager=self.runtime)
+                info = self.module.get_info() if self.module is not None else {}
+            except (SystemError, RuntimeError, ValueError):
+                self.module, info = None, {"failed": True}
+        why = f": MNN says {said.reason()!r}" if said.reason() else ""
+        if info.get("failed"):
+            raise InputFileError(f"MNN cannot load {self.path} (not an MNN model, or truncated){why}")
         if self.module is None or not info.get("inputNames") or not info.get("outputNames"):
-            raise InputFileError(f"MNN cannot load {self.path} (it names no inputs or outputs)")
+            raise InputFileError(f"MNN cannot load {self.path} (it names no inputs or outputs){why}")
         self.blob_in = info["inputNames"][0]
         recorded = read_metadata(self.path)
         names = _names(recorded) if recorded.get("lightexport.outputs") else list(info["outputNames"])

@@ -26,6 +26,7 @@ import numpy as np
 from lightexport.backends import require
 from lightexport.errors import InputFileError
 from lightexport.exporter.ncnn_files import check_pair, fp16_arithmetic_off, in_torch_order, read_param
+from lightexport.nativeio import captured
 from lightexport.parity.runners.base import ArtifactIO, Feed, Outputs, Runner, TensorSpec
 from lightexport.parity.settings import RunSetting
 from lightexport.parity.tolerances import coarser
@@ -121,8 +122,11 @@ class NcnnRunner(Runner):
             for flag in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage",
                          "use_bf16_packed"):
                 setattr(opt, flag, False)
-        if net.load_param(str(self.path)) != 0 or net.load_model(str(weights)) != 0:
-            raise InputFileError(f"ncnn cannot load {self.path} + {weights.name}")
+        with captured(1, 2) as said:  # ncnn prints why a load failed ("layer X not exists or registered")
+            loaded = net.load_param(str(self.path)) == 0 and net.load_model(str(weights)) == 0
+        if not loaded:
+            why = f": ncnn says {said.reason()!r}" if said.reason() else ""
+            raise InputFileError(f"ncnn cannot load {self.path} + {weights.name}{why}")
         self.net = net
         self.blob_in = (net.input_names() or param.inputs)[0]
         self.blobs_out = in_torch_order(net.output_names() or param.outputs)
