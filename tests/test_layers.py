@@ -23,7 +23,7 @@ import lightexport
 ROOT = Path(lightexport.__file__).parent
 #: Layer of each top-level module or package; an import must go to the same or a lower layer.
 LAYERS = {
-    "errors": 0, "precision": 0, "fileio": 0, "cpu": 0, "__init__": 0,
+    "errors": 0, "precision": 0, "fileio": 0, "nativeio": 0, "cpu": 0, "__init__": 0,
     "model_defs": 1,
     "calib": 2,
     "backends": 3, "options": 3, "artifacts": 3, "onnxfile": 3,
